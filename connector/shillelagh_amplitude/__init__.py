@@ -1,0 +1,3 @@
+"""Amplitude's Export API as SQL tables (``amplitude_events``, ``amplitude_sessions``) through shillelagh."""
+
+__version__ = "0.1.0"
