@@ -1,0 +1,212 @@
+"""Local store of downloaded upload hours, one Parquet file per hour, per Amplitude project.
+
+Layout: ``<cache_dir>/<project>/<YYYYMMDD>/<HH>.parquet`` (``.empty`` for an hour with no events), where
+``<project>`` is a hash of the API host and API key: two projects never share files, and no secret is written
+in clear (only a salted PBKDF2 verifier of the secret key, so a wrong secret cannot read cached data).
+
+An upload hour is *final* once Amplitude's export latency (2 h) plus a safety margin has passed since its end:
+it is written once and served from disk forever after. Newer hours are *fresh*: kept for ``FRESH_TTL`` only.
+Every write goes to a temporary file renamed into place, so a crash leaves no partial hour and concurrent
+writers of one hour leave one complete copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import platformdirs
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .hours import HOUR, to_utc
+from .schema import EVENT_SCHEMA
+
+EXPORT_LATENCY = timedelta(hours=2)
+SAFETY_MARGIN = timedelta(hours=1)
+FRESH_TTL = timedelta(minutes=10)
+PBKDF2_ROUNDS = 200_000
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1}
+
+
+def default_cache_dir() -> Path:
+    """Per-user cache folder (``$AMPLITUDE_CACHE_DIR`` overrides it)."""
+    override = os.environ.get("AMPLITUDE_CACHE_DIR")
+    return Path(override) if override else Path(platformdirs.user_cache_dir("shillelagh-amplitude"))
+
+
+def project_key(base_url: str, api_key: str) -> str:
+    """Folder name of a project: a hash of host and API key (neither is readable from it)."""
+    return hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}".encode()).hexdigest()[:24]
+
+
+def is_final(hour: datetime, now: datetime) -> bool:
+    """True once Amplitude can no longer add events to this upload hour."""
+    return to_utc(hour) + HOUR + EXPORT_LATENCY + SAFETY_MARGIN <= to_utc(now)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temp, path)
+
+
+class HourStore:
+    """Downloaded upload hours of one Amplitude project."""
+
+    def __init__(self, cache_dir: Path | str | None, base_url: str, api_key: str) -> None:
+        root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.root = root / project_key(base_url, api_key)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # --- where hours live -------------------------------------------------------------------------
+    def _path(self, hour: datetime, final: bool, kind: str) -> Path:
+        """``<day>/<HH>.parquet``, ``<HH>.empty``, or ``<HH>.fresh.*`` for a fresh hour."""
+        hour = to_utc(hour)
+        return self.root / hour.strftime("%Y%m%d") / f"{hour:%H}{'' if final else '.fresh'}.{kind}"
+
+    def _stored(self, hour: datetime, now: datetime) -> Path | None:
+        """The file holding ``hour`` (``.parquet`` or ``.empty``) if it is stored and still valid."""
+        for final in (True, False):
+            for kind in ("parquet", "empty"):
+                path = self._path(hour, final, kind)
+                try:
+                    mtime = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if final or to_utc(now).timestamp() - mtime < FRESH_TTL.total_seconds():
+                    return path
+        return None
+
+    def has(self, hour: datetime, now: datetime) -> bool:
+        return self._stored(hour, now) is not None
+
+    def missing(self, hours: Iterable[datetime], now: datetime) -> list[datetime]:
+        """The hours that must be downloaded (absent, or fresh and expired)."""
+        return [hour for hour in hours if not self.has(hour, now)]
+
+    # --- reading ------------------------------------------------------------------------------------
+    def files(self, hours: Iterable[datetime], now: datetime) -> list[Path]:
+        """Parquet files of the stored, non-empty hours among ``hours``."""
+        paths = (self._stored(hour, now) for hour in hours)
+        return [path for path in paths if path is not None and path.suffix == ".parquet"]
+
+    def read(self, hours: Iterable[datetime], now: datetime, columns: list[str] | None = None) -> pa.Table:
+        """The stored events of ``hours`` (missing hours contribute nothing)."""
+        schema = EVENT_SCHEMA if columns is None else pa.schema([EVENT_SCHEMA.field(c) for c in columns])
+        tables = [pq.read_table(path, columns=columns, schema=schema) for path in self.files(hours, now)]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+    def newest_final_hour(self) -> datetime | None:
+        """The newest stored final hour: data is complete through its end."""
+        for day in sorted((p for p in self.root.iterdir() if p.name.isdigit()), reverse=True):
+            finals = sorted(p.name[:2] for p in day.iterdir() if p.name[:2].isdigit() and ".fresh" not in p.name)
+            if finals:
+                return to_utc(datetime.strptime(day.name + finals[-1], "%Y%m%d%H"))
+        return None
+
+    # --- writing ------------------------------------------------------------------------------------
+    def staging(self) -> HourStaging:
+        return HourStaging(self)
+
+    def _publish(self, hour: datetime, source: Path | None, final: bool) -> None:
+        """Move a complete hour file (None: no events) into place, atomically."""
+        data, empty = self._path(hour, final, "parquet"), self._path(hour, final, "empty")
+        if source is None:
+            _atomic_write_bytes(empty, b"")
+            data.unlink(missing_ok=True)
+        else:
+            data.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, data)
+            empty.unlink(missing_ok=True)
+        if final:
+            for kind in ("parquet", "empty"):
+                self._path(hour, False, kind).unlink(missing_ok=True)
+
+    # --- the secret key verifier --------------------------------------------------------------------
+    def _verifier_path(self) -> Path:
+        return self.root / "secret.verifier"
+
+    def secret_status(self, secret_key: str) -> bool | None:
+        """True if the secret matches the one this store was filled with, False if not, None if unknown."""
+        try:
+            salt, digest = self._verifier_path().read_text().split(":")
+        except (FileNotFoundError, ValueError):
+            return None
+        candidate = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), bytes.fromhex(salt), PBKDF2_ROUNDS)
+        return hmac.compare_digest(candidate.hex(), digest)
+
+    def remember_secret(self, secret_key: str) -> None:
+        """Record a (salted, hashed) verifier of a secret that Amplitude accepted."""
+        salt = os.urandom(16)
+        digest = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), salt, PBKDF2_ROUNDS)
+        _atomic_write_bytes(self._verifier_path(), f"{salt.hex()}:{digest.hex()}".encode())
+
+
+class HourStaging:
+    """Collects the hours of one download; nothing is visible in the store until :meth:`commit`."""
+
+    def __init__(self, store: HourStore) -> None:
+        self.store = store
+        self.folder = store.root / f".staging-{uuid.uuid4().hex}"
+        self.folder.mkdir()
+        self._writers: dict[datetime, pq.ParquetWriter] = {}
+
+    def add(self, hour: datetime, batch: pa.RecordBatch) -> None:
+        writer = self._writers.get(hour)
+        if writer is None:
+            path = self.folder / f"{to_utc(hour):%Y%m%d%H}.parquet"
+            writer = self._writers[hour] = pq.ParquetWriter(path, EVENT_SCHEMA, **PARQUET_OPTIONS)
+        writer.write_batch(batch)
+
+    @property
+    def hours(self) -> list[datetime]:
+        """The hours that received events so far."""
+        return sorted(self._writers)
+
+    def commit(self, hours: Iterable[datetime], now: datetime | None) -> None:
+        """Publish every hour of the completed download (hours without events are stored as empty).
+
+        Hours are final or fresh by their age at ``now``; ``now=None`` publishes them all as final
+        (an archive loaded by hand is taken as complete).
+        """
+        self._close_writers()
+        for hour in hours:
+            source = self.folder / f"{to_utc(hour):%Y%m%d%H}.parquet"
+            final = now is None or is_final(hour, now)
+            self.store._publish(hour, source if source.exists() else None, final)
+        self.discard()
+
+    def discard(self) -> None:
+        """Drop everything staged (a failed or abandoned download)."""
+        self._close_writers()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _close_writers(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def __enter__(self) -> HourStaging:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
+
+
+def clean_stale_staging(store: HourStore, older_than: timedelta = timedelta(hours=6)) -> None:
+    """Remove staging folders left behind by crashed processes."""
+    cutoff = time.time() - older_than.total_seconds()
+    for folder in store.root.glob(".staging-*"):
+        if folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
