@@ -57,7 +57,7 @@ def _stage_archive(store: HourStore, path: Path, window: Window | None) -> tuple
     return staging, events
 
 
-def _store_window(store: HourStore, client: ExportClient, part: Window, now: datetime) -> int:
+def store_window(store: HourStore, client: ExportClient, part: Window, now: datetime) -> int:
     """Decode and publish one downloaded window, downloading it again if the archive is corrupt."""
     problem = ""
     for attempt in range(DECODE_ATTEMPTS):
@@ -106,7 +106,7 @@ def fill(
         for start, end in tile_windows(run_start, run_end, window_hours):
             for part in client.export(start, end):
                 report.windows.append(f"{format_hour(part.start)}..{format_hour(part.end)}")
-                report.events += _store_window(store, client, part, now)
+                report.events += store_window(store, client, part, now)
                 report.hours_downloaded += part.hours
                 if progress:
                     progress(part.hours)

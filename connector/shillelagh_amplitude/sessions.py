@@ -1,0 +1,138 @@
+"""Sessions from exported events, by Amplitude's definition.
+
+Amplitude (https://amplitude.com/docs/data/sources/session-length, .../instrument-track-sessions):
+- a session is the events sharing one ``session_id`` (its start, ms since epoch) for one user; the id need not be
+  unique across users, so events are grouped by (``amplitude_id``, ``session_id``);
+- events with ``session_id = -1`` are out of session and excluded from every session metric;
+- length = max(``client_event_time``) - min(``client_event_time``), capped at one day (86,400 s);
+- a session is dated by its start (``session_id``), whatever day its last event falls on;
+- the default length distribution uses nine bins: 0-3 s, 3-10 s, 10-30 s, 30-60 s, 1-3 min, 3-10 min,
+  10-30 min, 30-60 min, 1-24 h.
+Session attributes (platform, country, user properties, ...) come from the session's first event by
+``client_event_time``, like Amplitude's "first property value".
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .schema import TIMESTAMP
+
+MAX_LENGTH_S = 86_400.0
+#: Lower bounds (seconds) and labels of Amplitude's nine default session length bins; labels sort in order.
+LENGTH_BUCKETS: tuple[tuple[float, str], ...] = (
+    (0, "1: 0-3 s"),
+    (3, "2: 3-10 s"),
+    (10, "3: 10-30 s"),
+    (30, "4: 30-60 s"),
+    (60, "5: 1-3 min"),
+    (180, "6: 3-10 min"),
+    (600, "7: 10-30 min"),
+    (1800, "8: 30-60 min"),
+    (3600, "9: 1-24 h"),
+)
+#: Attributes taken from the first event of the session.
+FIRST_EVENT_COLUMNS = (
+    "user_id",
+    "device_id",
+    "platform",
+    "os_name",
+    "device_type",
+    "country",
+    "region",
+    "city",
+    "language",
+    "version_name",
+    "user_creation_time",
+    "user_properties",
+)
+#: Event columns needed to build sessions.
+EVENT_COLUMNS = ("amplitude_id", "session_id", "client_event_time", "event_type", *FIRST_EVENT_COLUMNS)
+
+SESSION_SCHEMA = pa.schema(
+    [
+        ("session_start", TIMESTAMP),
+        ("session_end", TIMESTAMP),
+        ("length_s", pa.float64()),
+        ("length_bucket", pa.string()),
+        ("event_count", pa.int64()),
+        ("first_event_type", pa.string()),
+        ("last_event_type", pa.string()),
+        ("event_types", pa.string()),
+        ("amplitude_id", pa.int64()),
+        ("session_id", pa.int64()),
+        ("user_id", pa.string()),
+        ("device_id", pa.string()),
+        ("platform", pa.string()),
+        ("os_name", pa.string()),
+        ("device_type", pa.string()),
+        ("country", pa.string()),
+        ("region", pa.string()),
+        ("city", pa.string()),
+        ("language", pa.string()),
+        ("version_name", pa.string()),
+        ("user_creation_time", TIMESTAMP),
+        ("user_properties", pa.string()),
+    ]
+)
+
+
+def length_bucket(length_s: pa.Array) -> pa.Array:
+    """The label of the Amplitude length bin of each length (in seconds)."""
+    labels = pa.array([label for _, label in LENGTH_BUCKETS])
+    index = pa.array([0] * len(length_s), pa.int64())
+    for lower, _ in LENGTH_BUCKETS[1:]:
+        index = pc.add(index, pc.cast(pc.greater_equal(length_s, lower), pa.int64()))
+    return pc.take(labels, index)
+
+
+_JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
+
+
+def json_string_lists(lists: pa.ListArray) -> pa.Array:
+    """Each list of strings as JSON array text, e.g. ``["page_view","search"]``."""
+    values = pc.list_flatten(lists)
+    for old, new in _JSON_ESCAPES:
+        values = pc.replace_substring(values, old, new)
+    joined = pc.binary_join(pa.ListArray.from_arrays(lists.offsets, values), '","')
+    text = pc.binary_join_element_wise('["', joined, '"]', "")
+    return pc.if_else(pc.equal(pc.list_value_length(lists), 0), "[]", text)
+
+
+def build_sessions(events: pa.Table) -> pa.Table:
+    """One row per (amplitude_id, session_id) of the given events; see the module docstring for the rules."""
+    in_session = pc.and_(pc.is_valid(events["amplitude_id"]), pc.not_equal(events["session_id"], -1))
+    events = events.filter(pc.fill_null(in_session, False))
+    if events.num_rows == 0:
+        return SESSION_SCHEMA.empty_table()
+    # time order first: the hash "first"/"last" aggregates keep input order when single-threaded
+    events = events.sort_by([("client_event_time", "ascending")])
+    first = pc.ScalarAggregateOptions(skip_nulls=False)
+    grouped = events.group_by(["amplitude_id", "session_id"], use_threads=False).aggregate(
+        [
+            ("client_event_time", "min"),
+            ("client_event_time", "max"),
+            ("event_type", "count", pc.CountOptions(mode="all")),
+            ("event_type", "first", first),
+            ("event_type", "last", first),
+            ("event_type", "distinct"),
+            *[(column, "first", first) for column in FIRST_EVENT_COLUMNS],
+        ]
+    )
+    span = pc.subtract(grouped["client_event_time_max"], grouped["client_event_time_min"])
+    length_s = pc.fill_null(pc.min_element_wise(pc.divide(pc.cast(span, pa.int64()), 1e6), MAX_LENGTH_S), 0.0)
+    columns = {
+        "session_start": pc.multiply(grouped["session_id"], 1000).cast(TIMESTAMP),
+        "session_end": grouped["client_event_time_max"],
+        "length_s": length_s,
+        "length_bucket": length_bucket(length_s),
+        "event_count": grouped["event_type_count"],
+        "first_event_type": grouped["event_type_first"],
+        "last_event_type": grouped["event_type_last"],
+        "event_types": json_string_lists(grouped["event_type_distinct"].combine_chunks()),
+        "amplitude_id": grouped["amplitude_id"],
+        "session_id": grouped["session_id"],
+        **{column: grouped[f"{column}_first"] for column in FIRST_EVENT_COLUMNS},
+    }
+    return pa.table([columns[name] for name in SESSION_SCHEMA.names], schema=SESSION_SCHEMA)
