@@ -1,0 +1,98 @@
+"""Command line: ``amplitude-sync`` prefills the hour store; ``amplitude-load`` loads an export zip by hand.
+
+The secret key is read from ``$AMPLITUDE_SECRET_KEY`` only (never from the command line, where other users of
+the machine could see it in the process list); the API key from ``--api-key`` or ``$AMPLITUDE_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .client import AmplitudeError, ExportClient, resolve_base_url
+from .hours import HOUR, floor_hour, hour_count
+from .loader import fill, load_archive
+from .store import HourStore
+
+
+def parse_time(text: str, *, end: bool = False) -> datetime:
+    """``2026-03-01`` (a whole day; as an end, through its last hour) or an ISO datetime, as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or ISO datetime: {text!r}") from None
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if end and len(text) == 10:
+        return value + timedelta(days=1) - HOUR
+    return floor_hour(value)
+
+
+def _project_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-key", default=os.environ.get("AMPLITUDE_API_KEY"),
+                        help="project API key (default: $AMPLITUDE_API_KEY)")
+    parser.add_argument("--region", default=os.environ.get("AMPLITUDE_REGION", "us"), choices=["us", "eu"],
+                        help="data region (default: $AMPLITUDE_REGION or us)")
+    parser.add_argument("--base-url", help="API host, overrides --region (proxies, the local emulator)")
+    parser.add_argument("--cache-dir", help="hour store folder (default: per-user cache, or $AMPLITUDE_CACHE_DIR)")
+
+
+def _store(args: argparse.Namespace) -> HourStore:
+    if not args.api_key:
+        raise AmplitudeError("an API key is needed: --api-key or $AMPLITUDE_API_KEY")
+    return HourStore(args.cache_dir, _base_url(args), args.api_key)
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    return resolve_base_url(args.region, args.base_url)
+
+
+def sync_main(argv: list[str] | None = None) -> int:
+    """Download every missing upload hour of a range into the store, with a progress bar."""
+    parser = argparse.ArgumentParser(prog="amplitude-sync", description=sync_main.__doc__)
+    parser.add_argument("--start", required=True, type=parse_time, help="first day or hour (UTC)")
+    parser.add_argument("--end", required=True, type=lambda text: parse_time(text, end=True),
+                        help="last day or hour (UTC), included")
+    parser.add_argument("--window-hours", type=int, default=24, help="hours per Export API request (default 24)")
+    _project_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        store = _store(args)
+        secret = os.environ.get("AMPLITUDE_SECRET_KEY", "")
+        client = ExportClient(args.api_key, secret, base_url=_base_url(args))
+        with tqdm(total=hour_count(args.start, args.end), unit="h", desc="upload hours") as bar:
+            report = fill(store, client, args.start, args.end, now=datetime.now(UTC),
+                          window_hours=args.window_hours, progress=bar.update)
+            bar.update(bar.total - bar.n)
+        if report.windows:  # Amplitude accepted the secret
+            store.remember_secret(secret)
+    except AmplitudeError as exc:
+        print(f"amplitude-sync: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{report.hours_wanted} hours in range, {report.hours_downloaded} downloaded in "
+          f"{len(report.windows)} requests, {report.events} events stored in {store.root}")
+    return 0
+
+
+def load_main(argv: list[str] | None = None) -> int:
+    """Load an Amplitude export zip (Export API, UI download or S3 export format) into the store."""
+    parser = argparse.ArgumentParser(prog="amplitude-load", description=load_main.__doc__)
+    parser.add_argument("archive", type=Path, help="the .zip file")
+    parser.add_argument("--start", type=parse_time, help="first upload hour the file covers (marks empty hours)")
+    parser.add_argument("--end", type=lambda text: parse_time(text, end=True), help="last upload hour it covers")
+    _project_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        store = _store(args)
+        events = load_archive(store, args.archive, args.start, args.end)
+        if os.environ.get("AMPLITUDE_SECRET_KEY"):
+            store.remember_secret(os.environ["AMPLITUDE_SECRET_KEY"])
+    except (AmplitudeError, OSError) as exc:
+        print(f"amplitude-load: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{events} events loaded into {store.root}")
+    return 0
