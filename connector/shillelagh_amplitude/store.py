@@ -119,17 +119,23 @@ class HourStore:
     def staging(self) -> HourStaging:
         return HourStaging(self)
 
-    def _publish(self, hour: datetime, source: Path | None, final: bool) -> None:
-        """Move a complete hour file (None: no events) into place, atomically."""
+    def _publish(self, hour: datetime, source: Path | None, fresh_at: datetime | None) -> None:
+        """Move a complete hour file (None: no events) into place, atomically.
+
+        ``fresh_at``: the hour is fresh, fetched at that time (kept as its file's mtime); None: it is final.
+        """
+        final = fresh_at is None
         data, empty = self._path(hour, final, "parquet"), self._path(hour, final, "empty")
+        published, stale = (empty, data) if source is None else (data, empty)
         if source is None:
             _atomic_write_bytes(empty, b"")
-            data.unlink(missing_ok=True)
         else:
             data.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, data)
-            empty.unlink(missing_ok=True)
-        if final:
+        stale.unlink(missing_ok=True)
+        if fresh_at is not None:
+            os.utime(published, (fresh_at.timestamp(), fresh_at.timestamp()))
+        else:
             for kind in ("parquet", "empty"):
                 self._path(hour, False, kind).unlink(missing_ok=True)
 
@@ -183,8 +189,8 @@ class HourStaging:
         self._close_writers()
         for hour in hours:
             source = self.folder / f"{to_utc(hour):%Y%m%d%H}.parquet"
-            final = now is None or is_final(hour, now)
-            self.store._publish(hour, source if source.exists() else None, final)
+            fresh_at = None if now is None or is_final(hour, now) else now
+            self.store._publish(hour, source if source.exists() else None, fresh_at)
         self.discard()
 
     def discard(self) -> None:

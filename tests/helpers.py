@@ -1,0 +1,47 @@
+"""Test helpers: build export archives from records, decode them independently of the code under test."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shillelagh_amplitude.generator import write_events, write_export_zip
+
+
+def export_zip(tmp_path: Path, events: list[dict], name: str = "export.zip") -> Path:
+    """An Export-API-shaped zip holding ``events``."""
+    data_dir = tmp_path / f"data-{name}"
+    write_events(data_dir, events)
+    path = tmp_path / name
+    write_export_zip(data_dir, path)
+    return path
+
+
+def read_dataset(data_dir: Path) -> list[dict]:
+    """Every record of a generated dataset, read with gzip + json only."""
+    records = []
+    for path in sorted(Path(data_dir).rglob("*.json.gz")):
+        with gzip.open(path, "rt") as lines:
+            records.extend(json.loads(line) for line in lines if line.strip())
+    return records
+
+
+def read_zip(path: Path) -> list[dict]:
+    """Every record of an export zip, read with zipfile + gzip + json only."""
+    records = []
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if member.endswith(".gz"):
+                text = gzip.decompress(archive.read(member)).decode()
+                records.extend(json.loads(line) for line in text.splitlines() if line.strip())
+    return records
+
+
+def parse_ts(text: str | None) -> datetime | None:
+    """An export timestamp as an aware UTC datetime (independent of the archive decoder)."""
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("T", " ")).replace(tzinfo=UTC)

@@ -1,0 +1,105 @@
+"""The hour store: final and fresh hours, separation of projects, secrets, atomic and concurrent writes."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+from shillelagh_amplitude.generator import make_event
+from shillelagh_amplitude.hours import hour_range
+from shillelagh_amplitude.loader import load_archive
+from shillelagh_amplitude.schema import EVENT_SCHEMA
+from shillelagh_amplitude.store import FRESH_TTL, HourStore, is_final
+
+from .helpers import export_zip
+
+HOUR = timedelta(hours=1)
+T0 = datetime(2026, 3, 1, 5, tzinfo=UTC)
+
+
+def _batch(n: int, hour: datetime = T0) -> pa.RecordBatch:
+    rows = [{"uuid": f"{hour:%H}-{i}", "server_upload_time": hour} for i in range(n)]
+    return pa.RecordBatch.from_pylist(rows, schema=EVENT_SCHEMA)
+
+
+def test_finality_follows_export_latency():
+    assert not is_final(T0, T0 + 3 * HOUR)  # ends 06:00; latency 2 h + margin 1 h
+    assert is_final(T0, T0 + 4 * HOUR)
+
+
+def test_final_hour_is_kept_fresh_hour_expires(tmp_path):
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    now = T0 + 3 * HOUR + timedelta(minutes=30)  # T0 is fresh, T0 - 1 h final
+    old = T0 - HOUR
+    with store.staging() as staging:
+        staging.add(old, _batch(3, old))
+        staging.add(T0, _batch(2))
+        staging.commit([old, T0], now)
+    assert store.missing([old, T0], now) == []
+    later = now + FRESH_TTL + timedelta(seconds=1)
+    assert store.missing([old, T0], later) == [T0]
+    assert store.read([old, T0], later).num_rows == 3
+    assert store.newest_final_hour() == old
+
+
+def test_hours_without_events_are_remembered_as_empty(tmp_path):
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    hours = list(hour_range(T0, T0 + 5 * HOUR))
+    store.staging().commit(hours, T0 + 30 * HOUR)
+    assert store.missing(hours, T0 + 30 * HOUR) == []
+    assert store.read(hours, T0 + 30 * HOUR).num_rows == 0
+    assert store.files(hours, T0 + 30 * HOUR) == []
+
+
+def test_projects_never_share_data_and_no_secret_on_disk(tmp_path):
+    secret = "s3cr3t-value-never-on-disk"
+    first = HourStore(tmp_path, "https://amplitude.com", "key-a")
+    other_key = HourStore(tmp_path, "https://amplitude.com", "key-b")
+    other_region = HourStore(tmp_path, "https://analytics.eu.amplitude.com", "key-a")
+    load_archive(first, export_zip(tmp_path / "z", [make_event(server_upload_time=T0) for _ in range(4)]))
+    first.remember_secret(secret)
+    assert first.read([T0], T0 + 30 * HOUR).num_rows == 4
+    assert other_key.read([T0], T0 + 30 * HOUR).num_rows == 0
+    assert other_region.read([T0], T0 + 30 * HOUR).num_rows == 0
+    assert len({first.root, other_key.root, other_region.root}) == 3
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert secret.encode() not in content and b"key-a" not in content
+    assert first.secret_status(secret) is True
+    assert first.secret_status("wrong") is False
+    assert other_key.secret_status(secret) is None
+
+
+def test_discarded_staging_leaves_nothing(tmp_path):
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    with store.staging() as staging:
+        staging.add(T0, _batch(5))
+    assert store.missing([T0], T0 + 30 * HOUR) == [T0]
+    assert [p.name for p in store.root.iterdir()] == []
+
+
+def _write_same_hour(root: str, rows: int, barrier) -> None:
+    store = HourStore(root, "https://amplitude.com", "key")
+    staging = store.staging()
+    staging.add(T0, _batch(rows))
+    barrier.wait()
+    staging.commit([T0], T0 + 30 * HOUR)
+
+
+def test_concurrent_writers_leave_one_complete_copy(tmp_path):
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(4)
+    workers = [context.Process(target=_write_same_hour, args=(str(tmp_path), 5000, barrier)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    table = store.read([T0], T0 + 30 * HOUR)
+    assert table.num_rows == 5000  # not doubled, not partial
+    assert len(store.files([T0], T0 + 30 * HOUR)) == 1
+    assert not list(store.root.glob(".staging-*"))
