@@ -1,0 +1,191 @@
+"""The SQL tables through shillelagh, on a store loaded from a generated export (no network)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from shillelagh.exceptions import ProgrammingError
+from sqlalchemy import create_engine, inspect
+
+from shillelagh_amplitude.sessions import LENGTH_BUCKETS
+
+from .conftest import API_KEY, SECRET_KEY, sql_connection
+from .expected import kpis, percentile, sessions_from_records, user_property
+from .helpers import parse_ts
+
+RANGE_START = datetime(2026, 3, 2, tzinfo=UTC)
+RANGE_END = datetime(2026, 3, 4, tzinfo=UTC)
+
+
+def _in(start, end):
+    return lambda when: start <= when < end
+
+
+def test_tables_and_column_types(loaded_cache):
+    engine = create_engine(
+        "shillelagh+safe://",
+        adapters=["amplitude"],
+        adapter_kwargs={"amplitude": {"api_key": API_KEY, "secret_key": SECRET_KEY,
+                                      "cache_dir": str(loaded_cache), "offline": True}},
+    )
+    inspector = inspect(engine)
+    sessions = {c["name"]: str(c["type"]) for c in inspector.get_columns("amplitude_sessions")}
+    assert sessions["session_start"] == "TIMESTAMP" and sessions["user_creation_time"] == "TIMESTAMP"
+    assert sessions["length_s"] == "REAL" and sessions["event_count"] == "INTEGER"
+    assert sessions["user_properties"] == "TEXT" and sessions["length_bucket"] == "TEXT"
+    events = {c["name"]: str(c["type"]) for c in inspector.get_columns("amplitude_events")}
+    assert len(events) == 55 and "insert_id" in events and "$insert_id" not in events
+    for name in ("event_time", "client_event_time", "server_upload_time", "server_received_time",
+                 "client_upload_time", "processed_time", "user_creation_time"):
+        assert events[name] == "TIMESTAMP"
+    assert events["amplitude_id"] == events["session_id"] == events["event_id"] == "INTEGER"
+    assert events["user_properties"] == events["event_properties"] == events["data"] == "TEXT"
+
+
+def test_session_kpis_equal_an_independent_computation(dataset, offline_sql):
+    expected = kpis([s for s in sessions_from_records(dataset.records) if RANGE_START <= s.start < RANGE_END])
+    (row,) = offline_sql(
+        "SELECT count(*), avg(length_s), median(length_s), percentile(length_s, 95) FROM amplitude_sessions "
+        "WHERE session_start >= '2026-03-02' AND session_start < '2026-03-04'"
+    )
+    assert row[0] == expected[0]
+    assert row[1:] == pytest.approx(expected[1:], rel=1e-9)
+
+
+def test_per_plan_segments(dataset, offline_sql):
+    sessions = [s for s in sessions_from_records(dataset.records) if RANGE_START <= s.start < RANGE_END]
+    rows = offline_sql(
+        "SELECT json_extract(user_properties, '$.plan') AS plan, count(*), median(length_s), "
+        "percentile(length_s, 95) FROM amplitude_sessions "
+        "WHERE session_start >= '2026-03-02 00:00:00' AND session_start < '2026-03-04 00:00:00' GROUP BY 1"
+    )
+    plans = {user_property(s, "plan") for s in sessions}
+    assert {row[0] for row in rows} == plans and len(plans) >= 3
+    for plan, count, median, p95 in rows:
+        lengths = [s.length_s for s in sessions if user_property(s, "plan") == plan]
+        assert count == len(lengths)
+        assert median == pytest.approx(percentile(lengths, 50))
+        assert p95 == pytest.approx(percentile(lengths, 95))
+
+
+@pytest.mark.parametrize(
+    "low,high",
+    [
+        ("2026-03-03 12:00:00", "2026-03-04 09:00:00"),  # Superset's literal form
+        ("2026-03-03T12:00:00", "2026-03-04T09:00:00"),
+        ("2026-03-03T13:30:00+01:00", "2026-03-04T09:00:00Z"),  # zones are converted to UTC
+        ("2026-03-02 23:59:59.5", "2026-03-03 00:00:00.5"),
+    ],
+)
+def test_sub_day_ranges_are_exact(dataset, offline_sql, low, high):
+    start = datetime.fromisoformat(low.replace("Z", "+00:00"))
+    end = datetime.fromisoformat(high.replace("Z", "+00:00"))
+    start, end = (t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC) for t in (start, end))
+    sessions = [s for s in sessions_from_records(dataset.records) if start <= s.start < end]
+    rows = offline_sql(
+        "SELECT session_id, amplitude_id FROM amplitude_sessions WHERE session_start >= ? AND session_start < ?",
+        low, high,
+    )
+    assert sorted(rows) == sorted((s.session_id, s.amplitude_id) for s in sessions)
+    events = [r for r in dataset.records if start <= parse_ts(r["event_time"]) < end]
+    (count,) = offline_sql(
+        f"SELECT count(*) FROM amplitude_events WHERE event_time >= '{low}' AND event_time < '{high}'"
+    )[0]
+    assert count == len(events)
+
+
+def test_inclusive_and_exclusive_bounds(dataset, offline_sql):
+    starts = sorted({s.start for s in sessions_from_records(dataset.records)})
+    edge = starts[len(starts) // 2]
+    literal = edge.strftime("%Y-%m-%d %H:%M:%S.%f")
+    at_edge = sum(1 for s in sessions_from_records(dataset.records) if s.start == edge)
+    assert offline_sql(f"SELECT count(*) FROM amplitude_sessions WHERE session_start = '{literal}'") == [(at_edge,)]
+    both = offline_sql(
+        f"SELECT count(*) FROM amplitude_sessions WHERE session_start >= '{literal}' AND session_start <= '{literal}'"
+    )
+    assert both == [(at_edge,)]
+    assert offline_sql(
+        f"SELECT count(*) FROM amplitude_sessions WHERE session_start > '{literal}' AND session_start < '{literal}'"
+    ) == [(0,)]
+
+
+def test_edge_cases_of_the_definition(dataset, offline_sql):
+    records = dataset.records
+    where = "WHERE session_start >= '2026-03-01' AND session_start < '2026-03-05'"
+    # out-of-session events exist in the export and never form a session
+    assert any(r["session_id"] == -1 for r in records)
+    assert offline_sql(f"SELECT count(*) FROM amplitude_sessions {where} AND session_id = -1") == [(0,)]
+    # one session_id used by two users gives two sessions
+    shared = offline_sql(
+        f"SELECT session_id FROM amplitude_sessions {where} GROUP BY session_id HAVING count(*) > 1"
+    )
+    assert shared
+    # single-event sessions have length 0; sessions over a day are capped
+    assert offline_sql(f"SELECT min(length_s), max(length_s) FROM amplitude_sessions {where}") == [(0.0, 86400.0)]
+    assert offline_sql(f"SELECT count(*) FROM amplitude_sessions {where} AND event_count = 1 AND length_s > 0") == [
+        (0,)
+    ]
+    # sessions across midnight are dated by their start
+    crossing = offline_sql(
+        f"SELECT count(*) FROM amplitude_sessions {where} AND date(session_start) < date(session_end)"
+    )[0][0]
+    assert crossing > 0
+    # anonymous users: no user_id, still a device and an amplitude_id
+    anonymous = offline_sql(
+        f"SELECT count(*), count(device_id), count(amplitude_id) FROM amplitude_sessions {where} AND user_id IS NULL"
+    )[0]
+    assert anonymous[0] > 0 and anonymous[0] == anonymous[1] == anonymous[2]
+    # no session twice
+    assert offline_sql(
+        f"SELECT count(*) FROM (SELECT amplitude_id, session_id FROM amplitude_sessions {where} "
+        "GROUP BY 1, 2 HAVING count(*) > 1)"
+    ) == [(0,)]
+
+
+def test_buckets_and_event_types(dataset, offline_sql):
+    sessions = [s for s in sessions_from_records(dataset.records) if RANGE_START <= s.start < RANGE_END]
+    where = "WHERE session_start >= '2026-03-02' AND session_start < '2026-03-04'"
+    rows = dict(offline_sql(f"SELECT length_bucket, count(*) FROM amplitude_sessions {where} GROUP BY 1 ORDER BY 1"))
+    expected: dict[str, int] = {}
+    for session in sessions:
+        label = [label for lower, label in LENGTH_BUCKETS if session.length_s >= lower][-1]
+        expected[label] = expected.get(label, 0) + 1
+    assert rows == expected
+    with_search = offline_sql(
+        f"SELECT count(*) FROM amplitude_sessions {where} "
+        "AND EXISTS (SELECT 1 FROM json_each(event_types) WHERE value = 'search')"
+    )
+    assert with_search == [(sum(1 for s in sessions if "search" in s.event_types),)]
+    (types,) = offline_sql(f"SELECT event_types FROM amplitude_sessions {where} LIMIT 1")[0]
+    assert isinstance(json.loads(types), list)
+
+
+def test_contradictory_range_returns_nothing(offline_sql):
+    assert offline_sql(
+        "SELECT count(*) FROM amplitude_sessions WHERE session_start > '2026-03-05' AND session_start < '2026-03-01'"
+    ) == [(0,)]
+
+
+def test_readable_errors(loaded_cache):
+    cursor = sql_connection(cache_dir=str(loaded_cache), offline=True).cursor()
+    with pytest.raises(ProgrammingError, match="over 365 days"):
+        cursor.execute("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2024-01-01'")
+    wrong = sql_connection(cache_dir=str(loaded_cache), offline=True, secret_key="not-the-secret").cursor()
+    with pytest.raises(ProgrammingError, match="secret key does not match") as error:
+        wrong.execute("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2026-03-02'")
+    assert "not-the-secret" not in str(error.value)
+    with pytest.raises(ProgrammingError, match="Unknown region"):
+        sql_connection(region="mars").cursor().execute("SELECT count(*) FROM amplitude_sessions")
+
+
+def test_no_predicate_reads_the_last_default_days(loaded_cache, dataset):
+    now = datetime.now(UTC)
+    days = (now - datetime(2026, 3, 1, tzinfo=UTC)).days + 2
+    cursor = sql_connection(cache_dir=str(loaded_cache), offline=True, default_days=days).cursor()
+    everything = len(sessions_from_records(dataset.records))
+    assert cursor.execute("SELECT count(*) FROM amplitude_sessions").fetchall() == [(everything,)]
+    recent = sql_connection(cache_dir=str(loaded_cache), offline=True, default_days=30).cursor()
+    assert recent.execute("SELECT count(*) FROM amplitude_sessions").fetchall() == [(0,)]
+    assert now - timedelta(days=30) > datetime(2026, 3, 6, tzinfo=UTC)
