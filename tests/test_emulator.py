@@ -235,9 +235,13 @@ def test_bad_json_fault(emulator):
     assert sum(1 for line in lines if line.startswith(b"{") and line.endswith(b"}")) == 1
 
 
-def test_body_faults_wait_for_a_window_with_data(emulator):
+def test_zip_faults_wait_for_a_request_that_gets_a_zip(emulator):
+    emulator.max_window_hours = 2
     emulator.add_fault("bad_json")
+    emulator.add_fault("status", status=500)
+    assert export(emulator, "20240301T10", "20240301T10").status_code == 500
     assert export(emulator, "20240301T10", "20240301T10").status_code == 404
+    assert export(emulator, "20240301T05", "20240301T07").status_code == 400
     assert [fault.kind for fault in emulator.pending_faults] == ["bad_json"]
     emulator.clear_faults()
     assert unzip(export(emulator, "20240301T06", "20240301T06").content)

@@ -45,7 +45,7 @@ MAX_SPAN_HOURS = 365 * 24
 #: ``add_fault`` kinds. ``truncated`` announces the full Content-Length then closes the connection early;
 #: ``short_body`` announces the cut length (a complete HTTP answer holding half a zip).
 FAULT_KINDS = ("status", "not_zip", "truncated", "short_body", "corrupt_gzip", "bad_json", "slow")
-#: Faults that need data to spoil; on an empty window they wait for a later request.
+#: Faults that spoil a zip: they wait for a request that gets one (not a 400, 404 or 504).
 BODY_FAULTS = frozenset({"truncated", "short_body", "corrupt_gzip", "bad_json"})
 NOT_ZIP_BODY = b"<html><head><title>Rate limited</title></head><body><h1>Please slow down</h1></body></html>"
 BAD_JSON_LINE = b'{"event_type": "page_view", "uuid": "broken\n'
@@ -75,9 +75,10 @@ class Fault:
     delay: float | None = None
     hours: tuple[datetime, datetime] | None = None
 
-    def applies(self, first: datetime, last: datetime, has_data: bool) -> bool:
-        """Whether the fault hits an authorized, valid request for hours ``first..last``."""
-        if self.kind in BODY_FAULTS and not has_data:
+    def applies(self, first: datetime, last: datetime, to_zip: bool) -> bool:
+        """Whether the fault hits a request for hours ``first..last``, before (or, ``to_zip``, instead of)
+        sending its zip."""
+        if (self.kind in BODY_FAULTS) != to_zip:
             return False
         return self.hours is None or (
             first <= floor_hour(self.hours[1]) and last >= floor_hour(self.hours[0])
@@ -271,8 +272,9 @@ class ExportEmulator:
         ``not_zip`` (200 with an HTML page), ``truncated`` (full Content-Length, half the zip, connection
         closed), ``short_body`` (Content-Length of half the zip), ``corrupt_gzip`` (last member's gzip cut
         in half), ``bad_json`` (a line that is not JSON in the last member), ``slow`` (wait ``delay``
-        seconds, then answer normally). ``delay`` also works with the other kinds. Body faults need data: on
-        an empty window they wait. Faults apply first come, first served, one per request.
+        seconds, then answer normally). ``delay`` also works with the other kinds. Faults are used first come,
+        first served: per request at most one of ``status``/``not_zip``/``slow`` (checked first) and one of
+        the zip-spoiling kinds, which wait for a request that gets a zip (not a 400, 404 or 504).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}: use one of {', '.join(FAULT_KINDS)}")
@@ -293,10 +295,10 @@ class ExportEmulator:
         with self._lock:
             return [Fault(**vars(fault)) for fault in self._faults]
 
-    def _take_fault(self, first: datetime, last: datetime, has_data: bool) -> Fault | None:
+    def _take_fault(self, first: datetime, last: datetime, to_zip: bool) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.applies(first, last, has_data):
+                if fault.applies(first, last, to_zip):
                     fault.times -= 1
                     if not fault.times:
                         self._faults.remove(fault)
@@ -352,7 +354,7 @@ class ExportEmulator:
         members = [
             member for member in list_members(self.data_dir, first, last) if self.exportable(member.hour)
         ]
-        fault = self._take_fault(first, last, bool(members))
+        fault = self._take_fault(first, last, to_zip=False)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and fault.kind == "status":
@@ -376,6 +378,9 @@ class ExportEmulator:
         if not members:
             _send(request, 404, NO_DATA.encode())
             return 404
+        fault = self._take_fault(first, last, to_zip=True)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
         kind = fault.kind if fault is not None else None
         replace = {}
         if kind == "corrupt_gzip":
