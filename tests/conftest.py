@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from shillelagh.backends.apsw.db import connect
 
-from shillelagh_amplitude.adapter import TABLE_CACHE
 from shillelagh_amplitude.generator import generate_dataset, write_export_zip
 from shillelagh_amplitude.loader import load_archive
+from shillelagh_amplitude.scan import TABLE_CACHE
 from shillelagh_amplitude.store import HourStore
 
 from .helpers import read_dataset

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from shillelagh.adapters.base import Adapter
 from shillelagh.exceptions import ProgrammingError
 from shillelagh.fields import Boolean, DateTime, Field, Float, Integer, String
@@ -29,6 +26,7 @@ from shillelagh.typing import RequestedOrder, Row
 from .client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
 from .hours import HOUR, ceil_hour, floor_hour, hour_range, to_utc
 from .loader import fill, newest_exportable_hour, store_window
+from .scan import TABLE_CACHE, ScanTable, TimeRange
 from .schema import EVENT_SCHEMA, TIMESTAMP
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
 from .store import HourStore
@@ -71,44 +69,7 @@ TABLES = {
 }
 
 
-class TableCache:
-    """Process-wide LRU of Arrow tables built from the store, bounded in bytes."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._tables: OrderedDict[tuple, pa.Table] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> pa.Table | None:
-        with self._lock:
-            table = self._tables.get(key)
-            if table is not None:
-                self._tables.move_to_end(key)
-            return table
-
-    def put(self, key: tuple, table: pa.Table) -> None:
-        with self._lock:
-            self._tables[key] = table
-            while len(self._tables) > 1 and sum(t.nbytes for t in self._tables.values()) > self.max_bytes:
-                self._tables.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._tables.clear()
-
-
-TABLE_CACHE = TableCache(CACHE_BYTES)
 _VERIFIED_SECRETS: set[tuple[str, str]] = set()
-
-
-@dataclass(frozen=True)
-class TimeRange:
-    """A UTC range of a timestamp column; ``None`` ends are open."""
-
-    start: datetime | None
-    end: datetime | None
-    include_start: bool = True
-    include_end: bool = False
 
 
 def time_range(bound: Filter | None) -> TimeRange | None:
@@ -124,24 +85,6 @@ def time_range(bound: Filter | None) -> TimeRange | None:
             bound.include_start and bound.include_end))):
         return None
     return TimeRange(start, end, bound.include_start, bound.include_end)
-
-
-def row_mask(column: pa.ChunkedArray, bound: TimeRange) -> pa.ChunkedArray:
-    """Rows of ``column`` inside ``bound``, whose start is set."""
-    above = (pc.greater_equal if bound.include_start else pc.greater)(column, pa.scalar(bound.start, TIMESTAMP))
-    if bound.end is not None:
-        below = (pc.less_equal if bound.include_end else pc.less)(column, pa.scalar(bound.end, TIMESTAMP))
-        above = pc.and_(above, below)
-    return pc.fill_null(above, False)
-
-
-def iter_rows(table: pa.Table, columns: list[str]) -> Iterator[Row]:
-    """Rows of ``table`` as dicts of the requested columns, plus a ``rowid``."""
-    values = [table.column(name).to_pylist() for name in columns]
-    for rowid, row in enumerate(zip(*values, strict=True) if values else ((),) * table.num_rows):
-        record = dict(zip(columns, row, strict=True))
-        record["rowid"] = rowid
-        yield record
 
 
 class AmplitudeAPI(Adapter):
@@ -216,6 +159,15 @@ class AmplitudeAPI(Adapter):
         bounded = any(column in self.spec.time_columns for column, _ in filtered_columns)
         return 1_000.0 if bounded else 100_000.0
 
+    def get_rows(
+        self,
+        bounds: dict[str, Filter],
+        order: list[tuple[str, RequestedOrder]],
+        **kwargs: Any,
+    ) -> Iterator[Row]:
+        """Rows are built in their final Python types already: no per-value parsing."""
+        return self.get_data(bounds, order, **kwargs)
+
     def get_data(
         self,
         bounds: dict[str, Filter],
@@ -228,11 +180,12 @@ class AmplitudeAPI(Adapter):
             return
         now = datetime.now(UTC)
         try:
-            table = self._load(ranges, now, requested_columns)
+            ranges = self._effective_ranges(ranges, now)
+            scan = self._load(ranges, now, requested_columns)
         except AmplitudeError as exc:
             raise ProgrammingError(str(exc)) from None
         columns = [name for name in self._columns if requested_columns is None or name in requested_columns]
-        yield from iter_rows(table, columns)
+        yield from scan.rows(columns, ranges)
 
     # --- reading ------------------------------------------------------------------------------------
     def _effective_ranges(self, ranges: dict[str, TimeRange], now: datetime) -> dict[str, TimeRange]:
@@ -268,32 +221,26 @@ class AmplitudeAPI(Adapter):
         first, last = max(span[0] for span in spans), min(span[1] for span in spans)
         return first, min(last, floor_hour(now))
 
-    def _load(self, ranges: dict[str, TimeRange], now: datetime, requested: set[str] | None) -> pa.Table:
-        ranges = self._effective_ranges(ranges, now)
+    def _load(self, ranges: dict[str, TimeRange], now: datetime, requested: set[str] | None) -> ScanTable:
+        """The scan table holding every row the ranges can select (from the cache when the hours are unchanged)."""
         first, last = self._upload_hours(ranges, now)
         hours = list(hour_range(first, last)) if first <= last else []
         store = HourStore(self.cache_dir, self.base_url, self.api_key)
         self._fill_and_verify(store, first, last, now)
         if self.table == SESSIONS_TABLE:
-            table = self._cached(store, hours, now, EVENT_COLUMNS, build_sessions)
+            columns = EVENT_COLUMNS
         else:
-            needed = sorted(set(requested or self._columns) | set(self.spec.time_columns))
-            table = self._cached(store, hours, now, tuple(needed), None)
-        for column, bound in ranges.items():
-            table = table.filter(row_mask(table[column], bound))
-        return table
-
-    def _cached(self, store: HourStore, hours: list[datetime], now: datetime, columns: tuple[str, ...],
-                build: Any) -> pa.Table:
+            columns = tuple(sorted(set(requested or self._columns) | set(self.spec.time_columns)))
         files = store.files(hours, now)
-        key = (self.table, str(store.root), tuple((str(p), p.stat().st_mtime_ns) for p in files), columns)
-        table = TABLE_CACHE.get(key)
-        if table is None:
+        key = (self.table, tuple((str(path), path.stat().st_mtime_ns) for path in files), columns)
+        scan = TABLE_CACHE.get(key)
+        if scan is None:
             table = store.read(hours, now, list(columns))
-            if build is not None:
-                table = build(table)
-            TABLE_CACHE.put(key, table)
-        return table
+            if self.table == SESSIONS_TABLE:
+                table = build_sessions(table)
+            scan = ScanTable(table, self.spec.time_columns[0])
+            TABLE_CACHE.put(key, scan)
+        return scan
 
     # --- downloading and credentials ----------------------------------------------------------------
     def _client(self) -> ExportClient:
@@ -313,6 +260,8 @@ class AmplitudeAPI(Adapter):
                 raise AuthenticationError(
                     "The secret key does not match the one this project's local store was filled with."
                 )
+            if known:
+                _VERIFIED_SECRETS.add(memo)
             return
         client = self._client()
         downloaded = first <= last and fill(store, client, first, last, now=now, window_hours=self.window_hours).windows

@@ -14,6 +14,7 @@ Session attributes (platform, country, user properties, ...) come from the sessi
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -101,38 +102,55 @@ def json_string_lists(lists: pa.ListArray) -> pa.Array:
 
 
 def build_sessions(events: pa.Table) -> pa.Table:
-    """One row per (amplitude_id, session_id) of the given events; see the module docstring for the rules."""
-    in_session = pc.and_(pc.is_valid(events["amplitude_id"]), pc.not_equal(events["session_id"], -1))
-    events = events.filter(pc.fill_null(in_session, False))
-    if events.num_rows == 0:
+    """One row per (amplitude_id, session_id) of the given events, sorted by ``session_start``.
+
+    See the module docstring for the rules. Only the key columns are filtered and put in time order; each
+    session's first and last event are found by row number, and the wide attribute columns (user properties)
+    are read from the first events' rows alone.
+    """
+    event_types = pc.dictionary_encode(events["event_type"]).combine_chunks()
+    keyed = pa.table(
+        {
+            "amplitude_id": events["amplitude_id"],
+            "session_id": events["session_id"],
+            "time": events["client_event_time"],
+            "row": np.arange(events.num_rows, dtype=np.int64),
+            "type": event_types.indices,
+        }
+    )
+    in_session = pc.and_(pc.is_valid(keyed["amplitude_id"]), pc.not_equal(keyed["session_id"], -1))
+    keyed = keyed.filter(pc.fill_null(in_session, False))
+    if keyed.num_rows == 0:
         return SESSION_SCHEMA.empty_table()
-    # time order first: the hash "first"/"last" aggregates keep input order when single-threaded
-    events = events.sort_by([("client_event_time", "ascending")])
-    first = pc.ScalarAggregateOptions(skip_nulls=False)
-    grouped = events.group_by(["amplitude_id", "session_id"], use_threads=False).aggregate(
+    keyed = keyed.take(pc.sort_indices(keyed, [("time", "ascending")]))
+    # single-threaded, so that "first"/"last" follow the time order
+    grouped = keyed.group_by(["amplitude_id", "session_id"], use_threads=False).aggregate(
         [
-            ("client_event_time", "min"),
-            ("client_event_time", "max"),
-            ("event_type", "count", pc.CountOptions(mode="all")),
-            ("event_type", "first", first),
-            ("event_type", "last", first),
-            ("event_type", "distinct"),
-            *[(column, "first", first) for column in FIRST_EVENT_COLUMNS],
+            ("time", "min"),
+            ("time", "max"),
+            ("row", "first"),
+            ("row", "last"),
+            ("row", "count"),
+            ("type", "distinct", pc.CountOptions(mode="only_valid")),
         ]
     )
-    span = pc.subtract(grouped["client_event_time_max"], grouped["client_event_time_min"])
+    grouped = grouped.take(pc.sort_indices(grouped, [("session_id", "ascending"), ("amplitude_id", "ascending")]))
+    first_rows = events.select(["event_type", *FIRST_EVENT_COLUMNS]).take(grouped["row_first"])
+    span = pc.subtract(grouped["time_max"], grouped["time_min"])
     length_s = pc.fill_null(pc.min_element_wise(pc.divide(pc.cast(span, pa.int64()), 1e6), MAX_LENGTH_S), 0.0)
+    distinct = grouped["type_distinct"].combine_chunks()
+    type_names = pa.ListArray.from_arrays(distinct.offsets, pc.take(event_types.dictionary, distinct.flatten()))
     columns = {
         "session_start": pc.multiply(grouped["session_id"], 1000).cast(TIMESTAMP),
-        "session_end": grouped["client_event_time_max"],
+        "session_end": grouped["time_max"],
         "length_s": length_s,
         "length_bucket": length_bucket(length_s),
-        "event_count": grouped["event_type_count"],
-        "first_event_type": grouped["event_type_first"],
-        "last_event_type": grouped["event_type_last"],
-        "event_types": json_string_lists(grouped["event_type_distinct"].combine_chunks()),
+        "event_count": grouped["row_count"],
+        "first_event_type": first_rows["event_type"],
+        "last_event_type": events["event_type"].take(grouped["row_last"]),
+        "event_types": json_string_lists(type_names),
         "amplitude_id": grouped["amplitude_id"],
         "session_id": grouped["session_id"],
-        **{column: grouped[f"{column}_first"] for column in FIRST_EVENT_COLUMNS},
+        **{column: first_rows[column] for column in FIRST_EVENT_COLUMNS},
     }
     return pa.table([columns[name] for name in SESSION_SCHEMA.names], schema=SESSION_SCHEMA)
