@@ -1,0 +1,159 @@
+"""Superset engine spec for ``amplitude://`` (registered through the ``superset.db_engine_specs`` entry point).
+
+SQL is SQLite (shillelagh/APSW), so time grains and functions come from ``ShillelaghEngineSpec``. In
+"Connect a database" Superset 6.1 renders only a fixed set of field names, so the form uses *Username*
+for the API key, *Password* for the secret key (kept encrypted and masked by Superset) and *Additional
+parameters* for ``region=eu`` and the other adapter options. Configured through a URI instead, the keys
+go into the secure extra ``{"api_key": ..., "secret_key": ...}``, masked on read.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypedDict
+
+from flask_babel import gettext as __
+from marshmallow import Schema, fields
+from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import ArgumentError
+from sqlglot.dialects.dialect import Dialects
+from superset.databases.utils import make_url_safe
+from superset.db_engine_specs.base import BasicParametersMixin, DatabaseCategory
+from superset.db_engine_specs.shillelagh import ShillelaghEngineSpec
+from superset.errors import ErrorLevel, SupersetError, SupersetErrorType
+from superset.sql.parse import SQLGLOT_DIALECTS
+
+from shillelagh_amplitude.dialect import coerce
+
+# Superset looks the SQL dialect up by engine name; ours is SQLite, like ``shillelagh`` and ``gsheets``.
+SQLGLOT_DIALECTS.setdefault("amplitude", Dialects.SQLITE)
+
+REGIONS = ("us", "eu")
+#: Not accepted in a URI's query string: credentials would show unmasked, and the hour store's location is the
+#: operator's choice (``AMPLITUDE_CACHE_DIR``), not a connection's.
+FORBIDDEN_QUERY_PARAMS = {"api_key", "secret_key", "cache_dir"}
+#: The adapter's credential errors (they name the problem and never include the secret), kept word for word.
+AUTH_ERROR_REGEX = re.compile(
+    r"(?P<message>(Amplitude rejected the credentials|The secret key does not match|"
+    r"Both api_key and secret_key are required|The amplitude adapter needs api_key)[^\n]*)"
+)
+
+
+class AmplitudeParametersSchema(Schema):
+    """The dynamic form: Superset 6.1 shows only known field names, with their built-in labels."""
+
+    username = fields.String(required=True, metadata={"description": __("Amplitude project API key")})
+    password = fields.String(required=True, metadata={"description": __("Amplitude project secret key")})
+    query = fields.Dict(
+        keys=fields.Str(),
+        values=fields.Raw(),
+        metadata={"description": __("region=us or region=eu, and other adapter options")},
+    )
+
+
+class AmplitudeParametersType(TypedDict, total=False):
+    """Parameters of the dynamic form."""
+
+    username: str | None
+    password: str | None
+    query: dict[str, Any]
+
+
+class AmplitudePropertiesType(TypedDict, total=False):
+    """What ``POST /api/v1/database/validate_parameters/`` passes."""
+
+    parameters: AmplitudeParametersType
+
+
+class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
+    """Amplitude's Export API as the tables ``amplitude_events`` and ``amplitude_sessions``."""
+
+    engine = "amplitude"
+    engine_name = "Amplitude"
+    drivers = {"apsw": "Amplitude Export API through shillelagh"}
+    default_driver = "apsw"
+    sqlalchemy_uri_placeholder = "amplitude://?region=us"
+    parameters_schema = AmplitudeParametersSchema()
+
+    disable_ssh_tunneling = True
+    supports_file_upload = False
+    disallow_uri_query_params = {"apsw": FORBIDDEN_QUERY_PARAMS}
+    encrypted_extra_sensitive_fields = {"$.api_key": "API key", "$.secret_key": "Secret key"}
+
+    custom_errors = {
+        AUTH_ERROR_REGEX: (
+            "%(message)s",
+            SupersetErrorType.CONNECTION_ACCESS_DENIED_ERROR,
+            {},
+        ),
+    }
+
+    metadata = {
+        "description": "Amplitude product analytics events and sessions, read through the Export API.",
+        "homepage_url": "https://amplitude.com/docs/apis/analytics/export",
+        "categories": [DatabaseCategory.OTHER, DatabaseCategory.OPEN_SOURCE],
+        "pypi_packages": ["shillelagh-amplitude"],
+        "connection_string": "amplitude://?region=us",
+        "notes": "API key and secret key go in the form, or in the secure extra as api_key / secret_key.",
+    }
+
+    @classmethod
+    def build_sqlalchemy_uri(
+        cls, parameters: AmplitudeParametersType, encrypted_extra: dict[str, Any] | None = None
+    ) -> str:
+        """``amplitude://<api key>:<secret key>@?region=...``; Superset stores the password apart, encrypted."""
+        return str(
+            URL.create(
+                cls.engine,
+                username=parameters.get("username") or None,
+                password=parameters.get("password") or None,
+                query=parameters.get("query") or {},
+            )
+        )
+
+    @classmethod
+    def get_parameters_from_uri(
+        cls, uri: str, encrypted_extra: dict[str, Any] | None = None
+    ) -> AmplitudeParametersType:
+        """Form values of a stored URI (the password arrives masked)."""
+        url = make_url_safe(uri)
+        return {"username": url.username, "password": url.password, "query": dict(url.query)}
+
+    @classmethod
+    def validate_parameters(cls, properties: AmplitudePropertiesType) -> list[SupersetError]:  # type: ignore[override]
+        """Missing keys, an unknown region or an unknown/ill-typed option; no network call."""
+        parameters = properties.get("parameters", {})
+        errors: list[SupersetError] = []
+        if missing := sorted(name for name in ("username", "password") if not parameters.get(name)):
+            errors.append(
+                SupersetError(
+                    message=f"One or more parameters are missing: {', '.join(missing)}",
+                    error_type=SupersetErrorType.CONNECTION_MISSING_PARAMETERS_ERROR,
+                    level=ErrorLevel.WARNING,
+                    extra={"missing": missing},
+                )
+            )
+        query = parameters.get("query") or {}
+        problems = [f"{name} cannot be an additional parameter" for name in sorted(FORBIDDEN_QUERY_PARAMS & set(query))]
+        for name, value in query.items():
+            try:
+                coerce(name, value)
+            except ArgumentError as ex:
+                problems.append(str(ex))
+        if query.get("region", "us") not in REGIONS:
+            problems.append(f"region must be one of {', '.join(REGIONS)}")
+        if problems:
+            errors.append(
+                SupersetError(
+                    message="; ".join(problems),
+                    error_type=SupersetErrorType.INVALID_PAYLOAD_SCHEMA_ERROR,
+                    level=ErrorLevel.ERROR,
+                    extra={"invalid": ["query"]},
+                )
+            )
+        return errors
+
+    @classmethod
+    def get_function_names(cls, database: Any) -> list[str]:
+        """SQLite's functions plus the percentile aggregates of the SQLite bundled with apsw."""
+        return super().get_function_names(database) + ["median", "percentile", "percentile_cont", "percentile_disc"]

@@ -1,0 +1,439 @@
+"""Build the importable Superset bundle (ZIP) from the YAML sources in ``dashboards/session_length/``.
+
+    python dashboards/build.py [--out build/session_length_dashboard.zip]
+
+The sources say what matters (datasets with columns and metrics, chart params, a grid of rows, filters);
+this script adds what Superset's export format repeats: UUIDs derived from file names, each chart's
+``query_context`` (what the chart editor would save, used by ``GET /api/v1/chart/<id>/data/``, reports and
+cache warm-up), the dashboard's position tree and native filter configuration. The output is
+deterministic: same sources, same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SOURCES = Path(__file__).resolve().parent / "session_length"
+ROOT = "session_length_dashboard"
+VERSION = "1.0.0"
+# Fixed, so that rebuilding gives the same bytes.
+TIMESTAMP = "2026-01-01T00:00:00+00:00"
+ZIP_DATE = (2026, 1, 1, 0, 0, 0)
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/shillelagh-amplitude/dashboards/session_length")
+DATASOURCE_PLACEHOLDER = "0__table"  # the importer rewrites it to the imported dataset's id
+DEFAULT_ROW_LIMIT = 10000
+
+VIZ_DEFAULTS: dict[str, dict[str, Any]] = {
+    "big_number_total": {
+        "header_font_size": 0.4,
+        "subheader_font_size": 0.15,
+        "y_axis_format": "SMART_NUMBER",
+        "time_format": "smart_date",
+    },
+    "echarts_timeseries_line": {
+        "groupby": [],
+        "row_limit": DEFAULT_ROW_LIMIT,
+        "seriesType": "line",
+        "markerEnabled": True,
+        "markerSize": 4,
+        "show_legend": True,
+        "legendType": "scroll",
+        "legendOrientation": "top",
+        "rich_tooltip": True,
+        "x_axis_time_format": "smart_date",
+        "y_axis_title_margin": 30,
+        "y_axis_title_position": "Left",
+        "color_scheme": "supersetColors",
+        "show_empty_columns": True,
+        "comparison_type": "values",
+        "annotation_layers": [],
+    },
+    "echarts_timeseries_bar": {
+        "groupby": [],
+        "row_limit": DEFAULT_ROW_LIMIT,
+        "orientation": "vertical",
+        "show_legend": True,
+        "legendType": "scroll",
+        "legendOrientation": "top",
+        "rich_tooltip": True,
+        "x_axis_time_format": "smart_date",
+        "y_axis_title_margin": 30,
+        "y_axis_title_position": "Left",
+        "color_scheme": "supersetColors",
+        "show_empty_columns": True,
+        "comparison_type": "values",
+        "annotation_layers": [],
+    },
+    "table": {
+        "query_mode": "aggregate",
+        "groupby": [],
+        "all_columns": [],
+        "percent_metrics": [],
+        "order_by_cols": [],
+        "server_pagination": False,
+        "show_cell_bars": True,
+        "table_timestamp_format": "smart_date",
+        "include_search": False,
+        "color_pn": False,
+    },
+}
+
+
+def load(path: Path) -> dict[str, Any]:
+    """One YAML source file."""
+    return yaml.safe_load(path.read_text())
+
+
+def uuid_for(kind: str, key: str) -> str:
+    """A stable UUID per object, so re-imports update rather than duplicate."""
+    return str(uuid.uuid5(NAMESPACE, f"{kind}/{key}"))
+
+
+def time_filter(column: str, time_range: str) -> dict[str, Any]:
+    """The chart's own time range (a dashboard's time filter overrides it)."""
+    return {
+        "clause": "WHERE",
+        "subject": column,
+        "operator": "TEMPORAL_RANGE",
+        "comparator": time_range,
+        "expressionType": "SIMPLE",
+    }
+
+
+def chart_params(viz_type: str, params: dict[str, Any], dataset: dict[str, Any], time_range: str) -> dict[str, Any]:
+    """Full form data: viz defaults, the dataset's time filter, then the source's params."""
+    dttm = dataset.get("main_dttm_col")
+    return {
+        "datasource": DATASOURCE_PLACEHOLDER,
+        "viz_type": viz_type,
+        **VIZ_DEFAULTS[viz_type],
+        "adhoc_filters": [time_filter(dttm, time_range)] if dttm else [],
+        "extra_form_data": {},
+        **params,
+    }
+
+
+def query_object(params: dict[str, Any]) -> dict[str, Any]:
+    """What the frontend's ``buildQueryObject`` derives from the form data, per viz type."""
+    viz_type = params["viz_type"]
+    query: dict[str, Any] = {
+        "filters": [
+            {"col": f["subject"], "op": f["operator"], "val": f["comparator"]} for f in params["adhoc_filters"]
+        ],
+        "extras": {"having": "", "where": ""},
+        "applied_time_extras": {},
+        "annotation_layers": [],
+        "row_limit": params.get("row_limit", DEFAULT_ROW_LIMIT),
+        "series_limit": 0,
+        "order_desc": params.get("order_desc", True),
+        "url_params": {},
+        "custom_params": {},
+        "custom_form_data": {},
+    }
+    if viz_type == "big_number_total":
+        return {**query, "columns": [], "metrics": [params["metric"]], "post_processing": []}
+    metrics = params["metrics"]
+    if viz_type == "table":
+        sort_metric = params.get("timeseries_limit_metric") or metrics[0]
+        return {
+            **query,
+            "columns": params["groupby"],
+            "metrics": metrics,
+            "orderby": [[sort_metric, not query["order_desc"]]],
+            "post_processing": [],
+        }
+    x_axis = params["x_axis"]
+    axis: dict[str, Any] = {
+        "columnType": "BASE_AXIS",
+        "sqlExpression": x_axis,
+        "label": x_axis,
+        "expressionType": "SQL",
+    }
+    if grain := params.get("time_grain_sqla"):
+        axis["timeGrain"] = grain
+    post_processing: list[dict[str, Any]] = [
+        {
+            "operation": "pivot",
+            "options": {
+                "index": [x_axis],
+                "columns": params["groupby"],
+                "aggregates": {metric: {"operator": "mean"} for metric in metrics},
+                "drop_missing_columns": not params["show_empty_columns"],
+            },
+        }
+    ]
+    if params.get("x_axis_sort") == x_axis:
+        post_processing.append(
+            {"operation": "sort", "options": {"is_sort_index": True, "ascending": params["x_axis_sort_asc"]}}
+        )
+    post_processing.append({"operation": "flatten"})
+    return {
+        **query,
+        "columns": [axis, *params["groupby"]],
+        "metrics": metrics,
+        "orderby": [[metrics[0], not query["order_desc"]]],
+        "series_columns": params["groupby"],
+        "time_offsets": [],
+        "post_processing": post_processing,
+    }
+
+
+def query_context(params: dict[str, Any]) -> str:
+    """The chart's saved query context (a JSON string in the bundle)."""
+    return json.dumps(
+        {
+            "datasource": {"id": 0, "type": "table"},
+            "force": False,
+            "queries": [query_object(params)],
+            "form_data": params,
+            "result_format": "json",
+            "result_type": "full",
+        },
+        sort_keys=True,
+    )
+
+
+def dataset_config(key: str, source: dict[str, Any], database_uuid: str) -> dict[str, Any]:
+    """A dataset file: every column and saved metric spelled out."""
+    columns = [
+        {
+            "column_name": column["column_name"],
+            "verbose_name": column.get("verbose_name"),
+            "type": column["type"],
+            "is_dttm": column.get("is_dttm", False),
+            "is_active": True,
+            "groupby": True,
+            "filterable": True,
+            "expression": column.get("expression"),
+            "description": column.get("description"),
+            "python_date_format": None,
+            "extra": {},
+        }
+        for column in source["columns"]
+    ]
+    metrics = [
+        {
+            "metric_name": metric["metric_name"],
+            "verbose_name": metric.get("verbose_name"),
+            "metric_type": None,
+            "expression": metric["expression"],
+            "description": metric.get("description"),
+            "d3format": metric.get("d3format"),
+            "warning_text": None,
+            "extra": {},
+        }
+        for metric in source["metrics"]
+    ]
+    return {
+        "table_name": source["table_name"],
+        "main_dttm_col": source.get("main_dttm_col"),
+        "description": source.get("description"),
+        "default_endpoint": None,
+        "offset": 0,
+        "cache_timeout": None,
+        "schema": None,
+        "sql": source["sql"],
+        "params": None,
+        "template_params": None,
+        "filter_select_enabled": True,
+        "fetch_values_predicate": None,
+        "extra": None,
+        "normalize_columns": False,
+        "uuid": uuid_for("dataset", key),
+        "metrics": metrics,
+        "columns": columns,
+        "version": VERSION,
+        "database_uuid": database_uuid,
+    }
+
+
+def position(dashboard: dict[str, Any], chart_ids: dict[str, int], charts: dict[str, dict[str, Any]]) -> dict:
+    """Superset's layout tree: ROOT > GRID > one ROW per source row > CHART / MARKDOWN."""
+    tree: dict[str, Any] = {
+        "DASHBOARD_VERSION_KEY": "v2",
+        "ROOT_ID": {"type": "ROOT", "id": "ROOT_ID", "children": ["GRID_ID"]},
+        "GRID_ID": {"type": "GRID", "id": "GRID_ID", "children": [], "parents": ["ROOT_ID"]},
+        "HEADER_ID": {"type": "HEADER", "id": "HEADER_ID", "meta": {"text": dashboard["dashboard_title"]}},
+    }
+    for number, row in enumerate(dashboard["rows"], start=1):
+        row_id = f"ROW-{number}"
+        parents = ["ROOT_ID", "GRID_ID", row_id]
+        children = []
+        if "markdown" in row:
+            item_id = f"MARKDOWN-{number}"
+            tree[item_id] = {
+                "type": "MARKDOWN",
+                "id": item_id,
+                "children": [],
+                "parents": parents,
+                "meta": {"width": 12, "height": row["height"], "code": row["markdown"]},
+            }
+            children.append(item_id)
+        for key, width in row.get("charts", {}).items():
+            item_id = f"CHART-{key}"
+            tree[item_id] = {
+                "type": "CHART",
+                "id": item_id,
+                "children": [],
+                "parents": parents,
+                "meta": {
+                    "chartId": chart_ids[key],
+                    "uuid": uuid_for("chart", key),
+                    "width": width,
+                    "height": row["height"],
+                    "sliceName": charts[key]["slice_name"],
+                },
+            }
+            children.append(item_id)
+        tree[row_id] = {
+            "type": "ROW",
+            "id": row_id,
+            "children": children,
+            "parents": ["ROOT_ID", "GRID_ID"],
+            "meta": {"background": "BACKGROUND_TRANSPARENT"},
+        }
+        tree["GRID_ID"]["children"].append(row_id)
+    return tree
+
+
+def native_filter(source: dict[str, Any], default_time_range: str, excluded: list[int]) -> dict[str, Any]:
+    """One native filter: the time range (with its default) or a value select on a dataset column."""
+    key = source.get("column", "time_range")
+    config: dict[str, Any] = {
+        "id": f"NATIVE_FILTER-{key}",
+        "name": source["name"],
+        "filterType": source["type"],
+        "type": "NATIVE_FILTER",
+        "description": source.get("description", ""),
+        "cascadeParentIds": [],
+        "scope": {"rootPath": ["ROOT_ID"], "excluded": excluded},
+        "tabsInScope": [],
+    }
+    if source["type"] == "filter_time":
+        return {
+            **config,
+            "targets": [{}],
+            "controlValues": {"enableEmptyFilter": False},
+            "defaultDataMask": {
+                "extraFormData": {"time_range": default_time_range},
+                "filterState": {"value": default_time_range},
+                "ownState": {},
+            },
+        }
+    return {
+        **config,
+        "targets": [{"datasetUuid": uuid_for("dataset", source["dataset"]), "column": {"name": source["column"]}}],
+        "controlValues": {
+            "enableEmptyFilter": False,
+            "defaultToFirstItem": False,
+            "multiSelect": True,
+            "searchAllOptions": False,
+            "inverseSelection": False,
+            "sortAscending": True,
+        },
+        "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
+    }
+
+
+def dashboard_config(dashboard: dict[str, Any], charts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The dashboard file; chart ids are placeholders the importer remaps through ``position``."""
+    chart_ids = {key: number for number, key in enumerate(sorted(charts), start=1)}
+    excluded = [chart_ids[key] for key in dashboard.get("unfiltered_charts", [])]
+    filters = [native_filter(f, dashboard["default_time_range"], excluded) for f in dashboard["filters"]]
+    return {
+        "dashboard_title": dashboard["dashboard_title"],
+        "description": dashboard.get("description"),
+        "css": "",
+        "slug": dashboard["slug"],
+        "certified_by": None,
+        "certification_details": None,
+        "published": dashboard.get("published", True),
+        "uuid": uuid_for("dashboard", dashboard["slug"]),
+        "position": position(dashboard, chart_ids, charts),
+        "metadata": {
+            "color_scheme": "supersetColors",
+            "refresh_frequency": 0,
+            "expanded_slices": {},
+            "label_colors": {},
+            "shared_label_colors": [],
+            "timed_refresh_immune_slices": [],
+            "cross_filters_enabled": False,
+            "default_filters": "{}",
+            "chart_configuration": {},
+            "global_chart_configuration": {"scope": {"rootPath": ["ROOT_ID"], "excluded": []}},
+            "native_filter_configuration": filters,
+        },
+        "version": VERSION,
+    }
+
+
+def bundle_files(sources: Path = SOURCES) -> dict[str, dict[str, Any]]:
+    """Every file of the bundle (path inside the root folder -> content)."""
+    database = load(sources / "database.yaml")
+    database_uuid = uuid_for("database", database["database_name"])
+    datasets = {path.stem: load(path) for path in sorted((sources / "datasets").glob("*.yaml"))}
+    charts = {path.stem: load(path) for path in sorted((sources / "charts").glob("*.yaml"))}
+    dashboard = load(sources / "dashboard.yaml")
+    laid_out = [key for row in dashboard["rows"] for key in row.get("charts", {})]
+    if sorted(laid_out) != sorted(charts):
+        raise ValueError(f"dashboard.yaml must place each chart once: {sorted(laid_out)} vs {sorted(charts)}")
+
+    files: dict[str, dict[str, Any]] = {
+        "metadata.yaml": {"version": VERSION, "timestamp": TIMESTAMP},  # no type: dashboard and assets importers
+        f"databases/{database['database_name']}.yaml": {**database, "uuid": database_uuid, "version": VERSION},
+    }
+    for key, source in datasets.items():
+        files[f"datasets/{database['database_name']}/{key}.yaml"] = dataset_config(key, source, database_uuid)
+    for key, chart in charts.items():
+        params = chart_params(chart["viz_type"], chart["params"], datasets[chart["dataset"]],
+                              dashboard["default_time_range"])
+        files[f"charts/{key}.yaml"] = {
+            "slice_name": chart["slice_name"],
+            "description": chart.get("description"),
+            "certified_by": None,
+            "certification_details": None,
+            "viz_type": chart["viz_type"],
+            "params": params,
+            "query_context": query_context(params),
+            "cache_timeout": None,
+            "uuid": uuid_for("chart", key),
+            "version": VERSION,
+            "dataset_uuid": uuid_for("dataset", chart["dataset"]),
+        }
+    files[f"dashboards/{dashboard['slug']}.yaml"] = dashboard_config(dashboard, charts)
+    return files
+
+
+def build(out: Path, sources: Path = SOURCES) -> Path:
+    """Write the bundle ZIP (sorted members, fixed timestamps) and return its path."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in sorted(bundle_files(sources).items()):
+            info = zipfile.ZipInfo(f"{ROOT}/{name}", date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(buffer.getvalue())
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry: build the bundle."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default = Path(__file__).resolve().parents[1] / "build" / f"{ROOT}.zip"
+    parser.add_argument("--out", type=Path, default=default, help=f"ZIP to write (default {default})")
+    args = parser.parse_args(argv)
+    print(build(args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Superset configuration for the Amplitude connector (``SUPERSET_CONFIG_PATH`` points here).
+
+Everything comes from the environment, so one file serves the local demo (SQLite metadata DB and file
+caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (PostgreSQL, Redis, Celery):
+
+- ``SUPERSET_SECRET_KEY`` (else a random key generated once into ``$SUPERSET_HOME/secret_key``);
+- ``SUPERSET_DATABASE_URI`` (else ``sqlite:///$SUPERSET_HOME/superset.db``), ``REDIS_URL`` (optional);
+- ``AMPLITUDE_API_KEY``, ``AMPLITUDE_SECRET_KEY``, ``AMPLITUDE_REGION``, ``AMPLITUDE_OFFLINE``: defaults
+  for every ``amplitude://`` connection that does not set them itself; ``AMPLITUDE_CACHE_DIR``: the hour
+  store of all connections (default ``$SUPERSET_HOME/amplitude``).
+
+Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine.url import URL
+
+HOME = Path(os.environ.get("SUPERSET_HOME") or Path(__file__).resolve().parents[1] / "var")
+HOME.mkdir(parents=True, exist_ok=True)
+DATA_DIR = str(HOME)
+
+
+def _secret_key() -> str:
+    """``SUPERSET_SECRET_KEY``, else a key generated once and kept (0600) beside the metadata DB."""
+    if key := os.environ.get("SUPERSET_SECRET_KEY"):
+        return key
+    path = HOME / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+SQLALCHEMY_DATABASE_URI = os.environ.get("SUPERSET_DATABASE_URI") or f"sqlite:///{HOME / 'superset.db'}"
+
+CACHE_DEFAULT_TIMEOUT = int(os.environ.get("SUPERSET_CACHE_TIMEOUT", "3600"))
+REDIS_URL = os.environ.get("REDIS_URL")
+
+
+def _cache(prefix: str) -> dict[str, Any]:
+    """Redis when ``REDIS_URL`` is set (shared by web and workers), else files under ``$SUPERSET_HOME``."""
+    if REDIS_URL:
+        return {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": REDIS_URL, "CACHE_KEY_PREFIX": f"superset_{prefix}_"}
+    return {"CACHE_TYPE": "FileSystemCache", "CACHE_DIR": str(HOME / "cache" / prefix)}
+
+
+CACHE_CONFIG = _cache("metadata")
+# Chart data: without it every dashboard load would re-read the hour store (or Amplitude).
+DATA_CACHE_CONFIG = _cache("data")
+
+if REDIS_URL:
+    import redis
+    from cachelib.redis import RedisCache
+
+    class CeleryConfig:
+        """Celery workers (async SQL Lab, cache warm-up) on Redis."""
+
+        broker_url = REDIS_URL
+        result_backend = REDIS_URL
+        imports = ("superset.sql_lab", "superset.tasks.scheduler", "superset.tasks.cache")
+        worker_prefetch_multiplier = 1
+        task_acks_late = False
+
+    CELERY_CONFIG = CeleryConfig
+    RESULTS_BACKEND = RedisCache(host=redis.from_url(REDIS_URL), key_prefix="superset_results_")
+
+# Dataset creation would otherwise scan a time column with no time bound (a full export download).
+DATASET_AUTO_DETECT_DATETIME_FORMATS = False
+PREVENT_UNSAFE_DB_CONNECTIONS = True
+# The bundled dataset applies the "sessions that contain event" filter in Jinja (sandboxed).
+FEATURE_FLAGS = {"ENABLE_TEMPLATE_PROCESSING": True}
+
+# Connection defaults taken from the environment, by adapter kwarg; a connection's own settings win.
+AMPLITUDE_ENV = {
+    "api_key": "AMPLITUDE_API_KEY",
+    "secret_key": "AMPLITUDE_SECRET_KEY",
+    "region": "AMPLITUDE_REGION",
+    "offline": "AMPLITUDE_OFFLINE",
+}
+AMPLITUDE_CACHE_DIR = os.environ.get("AMPLITUDE_CACHE_DIR") or str(HOME / "amplitude")
+
+
+def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
+    uri: URL, params: dict[str, Any], username: str | None, security_manager: Any, source: Any
+) -> tuple[URL, dict[str, Any]]:
+    """Give ``amplitude://`` connections the operator's hour store and credentials from the environment."""
+    if uri.get_backend_name() == "amplitude":
+        for kwarg, variable in AMPLITUDE_ENV.items():
+            if value := os.environ.get(variable):
+                params.setdefault(kwarg, value)
+        params["cache_dir"] = AMPLITUDE_CACHE_DIR
+    return uri, params

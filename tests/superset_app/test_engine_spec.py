@@ -1,0 +1,85 @@
+"""The Superset engine spec: the "Connect a database" form, secrets masking, SQL dialect and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy.engine.url import make_url
+from superset.errors import SupersetErrorType
+from superset.sql.parse import SQLGLOT_DIALECTS, SQLScript
+
+from shillelagh_amplitude.engine_spec import AUTH_ERROR_REGEX, AmplitudeEngineSpec
+
+
+def test_form_fields_are_ones_superset_renders() -> None:
+    """Superset 6.1's form only draws known field names; ours are username, password and query."""
+    schema = AmplitudeEngineSpec.parameters_json_schema()
+    assert set(schema["properties"]) == {"username", "password", "query"}
+    assert set(schema["required"]) == {"username", "password"}
+    assert AmplitudeEngineSpec.get_public_information()["disable_ssh_tunneling"] is True
+
+
+def test_form_round_trip_keeps_the_secret_out_of_the_stored_uri() -> None:
+    uri = AmplitudeEngineSpec.build_sqlalchemy_uri(
+        {"username": "api-key", "password": "s3cret", "query": {"region": "eu"}}
+    )
+    url = make_url(uri)
+    assert (url.drivername, url.username, url.password, dict(url.query)) == ("amplitude", "api-key", "s3cret", {
+        "region": "eu"
+    })
+    # Superset stores the password in its encrypted column and keeps this masked URI
+    masked = url.set(password="XXXXXXXXXX").render_as_string(hide_password=False)
+    assert AmplitudeEngineSpec.get_parameters_from_uri(masked) == {
+        "username": "api-key",
+        "password": "XXXXXXXXXX",
+        "query": {"region": "eu"},
+    }
+
+
+def test_validate_parameters() -> None:
+    assert AmplitudeEngineSpec.validate_parameters(
+        {"parameters": {"username": "k", "password": "s", "query": {"region": "eu", "window_hours": "6"}}}
+    ) == []
+    missing, invalid = AmplitudeEngineSpec.validate_parameters(
+        {"parameters": {"username": "k", "query": {"region": "mars", "secret_key": "s", "late": "1"}}}
+    )
+    assert missing.error_type == SupersetErrorType.CONNECTION_MISSING_PARAMETERS_ERROR
+    assert missing.extra["missing"] == ["password"]
+    assert invalid.extra["invalid"] == ["query"]
+    for problem in ("secret_key cannot be an additional parameter", "'late'", "region must be one of us, eu"):
+        assert problem in invalid.message
+
+
+def test_credentials_cannot_ride_in_the_uri_query() -> None:
+    assert AmplitudeEngineSpec.disallow_uri_query_params["apsw"] >= {"api_key", "secret_key", "cache_dir"}
+
+
+def test_secure_extra_is_masked_and_unmasked() -> None:
+    stored = json.dumps({"api_key": "k", "secret_key": "s", "window_hours": 6})
+    masked = json.loads(AmplitudeEngineSpec.mask_encrypted_extra(stored))
+    assert masked == {"api_key": "XXXXXXXXXX", "secret_key": "XXXXXXXXXX", "window_hours": 6}
+    edited = json.dumps({**masked, "window_hours": 12})
+    assert json.loads(AmplitudeEngineSpec.unmask_encrypted_extra(stored, edited)) == {
+        "api_key": "k",
+        "secret_key": "s",
+        "window_hours": 12,
+    }
+
+
+def test_sql_is_parsed_as_sqlite() -> None:
+    assert SQLGLOT_DIALECTS["amplitude"] == SQLGLOT_DIALECTS["shillelagh"]
+    script = SQLScript("SELECT median(length_s), percentile(length_s, 95) FROM amplitude_sessions", "amplitude")
+    assert "PERCENTILE(length_s, 95)" in script.format()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Amplitude rejected the credentials (401 'Invalid') at https://amplitude.com: check the API key",
+        "Both api_key and secret_key are required to reach Amplitude.",
+        "The secret key does not match the one this project's local store was filled with.",
+    ],
+)
+def test_authentication_errors_are_recognised(message: str) -> None:
+    assert AUTH_ERROR_REGEX.search(f"amplitude error: {message}")["message"] == message
