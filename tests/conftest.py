@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from shillelagh.backends.apsw.db import connect
 
+from shillelagh_amplitude.client import ExportClient
+from shillelagh_amplitude.emulator import ExportEmulator
 from shillelagh_amplitude.generator import generate_dataset, write_export_zip
 from shillelagh_amplitude.loader import load_archive
 from shillelagh_amplitude.scan import TABLE_CACHE
@@ -75,3 +77,16 @@ def offline_sql(loaded_cache):
 
     yield run
     connection.close()
+
+
+@pytest.fixture
+def emulator(dataset):
+    """A live Export API emulator over the dataset (faults can be injected per test)."""
+    with ExportEmulator(dataset.data_dir, api_key=API_KEY, secret_key=SECRET_KEY) as running:
+        yield running
+
+
+def client_for(emulator: ExportEmulator, **kwargs: Any) -> ExportClient:
+    """A client of the emulator with quick retries."""
+    options = {"backoff": 0.01, "max_retry_after": 2.0, **kwargs}
+    return ExportClient(API_KEY, options.pop("secret_key", SECRET_KEY), base_url=emulator.base_url, **options)

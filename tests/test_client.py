@@ -1,0 +1,189 @@
+"""The Export API client and the store filler against the live emulator: every fault ends complete or clearly."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shillelagh_amplitude.client import (
+    AmplitudeError,
+    AuthenticationError,
+    ExportTooLargeError,
+    resolve_base_url,
+)
+from shillelagh_amplitude.hours import format_hour, hour_range, parse_hour
+from shillelagh_amplitude.loader import fill
+from shillelagh_amplitude.store import HourStore
+
+from .conftest import SECRET_KEY, client_for
+from .helpers import parse_ts
+
+FIRST = datetime(2026, 3, 2, tzinfo=UTC)
+LAST = datetime(2026, 3, 3, 23, tzinfo=UTC)
+NOW = datetime.now(UTC)
+
+
+def _expected_by_hour(records, first=FIRST, last=LAST) -> Counter:
+    counts = Counter()
+    for record in records:
+        hour = parse_ts(record["server_upload_time"]).replace(minute=0, second=0, microsecond=0)
+        if first <= hour <= last:
+            counts[hour] += 1
+    return counts
+
+
+def _stored_by_hour(store: HourStore, first=FIRST, last=LAST) -> Counter:
+    table = store.read(hour_range(first, last), NOW, ["server_upload_time", "uuid"])
+    assert len(set(table["uuid"].to_pylist())) == table.num_rows  # nothing stored twice
+    return Counter(t.replace(minute=0, second=0, microsecond=0) for t in table["server_upload_time"].to_pylist())
+
+
+def _windows(emulator) -> list[tuple[str, str, int]]:
+    return [(r.start, r.end, r.status) for r in emulator.requests]
+
+
+def _assert_tiles(emulator, first=FIRST, last=LAST) -> None:
+    """Successful requests cover every hour of the range exactly once."""
+    hours = [h for start, end, status in _windows(emulator) if status in (200, 404)
+             for h in hour_range(parse_hour(start), parse_hour(end))]
+    assert sorted(hours) == list(hour_range(first, last))
+
+
+def test_fill_tiles_windows_and_stores_every_event(tmp_path, dataset, emulator):
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    report = fill(store, client_for(emulator), FIRST, LAST, now=NOW, window_hours=24)
+    assert _windows(emulator) == [("20260302T00", "20260302T23", 200), ("20260303T00", "20260303T23", 200)]
+    assert _stored_by_hour(store) == _expected_by_hour(dataset.records)
+    assert report.hours_downloaded == 48
+    emulator.clear_requests()
+    again = fill(store, client_for(emulator), FIRST, LAST, now=NOW, window_hours=24)
+    assert emulator.requests == [] and again.hours_downloaded == 0
+
+
+def test_only_missing_hours_are_fetched(tmp_path, emulator):
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    fill(store, client_for(emulator), FIRST + timedelta(hours=5), FIRST + timedelta(hours=9), now=NOW)
+    emulator.clear_requests()
+    fill(store, client_for(emulator), FIRST, FIRST + timedelta(hours=30), now=NOW, window_hours=12)
+    assert _windows(emulator) == [
+        ("20260302T00", "20260302T04", 200),
+        ("20260302T10", "20260302T21", 200),
+        ("20260302T22", "20260303T06", 200),
+    ]
+
+
+def test_empty_window_is_404_and_remembered(tmp_path, emulator):
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    empty_first, empty_last = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, 23, tzinfo=UTC)
+    fill(store, client_for(emulator), empty_first, empty_last, now=NOW)
+    assert _windows(emulator) == [("20250101T00", "20250101T23", 404)]
+    assert store.missing(hour_range(empty_first, empty_last), NOW) == []
+    emulator.clear_requests()
+    fill(store, client_for(emulator), empty_first, empty_last, now=NOW)
+    assert emulator.requests == []
+
+
+def test_too_large_windows_are_halved(tmp_path, dataset, emulator):
+    emulator.max_window_hours = 5
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    fill(store, client_for(emulator), FIRST, LAST, now=NOW, window_hours=24)
+    statuses = Counter(status for _, _, status in _windows(emulator))
+    assert statuses[400] > 0 and set(statuses) == {200, 400}
+    assert _windows(emulator)[:3] == [
+        ("20260302T00", "20260302T23", 400),
+        ("20260302T00", "20260302T11", 400),
+        ("20260302T00", "20260302T05", 400),
+    ]
+    _assert_tiles(emulator)
+    assert _stored_by_hour(store) == _expected_by_hour(dataset.records)
+
+
+def test_504_windows_are_halved(tmp_path, dataset, emulator):
+    emulator.timeout_window_hours = 12
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    fill(store, client_for(emulator), FIRST, LAST, now=NOW, window_hours=24)
+    assert [status for _, _, status in _windows(emulator)] == [504, 200, 200, 504, 200, 200]
+    assert _stored_by_hour(store) == _expected_by_hour(dataset.records)
+
+
+def test_an_hour_too_large_alone_fails_clearly_and_stores_nothing_partial(tmp_path, dataset, emulator):
+    bad = FIRST + timedelta(hours=7)
+    emulator.too_large_hours = {bad}
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    with pytest.raises(ExportTooLargeError, match=r"upload hour 20260302T07 .* Amazon S3 export .*amplitude-load"):
+        fill(store, client_for(emulator), FIRST, LAST, now=NOW, window_hours=24)
+    assert bad in store.missing([bad], NOW)
+    stored = _stored_by_hour(store)
+    expected = _expected_by_hour(dataset.records)
+    assert all(stored[hour] == expected[hour] for hour in stored)  # every stored hour is complete
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+def test_transient_statuses_are_retried(tmp_path, dataset, emulator, status):
+    emulator.add_fault("status", status=status, retry_after=1 if status == 429 else None, times=2)
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    fill(store, client_for(emulator), FIRST, LAST, now=NOW, window_hours=24)
+    assert [s for _, _, s in _windows(emulator)] == [status, status, 200, 200]
+    assert _stored_by_hour(store) == _expected_by_hour(dataset.records)
+
+
+def test_retries_are_bounded(tmp_path, emulator):
+    emulator.add_fault("status", status=429, retry_after=1, times=50)
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    with pytest.raises(AmplitudeError, match="kept answering 429"):
+        fill(store, client_for(emulator, retries=3), FIRST, LAST, now=NOW)
+    assert len(emulator.requests) == 4
+    assert store.missing(hour_range(FIRST, LAST), NOW) == list(hour_range(FIRST, LAST))
+
+
+def test_retry_after_is_honoured(tmp_path, emulator):
+    emulator.add_fault("status", status=429, retry_after=1, times=1)
+    started = datetime.now(UTC)
+    fill(HourStore(tmp_path, emulator.base_url, "k"), client_for(emulator), FIRST, FIRST, now=NOW)
+    assert datetime.now(UTC) - started >= timedelta(seconds=1)
+
+
+@pytest.mark.parametrize("kind", ["not_zip", "truncated", "short_body", "corrupt_gzip", "bad_json"])
+def test_broken_bodies_are_downloaded_again(tmp_path, dataset, emulator, kind):
+    emulator.add_fault(kind, times=2)
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    fill(store, client_for(emulator), FIRST, LAST, now=NOW, window_hours=24)
+    assert [s for _, _, s in _windows(emulator)] == [200, 200, 200, 200]
+    assert _stored_by_hour(store) == _expected_by_hour(dataset.records)
+
+
+@pytest.mark.parametrize("kind", ["not_zip", "truncated", "short_body", "corrupt_gzip", "bad_json"])
+def test_broken_bodies_fail_clearly_and_store_nothing(tmp_path, emulator, kind):
+    emulator.add_fault(kind, times=10)
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    with pytest.raises(AmplitudeError, match=r"20260302T00\.\.20260302T23 .*(unreadable|broke off) 3 times"):
+        fill(store, client_for(emulator), FIRST, LAST, now=NOW, window_hours=24)
+    assert store.missing(hour_range(FIRST, LAST), NOW) == list(hour_range(FIRST, LAST))
+    assert not [p for p in store.root.rglob("*") if p.is_file()]
+
+
+def test_wrong_credentials_explain_key_and_region_without_the_secret(tmp_path, emulator):
+    store = HourStore(tmp_path, emulator.base_url, "test-key")
+    wrong = "wrong-secret-123"
+    with pytest.raises(AuthenticationError) as error:
+        fill(store, client_for(emulator, secret_key=wrong), FIRST, LAST, now=NOW)
+    message = str(error.value)
+    assert "403" in message and "Invalid API Key" in message and "region" in message
+    assert wrong not in message and SECRET_KEY not in message
+    assert [(r.status, r.authorized) for r in emulator.requests] == [(403, False)]
+
+
+def test_newest_hours_are_not_requested_before_amplitude_can_export_them(tmp_path, emulator):
+    now = datetime(2026, 3, 3, 10, 30, tzinfo=UTC)
+    fill(HourStore(tmp_path, emulator.base_url, "k"), client_for(emulator), FIRST, now, now=now)
+    assert max(end for _, end, _ in _windows(emulator)) == format_hour(datetime(2026, 3, 3, 7, tzinfo=UTC))
+
+
+def test_region_hosts():
+    assert resolve_base_url("us") == "https://amplitude.com"
+    assert resolve_base_url("EU") == "https://analytics.eu.amplitude.com"
+    assert resolve_base_url("eu", "http://proxy.local/") == "http://proxy.local"
+    with pytest.raises(AmplitudeError, match="Unknown region"):
+        resolve_base_url("apac")
