@@ -36,7 +36,8 @@ _logger = logging.getLogger(__name__)
 EVENTS_TABLE = "amplitude_events"
 SESSIONS_TABLE = "amplitude_sessions"
 MAX_QUERY_DAYS = 365
-CACHE_BYTES = 512 * 1024 * 1024
+#: How far ahead of real time a device clock may run (client times, session ids) and still be read whole.
+CLOCK_SKEW = timedelta(hours=1)
 
 
 def _field(arrow_type: pa.DataType, filterable: bool = False) -> Field:
@@ -208,15 +209,20 @@ class AmplitudeAPI(Adapter):
         return bounded
 
     def _upload_hours(self, ranges: dict[str, TimeRange], now: datetime) -> tuple[datetime, datetime]:
-        """Upload hours to read: every hour in which events of the queried range can have been uploaded."""
+        """Upload hours to read: every hour in which events of the queried range can have been uploaded.
+
+        Events reach Amplitude after they happen, up to ``late_hours`` later, and a session's last event up to
+        a day after its start; a device whose clock runs ahead uploads up to ``CLOCK_SKEW`` "before" its events.
+        """
         spans = []
         for column, bound in ranges.items():
             first = floor_hour(bound.start)
             last = max(first, ceil_hour(bound.end or now) - HOUR)
+            if column != "server_upload_time":
+                first -= CLOCK_SKEW
+                last += timedelta(hours=self.late_hours)
             if column == "session_start":
                 last += timedelta(seconds=MAX_LENGTH_S)
-            if column != "server_upload_time":
-                last += timedelta(hours=self.late_hours)
             spans.append((first, last))
         first, last = max(span[0] for span in spans), min(span[1] for span in spans)
         return first, min(last, floor_hour(now))
