@@ -33,10 +33,11 @@ def test_final_hour_is_kept_fresh_hour_expires(tmp_path):
     store = HourStore(tmp_path, "https://amplitude.com", "key")
     now = T0 + 3 * HOUR + timedelta(minutes=30)  # T0 is fresh, T0 - 1 h final
     old = T0 - HOUR
-    with store.staging() as staging:
-        staging.add(old, _batch(3, old))
-        staging.add(T0, _batch(2))
-        staging.commit([old, T0], now)
+    staging = store.staging()
+    staging.add(old, _batch(3, old))
+    staging.add(T0, _batch(2))
+    assert staging.close() == [old, T0]
+    store.publish(staging.folder, [old, T0], now)
     assert store.missing([old, T0], now) == []
     later = now + FRESH_TTL + timedelta(seconds=1)
     assert store.missing([old, T0], later) == [T0]
@@ -47,7 +48,7 @@ def test_final_hour_is_kept_fresh_hour_expires(tmp_path):
 def test_hours_without_events_are_remembered_as_empty(tmp_path):
     store = HourStore(tmp_path, "https://amplitude.com", "key")
     hours = list(hour_range(T0, T0 + 5 * HOUR))
-    store.staging().commit(hours, T0 + 30 * HOUR)
+    store.publish(store.staging().folder, hours, T0 + 30 * HOUR)
     assert store.missing(hours, T0 + 30 * HOUR) == []
     assert store.read(hours, T0 + 30 * HOUR).num_rows == 0
     assert store.files(hours, T0 + 30 * HOUR) == []
@@ -75,8 +76,9 @@ def test_projects_never_share_data_and_no_secret_on_disk(tmp_path):
 
 def test_discarded_staging_leaves_nothing(tmp_path):
     store = HourStore(tmp_path, "https://amplitude.com", "key")
-    with store.staging() as staging:
-        staging.add(T0, _batch(5))
+    staging = store.staging()
+    staging.add(T0, _batch(5))
+    staging.discard()
     assert store.missing([T0], T0 + 30 * HOUR) == [T0]
     assert [p.name for p in store.root.iterdir()] == []
 
@@ -85,8 +87,9 @@ def _write_same_hour(root: str, rows: int, barrier) -> None:
     store = HourStore(root, "https://amplitude.com", "key")
     staging = store.staging()
     staging.add(T0, _batch(rows))
+    staging.close()
     barrier.wait()
-    staging.commit([T0], T0 + 30 * HOUR)
+    store.publish(staging.folder, [T0], T0 + 30 * HOUR)
 
 
 def test_concurrent_writers_leave_one_complete_copy(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import gzip
 import hmac
 import re
@@ -100,6 +101,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.emulator._serve(self)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Log the request as its status line goes out, so a client never sees an answer not yet logged."""
+        self.server.emulator._record(self, code)
+        super().send_response(code, message)
 
     def log_message(self, *args: object) -> None:
         """Quiet: requests are in ``ExportEmulator.requests``."""
@@ -327,14 +333,14 @@ class ExportEmulator:
         query = parse_qs(url.query)
         start, end = (query.get(name, [None])[0] for name in ("start", "end"))
         authorized = self._authorized(request.headers.get("Authorization"))
-        status = 500
-        try:
-            status = self._answer(request, url.path, start, end, authorized)
-        except (BrokenPipeError, ConnectionResetError):
-            status = 200  # the client hung up while the body was sent
-        finally:
-            with self._lock:
-                self._requests.append(RequestRecord(url.path, start, end, status, authorized))
+        request.asked = (url.path, start, end, authorized)  # logged by _record with the status
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client hung up mid-body
+            self._answer(request, url.path, start, end, authorized)
+
+    def _record(self, request: BaseHTTPRequestHandler, status: int) -> None:
+        path, start, end, authorized = request.asked
+        with self._lock:
+            self._requests.append(RequestRecord(path, start, end, status, authorized))
 
     def _answer(
         self, request: BaseHTTPRequestHandler, path: str, start: str | None, end: str | None, authorized: bool

@@ -3,12 +3,20 @@
 A downloaded window is decoded completely into a staging folder before any of its hours is published, so a
 corrupt or truncated archive never leaves a partial hour. A corrupt window is downloaded again
 (``DECODE_ATTEMPTS`` times), then the error says which window failed and why.
+
+Downloads run one at a time (Amplitude limits concurrent requests); decoding, the CPU-heavy part, runs in up to
+``decode_workers`` processes while the next window downloads.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import shutil
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +29,7 @@ from .store import EXPORT_LATENCY, HourStaging, HourStore, clean_stale_staging
 _logger = logging.getLogger(__name__)
 
 DECODE_ATTEMPTS = 3
+DEFAULT_DECODE_WORKERS = min(4, os.cpu_count() or 1)
 Progress = Callable[[int], None]
 
 
@@ -39,50 +48,113 @@ def newest_exportable_hour(now: datetime) -> datetime:
     return floor_hour(to_utc(now) - EXPORT_LATENCY) - HOUR
 
 
-def _stage_archive(store: HourStore, path: Path, window: Window | None) -> tuple[HourStaging, int]:
-    """Decode an archive into a new staging area; events outside ``window`` are dropped."""
-    staging = store.staging()
+def stage_archive(
+    path: Path, folder: Path, first: datetime | None, last: datetime | None
+) -> tuple[list[datetime], int]:
+    """Decode an archive into per-hour files in ``folder``; events outside ``first..last`` are dropped.
+
+    Returns the hours that received events and the number of events. Runs in worker processes too.
+    """
+    staging = HourStaging(folder)
     events = 0
     try:
         for batch in iter_batches(path):
             for hour, rows in split_by_hour(batch):
-                if window is not None and not window.start <= hour <= window.end:
-                    _logger.warning("Export %s holds events of upload hour %s; ignored", window, hour)
+                if first is not None and not first <= hour <= last:
+                    _logger.warning("Archive %s holds events of upload hour %s; ignored", path.name, hour)
                     continue
                 staging.add(hour, rows)
                 events += rows.num_rows
     except BaseException:
         staging.discard()
         raise
-    return staging, events
+    return staging.close(), events
 
 
-def store_window(store: HourStore, client: ExportClient, part: Window, now: datetime) -> int:
-    """Decode and publish one downloaded window, downloading it again if the archive is corrupt."""
-    problem = ""
-    for attempt in range(DECODE_ATTEMPTS):
-        if attempt:
-            again = client.download(Window(part.start, part.end))
-            if again is None:
-                raise AmplitudeError(f"Amplitude now finds upload hours {part} too large to export.")
-            part = again
-        if part.path is None:
-            store.staging().commit(hour_range(part.start, part.end), now)
-            return 0
+class _InlineExecutor(Executor):
+    """Runs submitted work at once, in this process (one window, or one worker)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
         try:
-            staging, events = _stage_archive(store, part.path, part)
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future
+            future.set_exception(exc)
+        return future
+
+
+@dataclass
+class _Decoding:
+    part: Window
+    attempt: int
+    folder: Path
+    future: Future
+
+
+class _WindowPipeline:
+    """Downloads go in, complete hours come out in the store; a corrupt window is downloaded again."""
+
+    def __init__(self, store: HourStore, client: ExportClient, now: datetime, executor: Executor, workers: int,
+                 report: FillReport, progress: Progress | None) -> None:
+        self.store, self.client, self.now = store, client, now
+        self.executor, self.workers = executor, workers
+        self.report, self.progress = report, progress
+        self.in_flight: deque[_Decoding] = deque()
+
+    def add(self, part: Window, attempt: int = 0) -> None:
+        if part.path is None:  # 404: every hour of the window is empty
+            self.store.publish(self.store.staging().folder, hour_range(part.start, part.end), self.now)
+            self._done(part, 0)
+            return
+        folder = self.store.staging().folder
+        future = self.executor.submit(stage_archive, part.path, folder, part.start, part.end)
+        self.in_flight.append(_Decoding(part, attempt, folder, future))
+        while len(self.in_flight) > self.workers:
+            self._finish(self.in_flight.popleft())
+
+    def drain(self) -> None:
+        while self.in_flight:
+            self._finish(self.in_flight.popleft())
+
+    def abandon(self) -> None:
+        """After a failure (and once the workers stopped): remove the downloads and staging left behind."""
+        for decoding in self.in_flight:
+            decoding.part.path.unlink(missing_ok=True)
+            shutil.rmtree(decoding.folder, ignore_errors=True)
+        self.in_flight.clear()
+
+    def _finish(self, decoding: _Decoding) -> None:
+        part = decoding.part
+        try:
+            _, events = decoding.future.result()
         except ArchiveError as exc:
-            problem = str(exc)
-            _logger.warning("Export %s unreadable (%s); downloading again", part, problem)
-            continue
+            if decoding.attempt + 1 >= DECODE_ATTEMPTS:
+                raise AmplitudeError(
+                    f"Amplitude's export of upload hours {part} was unreadable {DECODE_ATTEMPTS} times ({exc}); "
+                    "nothing of it was stored. Try again later."
+                ) from None
+            _logger.warning("Export %s unreadable (%s); downloading again", part, exc)
+            again = self.client.download(Window(part.start, part.end))
+            if again is None:
+                raise AmplitudeError(f"Amplitude now finds upload hours {part} too large to export.") from None
+            self.add(again, decoding.attempt + 1)
+            return
         finally:
             part.path.unlink(missing_ok=True)
-        staging.commit(hour_range(part.start, part.end), now)
-        return events
-    raise AmplitudeError(
-        f"Amplitude's export of upload hours {part} was unreadable {DECODE_ATTEMPTS} times ({problem}); "
-        "nothing of it was stored. Try again later."
-    )
+        self.store.publish(decoding.folder, hour_range(part.start, part.end), self.now)
+        self._done(part, events)
+
+    def _done(self, part: Window, events: int) -> None:
+        self.report.events += events
+        self.report.hours_downloaded += part.hours
+        if self.progress:
+            self.progress(part.hours)
+
+
+def _executor(windows: int, workers: int) -> Executor:
+    if windows < 2 or workers < 2:
+        return _InlineExecutor()
+    return ProcessPoolExecutor(min(workers, windows), mp_context=multiprocessing.get_context("spawn"))
 
 
 def fill(
@@ -94,23 +166,38 @@ def fill(
     now: datetime,
     window_hours: int = 24,
     progress: Progress | None = None,
+    decode_workers: int = DEFAULT_DECODE_WORKERS,
 ) -> FillReport:
     """Make every exportable upload hour of ``first..last`` available in the store."""
     last = min(floor_hour(last), newest_exportable_hour(now))
     wanted = list(hour_range(first, last)) if floor_hour(first) <= last else []
     missing = store.missing(wanted, now)
     report = FillReport(hours_wanted=len(wanted))
-    if missing:
-        clean_stale_staging(store)
-    for run_start, run_end in contiguous_runs(missing):
-        for start, end in tile_windows(run_start, run_end, window_hours):
+    if not missing:
+        return report
+    clean_stale_staging(store)
+    windows = [w for run in contiguous_runs(missing) for w in tile_windows(*run, window_hours)]
+    executor = _executor(len(windows), decode_workers)
+    pipeline = _WindowPipeline(store, client, now, executor, max(1, decode_workers), report, progress)
+    try:
+        for start, end in windows:
             for part in client.export(start, end):
                 report.windows.append(f"{format_hour(part.start)}..{format_hour(part.end)}")
-                report.events += store_window(store, client, part, now)
-                report.hours_downloaded += part.hours
-                if progress:
-                    progress(part.hours)
+                pipeline.add(part)
+        pipeline.drain()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        pipeline.abandon()
     return report
+
+
+def store_window(store: HourStore, client: ExportClient, part: Window, now: datetime) -> int:
+    """Decode and publish one downloaded window (downloaded again if corrupt); returns its events."""
+    report = FillReport()
+    pipeline = _WindowPipeline(store, client, now, _InlineExecutor(), 1, report, None)
+    pipeline.add(part)
+    pipeline.drain()
+    return report.events
 
 
 def load_archive(store: HourStore, path: Path, first: datetime | None = None, last: datetime | None = None) -> int:
@@ -119,11 +206,11 @@ def load_archive(store: HourStore, path: Path, first: datetime | None = None, la
     Its hours are taken as complete. With ``first``/``last``, hours of that range without events are
     recorded as empty and events outside it are ignored.
     """
-    window = Window(floor_hour(first), floor_hour(last)) if first and last else None
+    first, last = (floor_hour(first), floor_hour(last)) if first and last else (None, None)
+    folder = store.staging().folder
     try:
-        staging, events = _stage_archive(store, path, window)
+        hours, events = stage_archive(path, folder, first, last)
     except ArchiveError as exc:
         raise AmplitudeError(f"{path} is not a readable Amplitude export: {exc}") from None
-    hours = hour_range(window.start, window.end) if window else staging.hours
-    staging.commit(hours, None)
+    store.publish(folder, hour_range(first, last) if first else hours, None)
     return events

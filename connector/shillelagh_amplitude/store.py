@@ -121,7 +121,19 @@ class HourStore:
 
     # --- writing ------------------------------------------------------------------------------------
     def staging(self) -> HourStaging:
-        return HourStaging(self)
+        return HourStaging(self.root / f".staging-{uuid.uuid4().hex}")
+
+    def publish(self, folder: Path, hours: Iterable[datetime], now: datetime | None) -> None:
+        """Publish every hour of a completely decoded download staged in ``folder`` (absent hours: empty).
+
+        Hours are final or fresh by their age at ``now``; ``now=None`` publishes them all as final
+        (an archive loaded by hand is taken as complete).
+        """
+        for hour in hours:
+            source = staged_file(folder, hour)
+            fresh_at = None if now is None or is_final(hour, now) else now
+            self._publish(hour, source if source.exists() else None, fresh_at)
+        shutil.rmtree(folder, ignore_errors=True)
 
     def _publish(self, hour: datetime, source: Path | None, fresh_at: datetime | None) -> None:
         """Move a complete hour file (None: no events) into place, atomically.
@@ -164,54 +176,39 @@ class HourStore:
 
 
 class HourStaging:
-    """Collects the hours of one download; nothing is visible in the store until :meth:`commit`."""
+    """Writes the hours of one archive into a private folder; nothing is visible until the store publishes it.
 
-    def __init__(self, store: HourStore) -> None:
-        self.store = store
-        self.folder = store.root / f".staging-{uuid.uuid4().hex}"
-        self.folder.mkdir()
+    Holds no reference to the store, so a worker process can fill it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
         self._writers: dict[datetime, pa.ipc.RecordBatchFileWriter] = {}
 
     def add(self, hour: datetime, batch: pa.RecordBatch) -> None:
         writer = self._writers.get(hour)
         if writer is None:
-            path = self.folder / f"{to_utc(hour):%Y%m%d%H}.arrow"
-            writer = self._writers[hour] = pa.ipc.new_file(path, EVENT_SCHEMA, options=IPC_OPTIONS)
+            writer = pa.ipc.new_file(staged_file(self.folder, hour), EVENT_SCHEMA, options=IPC_OPTIONS)
+            self._writers[hour] = writer
         writer.write_batch(batch)
 
-    @property
-    def hours(self) -> list[datetime]:
-        """The hours that received events so far."""
-        return sorted(self._writers)
-
-    def commit(self, hours: Iterable[datetime], now: datetime | None) -> None:
-        """Publish every hour of the completed download (hours without events are stored as empty).
-
-        Hours are final or fresh by their age at ``now``; ``now=None`` publishes them all as final
-        (an archive loaded by hand is taken as complete).
-        """
-        self._close_writers()
-        for hour in hours:
-            source = self.folder / f"{to_utc(hour):%Y%m%d%H}.arrow"
-            fresh_at = None if now is None or is_final(hour, now) else now
-            self.store._publish(hour, source if source.exists() else None, fresh_at)
-        self.discard()
-
-    def discard(self) -> None:
-        """Drop everything staged (a failed or abandoned download)."""
-        self._close_writers()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _close_writers(self) -> None:
+    def close(self) -> list[datetime]:
+        """Finish every file; returns the hours that received events."""
+        hours = sorted(self._writers)
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
+        return hours
 
-    def __enter__(self) -> HourStaging:
-        return self
+    def discard(self) -> None:
+        """Drop everything staged (a failed or abandoned decode)."""
+        self.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.discard()
+
+def staged_file(folder: Path, hour: datetime) -> Path:
+    return folder / f"{to_utc(hour):%Y%m%d%H}.arrow"
 
 
 def clean_stale_staging(store: HourStore, older_than: timedelta = timedelta(hours=6)) -> None:
