@@ -55,6 +55,8 @@ VIZ_DEFAULTS: dict[str, dict[str, Any]] = {
         "show_empty_columns": True,
         "comparison_type": "values",
         "annotation_layers": [],
+        "sort_series_type": "name",
+        "sort_series_ascending": True,
     },
     "echarts_timeseries_bar": {
         "groupby": [],
@@ -71,6 +73,8 @@ VIZ_DEFAULTS: dict[str, dict[str, Any]] = {
         "show_empty_columns": True,
         "comparison_type": "values",
         "annotation_layers": [],
+        "sort_series_type": "name",
+        "sort_series_ascending": True,
     },
     "table": {
         "query_mode": "aggregate",

@@ -1,0 +1,151 @@
+"""End-to-end fixtures: a real Superset started the way ``make demo`` starts it, and a headless Chromium.
+
+The server runs on a free loopback port with its own metadata DB and hour store in a temporary folder,
+loaded with a generated sample through the real decode path (``amplitude-load``). Timings of every step
+go to ``test-output/e2e/timings.json``; screenshots next to it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+OUTPUT = REPO / "test-output" / "e2e"
+SAMPLE_DAYS = 30
+SAMPLE_EVENTS = 60_000
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def load_demo() -> ModuleType:
+    """``scripts/demo.py``, whose functions the tests drive, so the demo's path is the tested one."""
+    spec = importlib.util.spec_from_file_location("amplitude_demo", REPO / "scripts" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = load_demo()
+
+
+@dataclass
+class Superset:
+    """A running Superset and what the tests need to talk to it."""
+
+    base: str
+    password: str
+    env: dict[str, str]
+    layout: object
+    bundle: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def session(self) -> requests.Session:
+        return demo.api_session(self.base, "admin", self.password)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def timed(timings: dict[str, float], name: str, action, *args):  # noqa: ANN001, ANN201 - any step
+    """Run one step and record its duration in seconds."""
+    started = time.monotonic()
+    result = action(*args)
+    timings[name] = round(time.monotonic() - started, 2)
+    return result
+
+
+@pytest.fixture(scope="session")
+def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
+    """Initialise, load the sample, build the bundle, serve; stop the server afterwards."""
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    layout = demo.Layout(tmp_path_factory.mktemp("var"))
+    env = demo.superset_env(layout, live=False)
+    timings: dict[str, float] = {}
+    password = timed(timings, "superset_init_s", demo.init_superset, layout, env)
+    timed(timings, "sample_generate_and_load_s", demo.prepare_sample, layout, env, SAMPLE_DAYS, SAMPLE_EVENTS)
+    bundle = timed(timings, "bundle_build_s", demo.build_bundle, layout)
+    base = f"http://127.0.0.1:{free_port()}"
+    process = demo.start_server(layout, env, "127.0.0.1", int(base.rsplit(":", 1)[1]))
+    try:
+        timings["server_start_s"] = round(demo.wait_healthy(base, process, layout.log), 2)
+        yield Superset(base, password, env, layout, bundle, timings)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.copy(layout.log, OUTPUT / "superset-server.log")
+        (OUTPUT / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+
+
+@pytest.fixture(scope="session")
+def imported(superset: Superset) -> subprocess.CompletedProcess:
+    """The bundle imported with ``superset import-dashboards`` (the CLI), as an operator would."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(demo.BIN / "superset"), "import-dashboards", "-p", str(superset.bundle), "-u", "admin"],
+        env=superset.env, capture_output=True, text=True, check=False,
+    )
+    superset.timings["import_cli_s"] = round(time.monotonic() - started, 2)
+    return result
+
+
+@pytest.fixture(scope="session")
+def api(superset: Superset, imported: subprocess.CompletedProcess) -> requests.Session:
+    """A logged-in REST session, after the import."""
+    return superset.session()
+
+
+def ensure_chromium() -> None:
+    """Debian's chromium and chromium-driver, installed with apt-get when missing (as root), else a clear stop."""
+    if CHROMIUM.exists() and CHROMEDRIVER.exists():
+        return
+    install = ["apt-get", "install", "-y", "chromium", "chromium-driver"]
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.fail(f"Browser tests need Debian's Chromium: run `sudo apt-get update && sudo {' '.join(install)}`")
+    subprocess.run(["apt-get", "update"], check=True, capture_output=True)
+    subprocess.run(install, check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+@pytest.fixture(scope="session")
+def browser(superset: Superset) -> Iterator[object]:
+    """Headless Chromium, logged in as admin."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ensure_chromium()
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,2600"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get(f"{superset.base}/login/")
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "username"))
+        driver.find_element(By.ID, "username").send_keys("admin")
+        driver.find_element(By.ID, "password").send_keys(superset.password)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(driver, 60).until(lambda d: "/login" not in d.current_url)
+        yield driver
+    finally:
+        driver.quit()

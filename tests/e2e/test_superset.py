@@ -1,0 +1,297 @@
+"""Superset 6.1 end to end: import, connection form, every chart's data against independently computed
+numbers, SQL Lab percentiles, filters, a wrong secret, and the dashboard in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from ..expected import Session, kpis, percentile, sessions_from_records, user_property
+from ..helpers import read_zip
+from .conftest import OUTPUT, Superset
+
+pytestmark = pytest.mark.e2e
+
+SLUG = "session-length"
+CHART_LOAD_TIMEOUT_S = 120
+#: Grouping columns of the charts (they may hold NULL, e.g. an unknown country); every other value is a metric.
+DIMENSIONS = {"session_start", "length_bucket", "plan", "user_type", "company_size", "platform", "signup_month",
+              "country"}
+
+
+@pytest.fixture(scope="module")
+def sessions(superset: Superset) -> list[Session]:
+    """Sessions computed in plain Python from the generated sample's raw records."""
+    return sessions_from_records(read_zip(superset.layout.sample))
+
+
+@pytest.fixture(scope="module")
+def chart_data(superset: Superset, api) -> dict[str, dict]:
+    """``GET /api/v1/chart/<id>/data/?force=true`` of every chart of the dashboard, by chart name."""
+    charts = api.get(f"{superset.base}/api/v1/dashboard/{SLUG}/charts").json()["result"]
+    results, started = {}, time.monotonic()
+    for chart in charts:
+        response = api.get(f"{superset.base}/api/v1/chart/{chart['id']}/data/?force=true")
+        assert response.status_code == 200, (chart["slice_name"], response.text[:500])
+        results[chart["slice_name"]] = response.json()["result"][0]
+    superset.timings["all_chart_data_forced_s"] = round(time.monotonic() - started, 2)
+    superset.timings["charts"] = len(results)
+    return results
+
+
+def amplitude_database(superset: Superset, api) -> dict:
+    """The bundle's connection."""
+    databases = api.get(f"{superset.base}/api/v1/database/").json()["result"]
+    return next(database for database in databases if database["database_name"] == "Amplitude")
+
+
+def in_range(sessions: list[Session], result: dict) -> list[Session]:
+    """The sessions a chart result covers: started in its [from_dttm, to_dttm) (epoch ms)."""
+    start = datetime.fromtimestamp(result["from_dttm"] / 1000, UTC)
+    end = datetime.fromtimestamp(result["to_dttm"] / 1000, UTC)
+    return [s for s in sessions if start <= s.start < end]
+
+
+def value(result: dict) -> float:
+    (row,) = result["data"]
+    (number,) = row.values()
+    return number
+
+
+def test_import_via_cli(imported) -> None:
+    assert imported.returncode == 0, imported.stdout[-2000:] + imported.stderr[-2000:]
+
+
+def test_import_via_rest_api_twice(superset: Superset, api) -> None:
+    for attempt in range(2):
+        started = time.monotonic()
+        with superset.bundle.open("rb") as handle:
+            response = api.post(
+                f"{superset.base}/api/v1/dashboard/import/",
+                files={"formData": (superset.bundle.name, handle, "application/zip")},
+                data={"overwrite": "true", "passwords": "{}"},
+            )
+        superset.timings[f"import_rest_{attempt + 1}_s"] = round(time.monotonic() - started, 2)
+        assert (response.status_code, response.json()) == (200, {"message": "OK"})
+    dashboards = api.get(f"{superset.base}/api/v1/dashboard/").json()["result"]
+    assert [d["dashboard_title"] for d in dashboards] == ["Session length"]
+
+
+def test_amplitude_is_offered_in_connect_a_database(superset: Superset, api) -> None:
+    available = api.get(f"{superset.base}/api/v1/database/available/").json()["databases"]
+    (amplitude,) = [engine for engine in available if engine["engine"] == "amplitude"]
+    assert amplitude["name"] == "Amplitude"
+    assert set(amplitude["parameters"]["properties"]) == {"username", "password", "query"}
+    ok = api.post(f"{superset.base}/api/v1/database/validate_parameters/", json={
+        "engine": "amplitude", "configuration_method": "dynamic_form",
+        "parameters": {"username": "key", "password": "secret", "query": {"region": "eu"}},
+    })
+    assert ok.status_code == 200, ok.text
+    missing = api.post(f"{superset.base}/api/v1/database/validate_parameters/", json={
+        "engine": "amplitude", "configuration_method": "dynamic_form", "parameters": {"username": "key"},
+    })
+    assert missing.status_code == 422
+    assert "password" in missing.text
+
+
+def test_tables_time_grains_and_functions(superset: Superset, api) -> None:
+    database = amplitude_database(superset, api)
+    assert database["backend"] == "amplitude"
+    tables = api.get(f"{superset.base}/api/v1/database/{database['id']}/tables/?q=(schema_name:main)").json()
+    assert sorted(table["value"] for table in tables["result"]) == ["amplitude_events", "amplitude_sessions"]
+    functions = api.get(f"{superset.base}/api/v1/database/{database['id']}/function_names/").json()
+    assert {"median", "percentile"} <= set(functions["function_names"])
+    datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
+    sessions_dataset = next(d for d in datasets if d["table_name"] == "amplitude_session_lengths")
+    explore = api.get(
+        f"{superset.base}/api/v1/explore/?datasource_id={sessions_dataset['id']}&datasource_type=table"
+    ).json()["result"]["dataset"]
+    assert {"PT1H", "P1D", "P1W", "P1M"} <= {grain for grain, _ in explore["time_grain_sqla"]}
+
+
+def test_every_chart_returns_rows(chart_data: dict[str, dict]) -> None:
+    assert len(chart_data) == 17
+    for name, result in chart_data.items():
+        assert (result["status"], result["error"]) == ("success", None), name
+        assert result["rowcount"] > 0, name
+        metrics = [v for row in result["data"] for k, v in row.items() if k not in DIMENSIONS]
+        assert metrics and None not in metrics, name
+
+
+def test_kpis_equal_the_independent_computation(chart_data: dict[str, dict], sessions: list[Session]) -> None:
+    window = in_range(sessions, chart_data["Sessions"])
+    count, mean, median, p95 = kpis([s for s in window])
+    lengths = [s.length_s for s in window]
+    assert value(chart_data["Sessions"]) == count > 1000
+    assert value(chart_data["Average session length"]) == pytest.approx(mean)
+    assert value(chart_data["Median session length"]) == pytest.approx(median)
+    assert value(chart_data["p95 session length"]) == pytest.approx(p95)
+    assert value(chart_data["Zero-length sessions"]) == pytest.approx(sum(x == 0 for x in lengths) / count)
+    users = len({s.amplitude_id for s in window})
+    assert value(chart_data["Sessions per user"]) == pytest.approx(count / users)
+    assert value(chart_data["Events per session"]) == pytest.approx(sum(s.event_count for s in window) / count)
+    daily = chart_data["Sessions per day"]["data"]
+    assert sum(row["sessions"] for row in daily) == count
+    buckets = chart_data["Session length distribution"]["data"]
+    assert [row["length_bucket"][:2] for row in buckets] == [f"{n}:" for n in range(1, 10)]
+    assert sum(row["sessions"] for row in buckets) == count
+
+
+def test_per_plan_percentiles_equal_the_independent_computation(
+    chart_data: dict[str, dict], sessions: list[Session]
+) -> None:
+    result = chart_data["Session length by plan"]
+    by_plan: dict[str, list[float]] = {}
+    for session in in_range(sessions, result):
+        by_plan.setdefault(user_property(session, "plan") or "(none)", []).append(session.length_s)
+    assert {row["plan"] for row in result["data"]} == set(by_plan)
+    for row in result["data"]:
+        lengths = by_plan[row["plan"]]
+        assert row["p50_length_s"] == pytest.approx(percentile(lengths, 50)), row["plan"]
+        assert row["p95_length_s"] == pytest.approx(percentile(lengths, 95)), row["plan"]
+
+
+def test_dashboard_filters_plan_and_contains_event(
+    superset: Superset, api, chart_data: dict[str, dict], sessions: list[Session]
+) -> None:
+    """The filters as the dashboard sends them: a plan, and an event type applied through the dataset's Jinja."""
+    datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
+    dataset_id = next(d["id"] for d in datasets if d["table_name"] == "amplitude_session_lengths")
+    window = in_range(sessions, chart_data["Sessions"])
+    event = "invite_sent"
+    expected = sum(1 for s in window if user_property(s, "plan") == "free" and event in s.event_types)
+    time_filter = {"col": "session_start", "op": "TEMPORAL_RANGE", "val": "Last 30 days"}
+    response = api.post(f"{superset.base}/api/v1/chart/data", json={
+        "datasource": {"id": dataset_id, "type": "table"},
+        "force": True,
+        "queries": [{
+            "metrics": ["sessions"],
+            "columns": [],
+            "filters": [
+                time_filter,
+                {"col": "plan", "op": "IN", "val": ["free"]},
+                {"col": "contains_event", "op": "IN", "val": [event]},
+            ],
+        }],
+        "result_format": "json",
+        "result_type": "full",
+    })
+    assert response.status_code == 200, response.text[:500]
+    result = response.json()["result"][0]
+    assert value(result) == expected > 0
+    assert {f["column"] for f in result["applied_filters"]} >= {"plan", "session_start"}
+    assert result["rejected_filters"] == []
+
+
+def test_sql_lab_percentiles(superset: Superset, api, chart_data: dict[str, dict], sessions: list[Session]) -> None:
+    database = amplitude_database(superset, api)
+    result = chart_data["Sessions"]
+    start = datetime.fromtimestamp(result["from_dttm"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    end = datetime.fromtimestamp(result["to_dttm"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    sql = (
+        "SELECT COUNT(*) AS sessions, median(length_s) AS p50, percentile(length_s, 95) AS p95, "
+        "percentile_disc(length_s, 0.9) AS p90_disc FROM amplitude_sessions "
+        f"WHERE session_start >= '{start}' AND session_start < '{end}'"
+    )
+    started = time.monotonic()
+    response = api.post(f"{superset.base}/api/v1/sqllab/execute/", json={
+        "database_id": database["id"], "sql": sql, "runAsync": False, "queryLimit": 100,
+    })
+    superset.timings["sqllab_percentiles_s"] = round(time.monotonic() - started, 2)
+    assert response.status_code == 200, response.text[:500]
+    (row,) = response.json()["data"]
+    count, _, median, p95 = kpis(in_range(sessions, result))
+    assert (row["sessions"], row["p50"], row["p95"]) == (count, pytest.approx(median), pytest.approx(p95))
+    lengths = sorted(s.length_s for s in in_range(sessions, result))
+    assert row["p90_disc"] in lengths
+
+
+def test_wrong_secret_is_a_readable_error_without_the_secret(superset: Superset, api, browser) -> None:
+    """A connection made with the form but a wrong secret key: SQL Lab, chart data and the chart page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    secret = f"wrong-{secrets.token_hex(8)}"
+    created = api.post(f"{superset.base}/api/v1/database/", json={
+        "database_name": "Amplitude (wrong secret)",
+        "engine": "amplitude",
+        "configuration_method": "dynamic_form",
+        "parameters": {"username": "demo", "password": secret, "query": {"offline": "true"}},
+        "expose_in_sqllab": True,
+    })
+    assert created.status_code == 201, created.text[:500]
+    database_id = created.json()["id"]
+    stored = api.get(f"{superset.base}/api/v1/database/{database_id}/connection").text
+    assert secret not in stored
+
+    sqllab = api.post(f"{superset.base}/api/v1/sqllab/execute/", json={
+        "database_id": database_id, "sql": "SELECT COUNT(*) FROM amplitude_sessions", "runAsync": False,
+    })
+    assert sqllab.status_code != 200
+    assert "secret key does not match" in sqllab.text
+    assert secret not in sqllab.text and "CREATE VIRTUAL TABLE" not in sqllab.text
+    assert "CONNECTION_ACCESS_DENIED_ERROR" in sqllab.text
+
+    dataset = api.post(f"{superset.base}/api/v1/dataset/", json={
+        "database": database_id, "schema": "main", "table_name": "amplitude_sessions",
+    })
+    assert dataset.status_code == 201, dataset.text[:500]
+    params = {
+        "viz_type": "big_number_total",
+        "datasource": f"{dataset.json()['id']}__table",
+        "metric": {"expressionType": "SQL", "sqlExpression": "COUNT(*)", "label": "sessions"},
+        "adhoc_filters": [],
+    }
+    chart = api.post(f"{superset.base}/api/v1/chart/", json={
+        "slice_name": "Wrong secret", "viz_type": "big_number_total", "datasource_id": dataset.json()["id"],
+        "datasource_type": "table", "params": json.dumps(params),
+    })
+    assert chart.status_code == 201, chart.text[:500]
+    data = api.post(f"{superset.base}/api/v1/chart/data", json={
+        "datasource": {"id": dataset.json()["id"], "type": "table"},
+        "queries": [{"metrics": [params["metric"]], "columns": [], "filters": []}],
+        "result_format": "json", "result_type": "full",
+    })
+    assert data.status_code == 400
+    assert "secret key does not match" in data.text and secret not in data.text
+
+    browser.get(f"{superset.base}/explore/?slice_id={chart.json()['id']}")
+    WebDriverWait(browser, CHART_LOAD_TIMEOUT_S).until(
+        lambda d: "secret key does not match" in d.find_element(By.TAG_NAME, "body").text
+    )
+    browser.save_screenshot(str(OUTPUT / "wrong-secret-chart.png"))
+    assert secret not in browser.page_source
+
+
+def test_dashboard_in_headless_chromium(superset: Superset, browser, chart_data: dict[str, dict]) -> None:
+    """Log in, open the dashboard, wait for every chart: none in error, KPI as computed, a screenshot."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    started = time.monotonic()
+    browser.get(f"{superset.base}/superset/dashboard/{SLUG}/")
+    state = """
+        const holders = [...document.querySelectorAll('[data-test="dashboard-component-chart-holder"]')];
+        const charts = holders.filter(h => h.querySelector('[data-test="chart-container"]'));
+        return {
+          charts: charts.length,
+          loading: charts.filter(h => h.querySelector('.loading, [data-test="loading-indicator"]')).length,
+          errors: charts.filter(h => h.querySelector('[role="alert"], .ant-alert-error, [data-test="error-message"]'))
+                        .map(h => h.innerText.slice(0, 300)),
+        };
+    """
+    WebDriverWait(browser, CHART_LOAD_TIMEOUT_S, poll_frequency=0.25).until(
+        lambda d: (s := d.execute_script(state))["charts"] == 17 and s["loading"] == 0
+    )
+    superset.timings["dashboard_loaded_in_browser_s"] = round(time.monotonic() - started, 2)
+    final = browser.execute_script(state)
+    browser.save_screenshot(str(OUTPUT / "dashboard.png"))
+    assert final["errors"] == []
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert f"{value(chart_data['Sessions']):,}" in text
+    filters = [e.text for e in browser.find_elements(By.CSS_SELECTOR, '[data-test="filter-control-name"]')]
+    assert filters == ["Time range", "Plan", "Country", "Platform", "Sessions that contain event"]

@@ -1,0 +1,98 @@
+"""Static checks of docker/: no Docker engine needed, but the files must agree with what the tests run."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+import sys
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER = REPO / "docker"
+
+
+def load_demo() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("amplitude_demo_static", REPO / "scripts" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return (DOCKER / "Dockerfile").read_text()
+
+
+def superset_extra() -> list[str]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["superset"]
+
+
+def test_image_is_the_official_one_of_the_pinned_version(dockerfile: str) -> None:
+    (pin,) = [r for r in superset_extra() if r.startswith("apache-superset")]
+    version = pin.split("==")[1]
+    assert re.search(rf"^FROM apache/superset:{re.escape(version)}$", dockerfile, re.MULTILINE)
+
+
+def test_image_installs_connector_fixes_config_and_bundle(dockerfile: str) -> None:
+    install = next(line for line in dockerfile.splitlines() if "uv pip install" in line)
+    for requirement in superset_extra():
+        if not requirement.startswith("apache-superset"):
+            assert requirement in install or f'"{requirement}"' in install, requirement
+    assert "/opt/amplitude" in install and "psycopg2-binary" in install
+    assert "COPY superset_config/superset_config.py /app/pythonpath/superset_config.py" in dockerfile
+    assert "dashboards/build.py --out /app/amplitude/session_length_dashboard.zip" in dockerfile
+    assert "SELECT median(1)" in dockerfile  # percentiles available in the image's SQLite
+    assert dockerfile.rstrip().endswith("USER superset")
+
+
+def test_compose_services_share_the_hour_store(compose: dict) -> None:
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "superset-init", "superset", "superset-worker"}
+    for name in ("superset-init", "superset", "superset-worker"):
+        service = services[name]
+        assert service["volumes"] == ["amplitude-store:/var/lib/amplitude"], name
+        env = service["environment"]
+        assert env["AMPLITUDE_CACHE_DIR"] == "/var/lib/amplitude"
+        assert env["SUPERSET_DATABASE_URI"].startswith("postgresql+psycopg2://superset:${POSTGRES_PASSWORD")
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["SUPERSET_SECRET_KEY"].startswith("${SUPERSET_SECRET_KEY:?")
+        assert service["env_file"] == ".env"
+    for name in ("superset", "superset-worker"):
+        assert services[name]["depends_on"]["superset-init"] == {"condition": "service_completed_successfully"}
+    assert set(compose["volumes"]) == {"postgres-data", "redis-data", "amplitude-store"}
+    assert services["superset"]["ports"] == ["127.0.0.1:8088:8088"]
+
+
+def test_no_secret_is_written_in_the_docker_files() -> None:
+    example = dict(
+        line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert {key for key, value in example.items() if value} == {"AMPLITUDE_REGION"}
+    assert ".env" in (DOCKER / ".gitignore").read_text().splitlines()
+
+
+def test_commands_mirror_the_tested_ones(compose: dict) -> None:
+    """init.sh runs the Superset commands scripts/demo.py runs; the web service serves like the demo."""
+    demo = load_demo()
+    init = (DOCKER / "init.sh").read_text()
+    for command in demo.SUPERSET_INIT:
+        assert f"superset {' '.join(command)}\n" in init
+    assert "superset fab create-admin --username" in init
+    assert "superset import-dashboards -p /app/amplitude/session_length_dashboard.zip -u" in init
+    web = compose["services"]["superset"]["command"]
+    assert web[0] == "gunicorn" and web[-1] == demo.GUNICORN_APP
+    assert shlex.join(demo.GUNICORN_OPTIONS) in shlex.join(web)
+    assert compose["services"]["superset-init"]["command"] == ["/app/amplitude/init.sh"]
