@@ -104,7 +104,7 @@ class AmplitudeAPI(Adapter):
     def parse_uri(uri: str) -> tuple[str]:
         return (uri,)
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         table: str,
         api_key: str | None = None,
@@ -236,7 +236,8 @@ class AmplitudeAPI(Adapter):
         if self.table == SESSIONS_TABLE:
             columns = EVENT_COLUMNS
         else:
-            columns = tuple(sorted(set(requested or self._columns) | set(self.spec.time_columns)))
+            wanted = self._columns if requested is None else requested  # empty for COUNT(*)
+            columns = tuple(sorted(set(wanted) | set(self.spec.time_columns)))
         files = store.files(hours, now)
         key = (self.table, tuple((str(path), path.stat().st_mtime_ns) for path in files), columns)
         scan = TABLE_CACHE.get(key)
