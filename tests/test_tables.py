@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from shillelagh.exceptions import ProgrammingError
 from sqlalchemy import create_engine, inspect
 
+from shillelagh_amplitude import adapter
+from shillelagh_amplitude.scan import TABLE_CACHE
 from shillelagh_amplitude.sessions import LENGTH_BUCKETS
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
@@ -189,3 +192,12 @@ def test_no_predicate_reads_the_last_default_days(loaded_cache, dataset):
     recent = sql_connection(cache_dir=str(loaded_cache), offline=True, default_days=30).cursor()
     assert recent.execute("SELECT count(*) FROM amplitude_sessions").fetchall() == [(0,)]
     assert now - timedelta(days=30) > datetime(2026, 3, 6, tzinfo=UTC)
+
+
+def test_built_sessions_are_kept_for_other_processes(loaded_cache, offline_sql, monkeypatch):
+    sql = "SELECT count(*), sum(length_s) FROM amplitude_sessions WHERE session_start >= '2026-03-02'"
+    first = offline_sql(sql)
+    TABLE_CACHE.clear()  # as in a new process
+    monkeypatch.setattr(adapter, "build_sessions", lambda *_: pytest.fail("sessions built twice"))
+    assert offline_sql(sql) == first
+    assert len(list(Path(loaded_cache).glob("*/derived/*.arrow"))) == 1

@@ -23,6 +23,7 @@ from shillelagh.fields import Boolean, DateTime, Field, Float, Integer, String
 from shillelagh.filters import Filter, Impossible, Operator, Range
 from shillelagh.typing import RequestedOrder, Row
 
+from . import __version__
 from .client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
 from .hours import HOUR, ceil_hour, floor_hour, hour_range, to_utc
 from .loader import fill, newest_exportable_hour, store_window
@@ -242,12 +243,21 @@ class AmplitudeAPI(Adapter):
         key = (self.table, tuple((str(path), path.stat().st_mtime_ns) for path in files), columns)
         scan = TABLE_CACHE.get(key)
         if scan is None:
-            table = store.read(hours, now, list(columns))
-            if self.table == SESSIONS_TABLE:
-                table = build_sessions(table)
+            table = self._sessions(store, hours, now, key) if self.table == SESSIONS_TABLE else store.read(
+                hours, now, list(columns))
             scan = ScanTable(table, self.spec.time_columns[0])
             TABLE_CACHE.put(key, scan)
         return scan
+
+    @staticmethod
+    def _sessions(store: HourStore, hours: list[datetime], now: datetime, key: tuple) -> pa.Table:
+        """Sessions of the hours, built once and kept beside them for every process (same files, same key)."""
+        digest = hashlib.sha256(f"{__version__}{SESSION_SCHEMA}{key}".encode()).hexdigest()[:32]
+        table = store.read_derived(digest)
+        if table is None:
+            table = build_sessions(store.read(hours, now, list(EVENT_COLUMNS)))
+            store.write_derived(digest, table)
+        return table
 
     # --- downloading and credentials ----------------------------------------------------------------
     def _client(self) -> ExportClient:

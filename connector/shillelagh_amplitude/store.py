@@ -37,6 +37,7 @@ from .schema import EVENT_SCHEMA
 EXPORT_LATENCY = timedelta(hours=2)
 SAFETY_MARGIN = timedelta(hours=1)
 FRESH_TTL = timedelta(minutes=10)
+DERIVED_KEPT = 32
 PBKDF2_ROUNDS = 200_000
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
@@ -154,6 +155,29 @@ class HourStore:
         else:
             for kind in ("arrow", "empty"):
                 self._path(hour, False, kind).unlink(missing_ok=True)
+
+    # --- tables derived from hours (sessions) ----------------------------------------------------------
+    def read_derived(self, key: str) -> pa.Table | None:
+        """A table derived from stored hours earlier (by any process), or None."""
+        path = self.root / "derived" / f"{key}.arrow"
+        try:
+            table = feather.read_table(path)
+        except (FileNotFoundError, pa.ArrowInvalid):
+            return None
+        os.utime(path)  # recently used: kept by the clean-up below
+        return table
+
+    def write_derived(self, key: str, table: pa.Table) -> None:
+        """Keep a derived table (atomically); only the ``DERIVED_KEPT`` most recently used ones stay."""
+        folder = self.root / "derived"
+        folder.mkdir(exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        os.close(fd)
+        feather.write_feather(table, temp, compression="zstd")
+        os.replace(temp, folder / f"{key}.arrow")
+        derived = sorted(folder.glob("*.arrow"), key=lambda path: path.stat().st_mtime, reverse=True)
+        for stale in derived[DERIVED_KEPT:]:
+            stale.unlink(missing_ok=True)
 
     # --- the secret key verifier --------------------------------------------------------------------
     def _verifier_path(self) -> Path:
