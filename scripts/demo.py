@@ -23,8 +23,10 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -262,14 +264,17 @@ def main(argv: list[str] | None = None) -> None:
     live = live_credentials()
     env = superset_env(layout, live)
     stop_previous(layout)
-    print("Initialising Superset (metadata DB, roles, admin) ...", flush=True)
-    password = init_superset(layout, env)
     if live:
         print(f"Syncing the last {args.days} days of the live Amplitude project ...", flush=True)
-        sync_live(layout, env, args.days)
+        prepare = partial(sync_live, layout, env, args.days)
     else:
         print(f"Preparing a generated sample: {args.days} days, about {args.events} events ...", flush=True)
-        prepare_sample(layout, env, args.days, args.events)
+        prepare = partial(prepare_sample, layout, env, args.days, args.events)
+    print("Initialising Superset (metadata DB, roles, admin) ...", flush=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the data and Superset's metadata DB are independent
+        data = pool.submit(prepare)
+        password = init_superset(layout, env)
+        data.result()
     shutil.rmtree(layout.superset_home / "cache", ignore_errors=True)  # charts cached from older data or mode
     bundle = build_bundle(layout)
 

@@ -265,6 +265,8 @@ def test_wrong_secret_is_a_readable_error_without_the_secret(superset: Superset,
     )
     browser.save_screenshot(str(OUTPUT / "wrong-secret-chart.png"))
     assert secret not in browser.page_source
+    log = superset.layout.log.read_text()
+    assert secret not in log and superset.env["AMPLITUDE_SECRET_KEY"] not in log
 
 
 def test_dashboard_in_headless_chromium(superset: Superset, browser, chart_data: dict[str, dict]) -> None:

@@ -1,0 +1,74 @@
+"""superset_config/superset_config.py: secrets from the environment, caches, safety defaults, the mutator."""
+
+from __future__ import annotations
+
+import importlib.util
+import stat
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from sqlalchemy.engine.url import make_url
+
+CONFIG = Path(__file__).resolve().parents[1] / "superset_config" / "superset_config.py"
+AMPLITUDE_VARIABLES = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "AMPLITUDE_REGION", "AMPLITUDE_OFFLINE",
+                       "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY", "SUPERSET_DATABASE_URI", "REDIS_URL")
+
+
+def load_config(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> ModuleType:
+    """Import the config afresh with only the given environment variables set."""
+    for name in AMPLITUDE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SUPERSET_HOME", str(home))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("superset_config_under_test", CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_local_defaults_keep_superset_safe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = load_config(monkeypatch, tmp_path)
+    key_file = tmp_path / "secret_key"
+    assert key_file.read_text() == config.SECRET_KEY and len(config.SECRET_KEY) >= 48
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert load_config(monkeypatch, tmp_path).SECRET_KEY == config.SECRET_KEY  # generated once
+    assert f"sqlite:///{tmp_path / 'superset.db'}" == config.SQLALCHEMY_DATABASE_URI
+    assert config.DATA_CACHE_CONFIG["CACHE_TYPE"] == "FileSystemCache"
+    assert config.DATASET_AUTO_DETECT_DATETIME_FORMATS is False
+    assert config.PREVENT_UNSAFE_DB_CONNECTIONS is True
+    assert not hasattr(config, "CELERY_CONFIG")
+
+
+def test_production_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = load_config(
+        monkeypatch, tmp_path, SUPERSET_SECRET_KEY="k" * 50, REDIS_URL="redis://redis:6379/0",
+        SUPERSET_DATABASE_URI="postgresql+psycopg2://superset:pw@postgres/superset",
+    )
+    assert config.SECRET_KEY == "k" * 50 and not (tmp_path / "secret_key").exists()
+    assert config.SQLALCHEMY_DATABASE_URI.startswith("postgresql+psycopg2://")
+    assert config.DATA_CACHE_CONFIG == {
+        "CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": "redis://redis:6379/0", "CACHE_KEY_PREFIX": "superset_data_"
+    }
+    assert config.CELERY_CONFIG.broker_url == "redis://redis:6379/0"
+
+
+def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = load_config(
+        monkeypatch, tmp_path, AMPLITUDE_API_KEY="env-key", AMPLITUDE_SECRET_KEY="env-secret",
+        AMPLITUDE_OFFLINE="true", AMPLITUDE_CACHE_DIR="/srv/store",
+    )
+    url = make_url("amplitude://")
+    _, params = config.DB_CONNECTION_MUTATOR(url, {"secret_key": "from-secure-extra", "cache_dir": "/etc"},
+                                             "admin", None, None)
+    assert params == {
+        "api_key": "env-key",
+        "secret_key": "from-secure-extra",  # the connection's own setting wins
+        "offline": "true",
+        "cache_dir": "/srv/store",  # the operator's choice, always
+    }
+    other = make_url("postgresql://u@h/db")
+    assert config.DB_CONNECTION_MUTATOR(other, {}, "admin", None, None) == (other, {})
+    default_store = load_config(monkeypatch, tmp_path).DB_CONNECTION_MUTATOR(url, {}, None, None, None)[1]
+    assert default_store == {"cache_dir": str(tmp_path / "amplitude")}
