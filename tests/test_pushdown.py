@@ -139,3 +139,20 @@ def test_a_wrong_secret_is_refused_even_when_every_hour_is_stored(online, emulat
     emulator.clear_requests()
     online().execute(sql).fetchall()  # the right secret matches the store's verifier: no request
     assert emulator.requests == []
+
+
+def test_sessions_split_across_upload_hours_and_windows_are_whole(online, emulator, dataset):
+    start, end = datetime(2026, 3, 2, 6, tzinfo=UTC), datetime(2026, 3, 2, 12, tzinfo=UTC)
+    expected = {(s.amplitude_id, s.session_id): (s.length_s, s.event_count)
+                for s in sessions_from_records(dataset.records) if start <= s.start < end}
+    uploads: dict[tuple, set] = {}
+    for record in dataset.records:
+        uploads.setdefault((record["amplitude_id"], record["session_id"]), set()).add(
+            parse_ts(record["server_upload_time"]).replace(minute=0, second=0, microsecond=0))
+    assert sum(1 for key in expected if len(uploads[key]) > 1) > 10  # sessions spread over several hours
+    rows = online(window_hours=1, late_hours=36).execute(
+        "SELECT amplitude_id, session_id, length_s, event_count FROM amplitude_sessions "
+        "WHERE session_start >= '2026-03-02 06:00:00' AND session_start < '2026-03-02 12:00:00'"
+    ).fetchall()
+    assert all(r.end == r.start for r in emulator.requests)  # one window per upload hour
+    assert {(a, s): (length, count) for a, s, length, count in rows} == expected
