@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -195,6 +196,12 @@ def stop_previous(layout: Layout) -> None:
     layout.pid_file.unlink(missing_ok=True)
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """True if something already listens there (whose /health would fool ``wait_healthy``)."""
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
 def start_server(layout: Layout, env: dict[str, str], host: str, port: int) -> subprocess.Popen:
     """Gunicorn serving Superset in the background, its output in the log."""
     command = [str(BIN / "gunicorn"), "--bind", f"{host}:{port}", *GUNICORN_OPTIONS, GUNICORN_APP]
@@ -238,15 +245,15 @@ def import_assets(session: requests.Session, base: str, bundle: Path) -> None:
         raise SystemExit(f"bundle import failed ({response.status_code}): {response.text[:500]}")
 
 
-def warm_up(session: requests.Session, base: str) -> dict[str, float]:
-    """Query every chart of the dashboard once (fills the adapter's table cache); seconds per chart."""
+def warm_up(session: requests.Session, base: str) -> list[str]:
+    """Query every chart of the dashboard once (fills the adapter's table cache); the errors met."""
     charts = session.get(f"{base}/api/v1/dashboard/{DASHBOARD_SLUG}/charts", timeout=30).json()["result"]
-    timings = {}
+    errors = []
     for chart in charts:
-        started = time.monotonic()
-        session.get(f"{base}/api/v1/chart/{chart['id']}/data/", timeout=300)
-        timings[chart["slice_name"]] = time.monotonic() - started
-    return timings
+        response = session.get(f"{base}/api/v1/chart/{chart['id']}/data/", timeout=300)
+        if response.status_code != 200:
+            errors.append(f"{chart['slice_name']}: {response.text[:300]}")
+    return errors
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -260,10 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     started = time.monotonic()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` stops the server
     layout = Layout(args.var.resolve())
     live = live_credentials()
     env = superset_env(layout, live)
     stop_previous(layout)
+    if port_in_use(args.host, args.port):
+        raise SystemExit(f"{args.host}:{args.port} is already in use: stop what runs there or pass --port")
     if live:
         print(f"Syncing the last {args.days} days of the live Amplitude project ...", flush=True)
         prepare = partial(sync_live, layout, env, args.days)
@@ -285,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
         wait_healthy(base, server, layout.log)
         session = api_session(base, "admin", password)
         import_assets(session, base, bundle)
-        warm_up(session, base)
+        for error in warm_up(session, base):
+            print(f"Warning: chart {error}", flush=True)
         print(
             f"\nReady in {time.monotonic() - started:.0f} s: {base}/superset/dashboard/{DASHBOARD_SLUG}/\n"
             f"  log in as admin / {password}   (password kept in {layout.password_file})\n"

@@ -210,6 +210,50 @@ def test_sql_lab_percentiles(superset: Superset, api, chart_data: dict[str, dict
     assert row["p90_disc"] in lengths
 
 
+def test_connect_a_database_form_in_the_browser(superset: Superset, api, browser) -> None:
+    """Amplitude in "Connect a database": its fields, filled in, give a working connection with a masked secret."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(f"{superset.base}/databaseview/list/")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-test="btn-create-database"]'))[0].click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal .ant-select"))[-1].click()
+    browser.switch_to.active_element.send_keys("Amplitude", Keys.ENTER)
+    field = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=username]"))[0]
+    labels = [label.text for label in browser.find_elements(By.CSS_SELECTOR, ".ant-modal label")]
+    assert labels == ["Username", "Password", "Display Name", "Additional Parameters"]
+    secret = superset.env["AMPLITUDE_SECRET_KEY"]
+    field.send_keys(superset.env["AMPLITUDE_API_KEY"])
+    browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=password]").send_keys(secret)
+    name = browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=database_name]")
+    name.send_keys(Keys.CONTROL, "a")
+    name.send_keys("Amplitude (form)")
+    browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=query_input]").send_keys("offline=true", Keys.TAB)
+    connect = next(b for b in browser.find_elements(By.CSS_SELECTOR, ".ant-modal-footer button") if b.text == "Connect")
+    wait.until(lambda _: connect.is_enabled())  # once the form's parameters are validated
+    browser.save_screenshot(str(OUTPUT / "connect-a-database.png"))
+    connect.click()
+
+    def created() -> dict | None:
+        databases = api.get(f"{superset.base}/api/v1/database/").json()["result"]
+        return next((d for d in databases if d["database_name"] == "Amplitude (form)"), None)
+
+    database = WebDriverWait(browser, 60).until(lambda _: created())
+    connection = api.get(f"{superset.base}/api/v1/database/{database['id']}/connection").json()["result"]
+    assert connection["sqlalchemy_uri"] == "amplitude://demo:XXXXXXXXXX@?offline=true"
+    assert secret not in json.dumps(connection)
+    sql = "SELECT COUNT(*) AS n, percentile(length_s, 95) AS p95 FROM amplitude_sessions"
+    rows = [
+        api.post(f"{superset.base}/api/v1/sqllab/execute/", json={
+            "database_id": database_id, "sql": sql, "runAsync": False,
+        }).json()["data"]
+        for database_id in (database["id"], amplitude_database(superset, api)["id"])
+    ]
+    assert rows[0] == rows[1] and rows[0][0]["n"] > 0
+
+
 def test_wrong_secret_is_a_readable_error_without_the_secret(superset: Superset, api, browser) -> None:
     """A connection made with the form but a wrong secret key: SQL Lab, chart data and the chart page."""
     from selenium.webdriver.common.by import By
