@@ -112,7 +112,8 @@ def superset_env(layout: Layout, live: bool) -> dict[str, str]:
             AMPLITUDE_OFFLINE="true",
             AMPLITUDE_CACHE_DIR=str(layout.demo_store),
         )
-        env.pop("AMPLITUDE_REGION", None)
+        for variable in ("AMPLITUDE_REGION", "AMPLITUDE_BASE_URL"):
+            env.pop(variable, None)
     return env
 
 
@@ -171,6 +172,8 @@ def sync_live(layout: Layout, env: dict[str, str], days: int) -> None:
     start = end - timedelta(days=days)
     command = [str(BIN / "amplitude-sync"), "--start", start.strftime("%Y-%m-%dT%H:00"), "--end",
                end.strftime("%Y-%m-%dT%H:00"), "--cache-dir", env["AMPLITUDE_CACHE_DIR"]]
+    if base_url := env.get("AMPLITUDE_BASE_URL"):
+        command += ["--base-url", base_url]
     if subprocess.run(command, env=env, check=False).returncode:
         raise SystemExit("amplitude-sync failed: check AMPLITUDE_API_KEY, AMPLITUDE_SECRET_KEY and AMPLITUDE_REGION")
 

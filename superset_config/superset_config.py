@@ -5,9 +5,10 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
 
 - ``SUPERSET_SECRET_KEY`` (else a random key generated once into ``$SUPERSET_HOME/secret_key``);
 - ``SUPERSET_DATABASE_URI`` (else ``sqlite:///$SUPERSET_HOME/superset.db``), ``REDIS_URL`` (optional);
-- ``AMPLITUDE_API_KEY``, ``AMPLITUDE_SECRET_KEY``, ``AMPLITUDE_REGION``, ``AMPLITUDE_OFFLINE``: defaults
-  for every ``amplitude://`` connection that does not set them itself; ``AMPLITUDE_CACHE_DIR``: the hour
-  store of all connections (default ``$SUPERSET_HOME/amplitude``).
+- ``AMPLITUDE_API_KEY``, ``AMPLITUDE_SECRET_KEY``, ``AMPLITUDE_REGION`` (or ``AMPLITUDE_BASE_URL``: a proxy,
+  the local emulator), ``AMPLITUDE_OFFLINE``: defaults for every ``amplitude://`` connection that does not
+  set them itself; ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default
+  ``$SUPERSET_HOME/amplitude``).
 
 Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
 """
@@ -83,6 +84,7 @@ AMPLITUDE_ENV = {
     "api_key": "AMPLITUDE_API_KEY",
     "secret_key": "AMPLITUDE_SECRET_KEY",
     "region": "AMPLITUDE_REGION",
+    "base_url": "AMPLITUDE_BASE_URL",
     "offline": "AMPLITUDE_OFFLINE",
 }
 AMPLITUDE_CACHE_DIR = os.environ.get("AMPLITUDE_CACHE_DIR") or str(HOME / "amplitude")

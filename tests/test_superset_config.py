@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy.engine.url import make_url
 
 CONFIG = Path(__file__).resolve().parents[1] / "superset_config" / "superset_config.py"
-AMPLITUDE_VARIABLES = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "AMPLITUDE_REGION", "AMPLITUDE_OFFLINE",
-                       "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY", "SUPERSET_DATABASE_URI", "REDIS_URL")
+AMPLITUDE_VARIABLES = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "AMPLITUDE_REGION", "AMPLITUDE_BASE_URL",
+                       "AMPLITUDE_OFFLINE", "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY", "SUPERSET_DATABASE_URI",
+                       "REDIS_URL")
 
 
 def load_config(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> ModuleType:
