@@ -6,8 +6,8 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
 - ``SUPERSET_SECRET_KEY`` (else a random key generated once into ``$SUPERSET_HOME/secret_key``);
 - ``SUPERSET_DATABASE_URI`` (else ``sqlite:///$SUPERSET_HOME/superset.db``), ``REDIS_URL`` (optional);
 - ``AMPLITUDE_API_KEY``, ``AMPLITUDE_SECRET_KEY``, ``AMPLITUDE_REGION`` (or ``AMPLITUDE_BASE_URL``: a proxy,
-  the local emulator), ``AMPLITUDE_OFFLINE``: defaults for every ``amplitude://`` connection that does not
-  set them itself; ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default
+  the local emulator), ``AMPLITUDE_OFFLINE``: the project of every ``amplitude://`` connection that names
+  no API key itself (the bundled one); ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default
   ``$SUPERSET_HOME/amplitude``).
 
 Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
@@ -79,7 +79,7 @@ PREVENT_UNSAFE_DB_CONNECTIONS = True
 # The bundled dataset applies the "sessions that contain event" filter in Jinja (sandboxed).
 FEATURE_FLAGS = {"ENABLE_TEMPLATE_PROCESSING": True}
 
-# Connection defaults taken from the environment, by adapter kwarg; a connection's own settings win.
+# The environment's project, by adapter kwarg: for connections that name no API key of their own.
 AMPLITUDE_ENV = {
     "api_key": "AMPLITUDE_API_KEY",
     "secret_key": "AMPLITUDE_SECRET_KEY",
@@ -93,10 +93,12 @@ AMPLITUDE_CACHE_DIR = os.environ.get("AMPLITUDE_CACHE_DIR") or str(HOME / "ampli
 def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
     uri: URL, params: dict[str, Any], username: str | None, security_manager: Any, source: Any
 ) -> tuple[URL, dict[str, Any]]:
-    """Give ``amplitude://`` connections the operator's hour store and credentials from the environment."""
+    """Give ``amplitude://`` connections the operator's hour store, and the environment's project to those
+    that name none (no API key in their URI or secure extra); what a connection sets itself wins."""
     if uri.get_backend_name() == "amplitude":
-        for kwarg, variable in AMPLITUDE_ENV.items():
-            if value := os.environ.get(variable):
-                params.setdefault(kwarg, value)
+        if not uri.username and "api_key" not in params:
+            for kwarg, variable in AMPLITUDE_ENV.items():
+                if value := os.environ.get(variable):
+                    params.setdefault(kwarg, value)
         params["cache_dir"] = AMPLITUDE_CACHE_DIR
     return uri, params

@@ -69,6 +69,11 @@ def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatc
         "offline": "true",
         "cache_dir": "/srv/store",  # the operator's choice, always
     }
+    # a connection naming its own project gets none of the environment's (not its secret, not offline)
+    for own_uri, own_params in ((make_url("amplitude://key:secret@"), {}), (url, {"api_key": "extra-key"})):
+        assert config.DB_CONNECTION_MUTATOR(own_uri, dict(own_params), None, None, None)[1] == {
+            **own_params, "cache_dir": "/srv/store"
+        }
     other = make_url("postgresql://u@h/db")
     assert config.DB_CONNECTION_MUTATOR(other, {}, "admin", None, None) == (other, {})
     default_store = load_config(monkeypatch, tmp_path).DB_CONNECTION_MUTATOR(url, {}, None, None, None)[1]

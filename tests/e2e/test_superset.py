@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+
+from shillelagh_amplitude.emulator import ExportEmulator
+from shillelagh_amplitude.generator import generate_dataset
+from shillelagh_amplitude.hours import floor_hour
 
 from ..expected import Session, kpis, percentile, sessions_from_records, user_property
 from ..helpers import read_zip
@@ -311,6 +315,32 @@ def test_wrong_secret_is_a_readable_error_without_the_secret(superset: Superset,
     assert secret not in browser.page_source
     log = superset.layout.log.read_text()
     assert secret not in log and superset.env["AMPLITUDE_SECRET_KEY"] not in log
+
+
+def test_wrong_secret_against_the_export_api(superset: Superset, api, tmp_path) -> None:
+    """Live: Amplitude (here its emulator) answers 403; SQL Lab shows that, typed, without the secret."""
+    end = floor_hour(datetime.now(UTC)) - timedelta(days=1)
+    generate_dataset(tmp_path, end - timedelta(hours=6), end, events=300, seed=5)
+    secret = f"wrong-{secrets.token_hex(8)}"
+    with ExportEmulator(tmp_path, api_key="live-key", secret_key="right-secret") as emulator:
+        created = api.post(f"{superset.base}/api/v1/database/", json={
+            "database_name": "Amplitude (live, wrong secret)",
+            "engine": "amplitude",
+            "configuration_method": "dynamic_form",
+            "parameters": {"username": "live-key", "password": secret, "query": {"base_url": emulator.base_url}},
+        })
+        assert created.status_code == 201, created.text[:500]
+        response = api.post(f"{superset.base}/api/v1/sqllab/execute/", json={
+            "database_id": created.json()["id"], "runAsync": False,
+            "sql": "SELECT COUNT(*) FROM amplitude_sessions WHERE session_start >= "
+                   f"'{end - timedelta(hours=6):%Y-%m-%d %H:%M:%S}'",
+        })
+        assert {r.status for r in emulator.requests} == {403}
+    error = response.json()["errors"][0]
+    assert error["error_type"] == "CONNECTION_ACCESS_DENIED_ERROR"
+    assert error["message"].startswith("Amplitude rejected the credentials (403 'Invalid API Key')")
+    assert "check the API key and secret key" in error["message"]
+    assert secret not in response.text and secret not in superset.layout.log.read_text()
 
 
 def test_dashboard_in_headless_chromium(superset: Superset, browser, chart_data: dict[str, dict]) -> None:
