@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Debian's Chromium and ChromeDriver for the browser tests (a tool's own browser download cannot work here).
+BROWSER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test lint demo bench clean
 
@@ -12,14 +15,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,superset]'
 	touch $(STAMP)
 
+$(BROWSER):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
+test: $(STAMP) $(BROWSER) lint
 	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/fetch_benchmark.py
+	$(PY) benchmarks/query_benchmark.py
 
 clean:
 	rm -rf $(VENV) var test-output
