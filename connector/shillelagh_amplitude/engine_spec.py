@@ -16,7 +16,8 @@ from flask_babel import gettext as __
 from marshmallow import Schema, fields
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError
-from sqlglot.dialects.dialect import Dialects
+from sqlglot import exp
+from sqlglot.dialects.sqlite import SQLite
 from superset.databases.utils import make_url_safe
 from superset.db_engine_specs.base import BasicParametersMixin, DatabaseCategory
 from superset.db_engine_specs.shillelagh import ShillelaghEngineSpec
@@ -25,8 +26,24 @@ from superset.sql.parse import SQLGLOT_DIALECTS
 
 from shillelagh_amplitude.dialect import coerce
 
-# Superset looks the SQL dialect up by engine name; ours is SQLite, like ``shillelagh`` and ``gsheets``.
-SQLGLOT_DIALECTS.setdefault("amplitude", Dialects.SQLITE)
+
+class AmplitudeSQLite(SQLite):
+    """SQLite as sqlglot writes it, except that ``json_extract()`` stays a function call.
+
+    Superset re-writes SQL Lab and chart SQL with sqlglot, whose SQLite dialect turns ``json_extract(x, p)``
+    into ``x -> p``; in SQLite ``->`` returns JSON (``'"free"'``, quotes included) where ``json_extract``
+    returns the SQL value (``'free'``).
+    """
+
+    class Generator(SQLite.Generator):
+        def jsonextract_sql(self, expression: exp.JSONExtract) -> str:
+            if expression.args.get("only_json_types") is None:  # parsed from json_extract(), not from ->
+                return self.func("JSON_EXTRACT", expression.this, expression.expression, *expression.expressions)
+            return super().jsonextract_sql(expression)
+
+
+# Superset looks the SQL dialect up by engine name (``shillelagh`` and ``gsheets`` map to plain SQLite).
+SQLGLOT_DIALECTS.setdefault("amplitude", AmplitudeSQLite)
 
 REGIONS = ("us", "eu")
 #: Not accepted in a URI's query string: credentials would show unmasked, and the hour store's location is the

@@ -212,6 +212,12 @@ def test_sql_lab_percentiles(superset: Superset, api, chart_data: dict[str, dict
     assert (row["sessions"], row["p50"], row["p95"]) == (count, pytest.approx(median), pytest.approx(p95))
     lengths = sorted(s.length_s for s in in_range(sessions, result))
     assert row["p90_disc"] in lengths
+    plans = api.post(f"{superset.base}/api/v1/sqllab/execute/", json={
+        "database_id": database["id"], "runAsync": False,
+        "sql": "SELECT json_extract(user_properties, '$.plan') AS plan FROM amplitude_sessions "
+               f"WHERE session_start >= '{start}' AND session_start < '{end}' GROUP BY 1",
+    }).json()["data"]
+    assert {r["plan"] for r in plans} == {user_property(s, "plan") for s in in_range(sessions, result)}
 
 
 def test_connect_a_database_form_in_the_browser(superset: Superset, api, browser) -> None:

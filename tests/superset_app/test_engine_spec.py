@@ -67,10 +67,16 @@ def test_secure_extra_is_masked_and_unmasked() -> None:
     }
 
 
-def test_sql_is_parsed_as_sqlite() -> None:
-    assert SQLGLOT_DIALECTS["amplitude"] == SQLGLOT_DIALECTS["shillelagh"]
-    script = SQLScript("SELECT median(length_s), percentile(length_s, 95) FROM amplitude_sessions", "amplitude")
-    assert "PERCENTILE(length_s, 95)" in script.format()
+def test_sql_is_rewritten_as_sqlite_keeping_json_extract() -> None:
+    sql = (
+        "SELECT json_extract(user_properties, '$.plan') AS plan, user_properties -> '$.plan' AS raw, "
+        "percentile(length_s, 95) FROM amplitude_sessions"
+    )
+    formatted = SQLScript(sql, "amplitude").format()
+    assert "JSON_EXTRACT(user_properties, '$.plan') AS plan" in formatted
+    assert "user_properties -> '$.plan' AS raw" in formatted
+    assert "PERCENTILE(length_s, 95)" in formatted
+    assert SQLGLOT_DIALECTS["shillelagh"] == "sqlite"  # what the generic shillelagh engine gets
 
 
 @pytest.mark.parametrize(
