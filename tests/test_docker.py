@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
-import sys
 import tomllib
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from .scripts import REPO, load_script
+
 DOCKER = REPO / "docker"
-
-
-def load_demo() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("amplitude_demo_static", REPO / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +75,7 @@ def test_no_secret_is_written_in_the_docker_files() -> None:
 
 def test_commands_mirror_the_tested_ones(compose: dict) -> None:
     """init.sh runs the Superset commands scripts/demo.py runs; the web service serves like the demo."""
-    demo = load_demo()
+    demo = load_script("scripts/demo.py")
     init = (DOCKER / "init.sh").read_text()
     for command in demo.SUPERSET_INIT:
         assert f"superset {' '.join(command)}\n" in init

@@ -7,40 +7,32 @@ go to ``test-output/e2e/timings.json``; screenshots next to it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from typing import TypeVar
 
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+from ..scripts import REPO, load_script
+
 OUTPUT = REPO / "test-output" / "e2e"
 SAMPLE_DAYS = 30
 SAMPLE_EVENTS = 60_000
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
+T = TypeVar("T")
 
 
-def load_demo() -> ModuleType:
-    """``scripts/demo.py``, whose functions the tests drive, so the demo's path is the tested one."""
-    spec = importlib.util.spec_from_file_location("amplitude_demo", REPO / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = load_demo()
+# The tests drive scripts/demo.py's functions, so the demo's path is the tested one.
+demo = load_script("scripts/demo.py")
 
 
 @dataclass
@@ -65,7 +57,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def timed(timings: dict[str, float], name: str, action, *args):  # noqa: ANN001, ANN201 - any step
+def timed(timings: dict[str, float], name: str, action: Callable[..., T], *args: object) -> T:
     """Run one step and record its duration in seconds."""
     started = time.monotonic()
     result = action(*args)

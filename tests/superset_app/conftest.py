@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from ..scripts import REPO
+
 os.environ["SUPERSET_HOME"] = tempfile.mkdtemp(prefix="superset-unit-")
 os.environ["SUPERSET_CONFIG_PATH"] = str(REPO / "superset_config" / "superset_config.py")
 

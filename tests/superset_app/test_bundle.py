@@ -5,28 +5,17 @@ Importing it into a running Superset (CLI and REST) is tested in ``tests/e2e``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import zipfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-from .conftest import REPO
+from ..scripts import load_script
 
-
-def load_builder() -> ModuleType:
-    """``dashboards/build.py`` (a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("dashboards_build", REPO / "dashboards" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = load_builder()
+build = load_script("dashboards/build.py")
 
 
 @pytest.fixture(scope="module")
