@@ -25,7 +25,7 @@ from shillelagh.typing import RequestedOrder, Row
 
 from . import __version__
 from .client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
-from .hours import HOUR, ceil_hour, floor_hour, hour_range, to_utc
+from .hours import HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
 from .loader import fill, newest_exportable_hour, store_window
 from .scan import TABLE_CACHE, ScanTable, TimeRange
 from .schema import EVENT_SCHEMA, TIMESTAMP
@@ -240,6 +240,11 @@ class AmplitudeAPI(Adapter):
             wanted = self._columns if requested is None else requested  # empty for COUNT(*)
             columns = tuple(sorted(set(wanted) | set(self.spec.time_columns)))
         files = store.files(hours, now)
+        if self.offline and hours and not any(store.has(hour, now) for hour in hours):
+            raise AmplitudeError(
+                f"This connection is offline and its store holds none of the upload hours {format_hour(hours[0])}.."
+                f"{format_hour(hours[-1])} this query needs; load them with amplitude-load or amplitude-sync."
+            )
         key = (self.table, tuple((str(path), path.stat().st_mtime_ns) for path in files), columns)
         scan = TABLE_CACHE.get(key)
         if scan is None:
