@@ -177,9 +177,10 @@ class AmplitudeAPI(Adapter):
         requested_columns: set[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[Row]:
+        """Rows of the time ranges pushed down (a plain iterator, not a generator: no Python frame per row)."""
         ranges = {column: time_range(bounds.get(column)) for column in self.spec.time_columns}
         if any(bound is None for bound in ranges.values()):
-            return
+            return iter(())
         now = datetime.now(UTC)
         try:
             ranges = self._effective_ranges(ranges, now)
@@ -187,7 +188,7 @@ class AmplitudeAPI(Adapter):
         except AmplitudeError as exc:
             raise ProgrammingError(str(exc)) from None
         columns = [name for name in self._columns if requested_columns is None or name in requested_columns]
-        yield from scan.rows(columns, ranges)
+        return scan.rows(columns, ranges)
 
     # --- reading ------------------------------------------------------------------------------------
     def _effective_ranges(self, ranges: dict[str, TimeRange], now: datetime) -> dict[str, TimeRange]:
