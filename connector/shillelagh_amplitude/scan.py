@@ -77,10 +77,15 @@ class ScanTable:
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        order = pc.sort_indices(self.table, [(self.sort_column, "ascending")], null_placement="at_end")
-        self.table = self.table.take(order)
+        self._keys = self._sort_keys()
+        if np.any(self._keys[1:] < self._keys[:-1]):  # sessions come sorted already; events do not
+            self.table = self.table.take(np.argsort(self._keys, kind="stable"))
+            self._keys = self._sort_keys()
+
+    def _sort_keys(self) -> np.ndarray:
+        """The sort column as int64 microseconds, nulls last."""
         keys = pc.cast(self.table[self.sort_column], pa.int64())
-        self._keys = pc.fill_null(keys, np.iinfo(np.int64).max).to_numpy()
+        return pc.fill_null(keys, np.iinfo(np.int64).max).to_numpy()
 
     @property
     def nbytes(self) -> int:
