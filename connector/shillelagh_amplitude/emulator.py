@@ -17,6 +17,7 @@ import contextlib
 import gzip
 import hmac
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -92,6 +93,11 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], emulator: ExportEmulator) -> None:
         super().__init__(address, _Handler)
         self.emulator = emulator
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        """A client dropping its connection (the faults do it on purpose) is not an error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
