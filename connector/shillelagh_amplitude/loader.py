@@ -29,7 +29,8 @@ from .store import EXPORT_LATENCY, HourStaging, HourStore, clean_stale_staging
 _logger = logging.getLogger(__name__)
 
 DECODE_ATTEMPTS = 3
-DEFAULT_DECODE_WORKERS = min(4, os.cpu_count() or 1)
+#: Two workers keep a 2-core machine busy while memory stays bounded (each holds up to ~200 MB while decoding).
+DEFAULT_DECODE_WORKERS = min(2, os.cpu_count() or 1)
 Progress = Callable[[int], None]
 
 
