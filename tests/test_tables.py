@@ -11,12 +11,15 @@ from shillelagh.exceptions import ProgrammingError
 from sqlalchemy import create_engine, inspect
 
 from shillelagh_amplitude import adapter
+from shillelagh_amplitude.generator import make_event
+from shillelagh_amplitude.loader import load_archive
 from shillelagh_amplitude.scan import TABLE_CACHE
 from shillelagh_amplitude.sessions import LENGTH_BUCKETS
+from shillelagh_amplitude.store import HourStore
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import kpis, percentile, sessions_from_records, user_property
-from .helpers import parse_ts
+from .helpers import export_zip, parse_ts
 
 RANGE_START = datetime(2026, 3, 2, tzinfo=UTC)
 RANGE_END = datetime(2026, 3, 4, tzinfo=UTC)
@@ -183,17 +186,26 @@ def test_readable_errors(loaded_cache):
         sql_connection(region="mars").cursor().execute("SELECT count(*) FROM amplitude_sessions")
 
 
-def test_no_predicate_reads_the_last_default_days(loaded_cache, dataset):
-    now = datetime.now(UTC)
-    days = (now - datetime(2026, 3, 1, tzinfo=UTC)).days + 2
-    cursor = sql_connection(cache_dir=str(loaded_cache), offline=True, default_days=days).cursor()
-    everything = len(sessions_from_records(dataset.records))
-    assert cursor.execute("SELECT count(*) FROM amplitude_sessions").fetchall() == [(everything,)]
-    # the last 30 days hold none of the dataset's hours: offline, that is said, not answered with 0
-    assert now - timedelta(days=30) > datetime(2026, 3, 8, tzinfo=UTC)
-    recent = sql_connection(cache_dir=str(loaded_cache), offline=True, default_days=30).cursor()
+def test_no_predicate_reads_the_last_default_days(tmp_path):
+    """Sessions started 1, 5 and 20 days ago: the default window decides which are read."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    starts = [now - timedelta(days=days, hours=1) for days in (1, 5, 20)]
+    events = [make_event(amplitude_id=n, session_id=int(start.timestamp() * 1000), client_event_time=start,
+                         server_upload_time=start + timedelta(minutes=1)) for n, start in enumerate(starts)]
+    store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
+    load_archive(store, export_zip(tmp_path, events))
+    counts = {}
+    for days in (3, 10, 30):
+        cursor = sql_connection(cache_dir=str(tmp_path), offline=True, default_days=days).cursor()
+        counts[days] = cursor.execute("SELECT count(*) FROM amplitude_sessions").fetchone()[0]
+    assert counts == {3: 1, 10: 2, 30: 3}
+
+
+def test_offline_without_any_stored_hour_says_so(loaded_cache):
+    recent = sql_connection(cache_dir=str(loaded_cache), offline=True).cursor()
     with pytest.raises(ProgrammingError, match=r"offline and its store holds none of the upload hours .*amplitude-lo"):
-        recent.execute("SELECT count(*) FROM amplitude_sessions")
+        recent.execute("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2026-06-01' "
+                       "AND session_start < '2026-06-02'")
     # a range partly stored is answered from what is stored
     assert recent.execute(
         "SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2026-03-04' AND session_start < '2026-03-20'"
