@@ -180,7 +180,8 @@ def test_readable_errors(loaded_cache):
         cursor.execute("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2024-01-01'")
     wrong = sql_connection(cache_dir=str(loaded_cache), offline=True, secret_key="not-the-secret").cursor()
     with pytest.raises(ProgrammingError, match="secret key does not match") as error:
-        wrong.execute("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2026-03-02'")
+        wrong.execute("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2026-03-02' "
+                      "AND session_start < '2026-03-03'")
     assert "not-the-secret" not in str(error.value)
     with pytest.raises(ProgrammingError, match="Unknown region"):
         sql_connection(region="mars").cursor().execute("SELECT count(*) FROM amplitude_sessions")
@@ -213,7 +214,8 @@ def test_offline_without_any_stored_hour_says_so(loaded_cache):
 
 
 def test_built_sessions_are_kept_for_other_processes(loaded_cache, offline_sql, monkeypatch):
-    sql = "SELECT count(*), sum(length_s) FROM amplitude_sessions WHERE session_start >= '2026-03-02'"
+    sql = ("SELECT count(*), sum(length_s) FROM amplitude_sessions "
+           "WHERE session_start >= '2026-03-02' AND session_start < '2026-03-05'")
     first = offline_sql(sql)
     derived = set(Path(loaded_cache).glob("*/derived/*.arrow"))
     assert derived
