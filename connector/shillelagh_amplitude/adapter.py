@@ -241,7 +241,7 @@ class AmplitudeAPI(Adapter):
             wanted = self._columns if requested is None else requested  # empty for COUNT(*)
             columns = tuple(sorted(set(wanted) | set(self.spec.time_columns)))
         files = store.files(hours, now)
-        if self.offline and hours and not any(store.has(hour, now) for hour in hours):
+        if self.offline and hours and not files and not any(store.has(hour, now) for hour in hours):
             raise AmplitudeError(
                 f"This connection is offline and its store holds none of the upload hours {format_hour(hours[0])}.."
                 f"{format_hour(hours[-1])} this query needs; load them with amplitude-load or amplitude-sync."
