@@ -29,11 +29,11 @@ from pathlib import Path
 import orjson
 import psutil
 
-from shillelagh_amplitude.client import ExportClient
-from shillelagh_amplitude.emulator import ExportEmulator
-from shillelagh_amplitude.generator import generate_dataset, write_export_zip
-from shillelagh_amplitude.loader import fill
-from shillelagh_amplitude.store import HourStore
+from shillelagh_amplitude.export.client import ExportClient
+from shillelagh_amplitude.export.loader import fill
+from shillelagh_amplitude.sample.emulator import ExportEmulator
+from shillelagh_amplitude.sample.generator import generate_dataset, write_export_zip
+from shillelagh_amplitude.store.hour_store import HourStore
 
 END = datetime(2026, 10, 1, tzinfo=UTC)
 

@@ -21,10 +21,10 @@ import duckdb
 import pyarrow.dataset as ds
 from shillelagh.backends.apsw.db import connect
 
-from shillelagh_amplitude.generator import generate_dataset, write_export_zip
-from shillelagh_amplitude.loader import load_archive
-from shillelagh_amplitude.scan import TABLE_CACHE
-from shillelagh_amplitude.store import HourStore
+from shillelagh_amplitude.export.loader import load_archive
+from shillelagh_amplitude.sample.generator import generate_dataset, write_export_zip
+from shillelagh_amplitude.sql.scan import TABLE_CACHE
+from shillelagh_amplitude.store.hour_store import HourStore
 
 API_KEY = "bench-key"
 SECRET = "bench-secret"

@@ -158,7 +158,7 @@ def prepare_sample(layout: Layout, env: dict[str, str], days: int, events: int) 
     shutil.rmtree(layout.demo_store, ignore_errors=True)
     partial = layout.sample.with_suffix(".partial.zip")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    run([str(BIN / "python"), "-m", "shillelagh_amplitude.generator", "--days", str(days), "--events",
+    run([str(BIN / "python"), "-m", "shillelagh_amplitude.sample.generator", "--days", str(days), "--events",
          str(events), "--out", str(partial)], env, log)
     run([str(BIN / "amplitude-load"), str(partial), "--api-key", env["AMPLITUDE_API_KEY"], "--cache-dir",
          env["AMPLITUDE_CACHE_DIR"]], env, log)

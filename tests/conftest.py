@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from shillelagh.backends.apsw.db import connect
 
-from shillelagh_amplitude.client import ExportClient
-from shillelagh_amplitude.emulator import ExportEmulator
-from shillelagh_amplitude.generator import generate_dataset, write_export_zip
-from shillelagh_amplitude.loader import load_archive
-from shillelagh_amplitude.scan import TABLE_CACHE
-from shillelagh_amplitude.store import HourStore
+from shillelagh_amplitude.export.client import ExportClient
+from shillelagh_amplitude.export.loader import load_archive
+from shillelagh_amplitude.sample.emulator import ExportEmulator
+from shillelagh_amplitude.sample.generator import generate_dataset, write_export_zip
+from shillelagh_amplitude.sql.scan import TABLE_CACHE
+from shillelagh_amplitude.store.hour_store import HourStore
 
 from .helpers import read_dataset
 

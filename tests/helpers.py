@@ -8,7 +8,7 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shillelagh_amplitude.generator import write_events, write_export_zip
+from shillelagh_amplitude.sample.generator import write_events, write_export_zip
 
 
 def export_zip(tmp_path: Path, events: list[dict], name: str = "export.zip") -> Path:

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pytest
 
-from shillelagh_amplitude import archive
-from shillelagh_amplitude.archive import ArchiveError, iter_batches, split_by_hour
-from shillelagh_amplitude.generator import make_event
+from shillelagh_amplitude.export import archive
+from shillelagh_amplitude.export.archive import ArchiveError, iter_batches, split_by_hour
+from shillelagh_amplitude.sample.generator import make_event
 from shillelagh_amplitude.schema import EVENT_KEYS, column_name
 
 from .helpers import export_zip, parse_ts, read_zip

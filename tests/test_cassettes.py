@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shillelagh_amplitude.archive import iter_batches
-from shillelagh_amplitude.client import AuthenticationError, Window
+from shillelagh_amplitude.export.archive import iter_batches
+from shillelagh_amplitude.export.client import AuthenticationError, Window
 
 from .conftest import API_KEY, SECRET_KEY, client_for
 from .helpers import parse_ts

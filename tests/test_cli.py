@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from shillelagh_amplitude.cli import load_main, sync_main
 from shillelagh_amplitude.hours import hour_range
-from shillelagh_amplitude.store import HourStore
+from shillelagh_amplitude.store.hour_store import HourStore
 
 from .conftest import API_KEY, SECRET_KEY
 

@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shillelagh_amplitude.client import (
+from shillelagh_amplitude.export.client import (
     AmplitudeError,
     AuthenticationError,
     ExportTooLargeError,
     resolve_base_url,
 )
+from shillelagh_amplitude.export.loader import fill
 from shillelagh_amplitude.hours import format_hour, hour_range, parse_hour
-from shillelagh_amplitude.loader import fill
-from shillelagh_amplitude.store import HourStore
+from shillelagh_amplitude.store.hour_store import HourStore
 
 from .conftest import SECRET_KEY, client_for
 from .helpers import parse_ts

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
-from shillelagh_amplitude.dialect import TABLES, AmplitudeDialect, coerce, url_kwargs
+from shillelagh_amplitude.sql.dialect import TABLES, AmplitudeDialect, coerce, url_kwargs
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 
@@ -19,7 +19,7 @@ def test_entry_points_installed() -> None:
     (dialect,) = entry_points(group="sqlalchemy.dialects", name="amplitude")
     assert dialect.load() is AmplitudeDialect
     (spec,) = entry_points(group="superset.db_engine_specs", name="amplitude")
-    assert spec.value == "shillelagh_amplitude.engine_spec:AmplitudeEngineSpec"
+    assert spec.value == "shillelagh_amplitude.superset.engine_spec:AmplitudeEngineSpec"
 
 
 def connect_args(url: str, **kwargs: object) -> dict:

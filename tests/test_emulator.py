@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shillelagh_amplitude.emulator import (
+from shillelagh_amplitude.sample.emulator import (
     EXPORT_PATH,
     INVALID_API_KEY,
     NO_DATA,
@@ -22,7 +22,7 @@ from shillelagh_amplitude.emulator import (
     ExportEmulator,
     RequestRecord,
 )
-from shillelagh_amplitude.generator import generate_dataset, make_event, write_events
+from shillelagh_amplitude.sample.generator import generate_dataset, make_event, write_events
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)
 NOW = datetime(2024, 3, 10, tzinfo=UTC)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shillelagh_amplitude.generator import (
+from shillelagh_amplitude.sample.generator import (
     DatasetSummary,
     generate_dataset,
     list_members,

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from shillelagh.exceptions import ProgrammingError
 
-from shillelagh_amplitude import adapter
 from shillelagh_amplitude.hours import hour_range, parse_hour
-from shillelagh_amplitude.scan import TABLE_CACHE
+from shillelagh_amplitude.sql import adapter
+from shillelagh_amplitude.sql.scan import TABLE_CACHE
 
 from .conftest import SECRET_KEY, sql_connection
 from .expected import sessions_from_records

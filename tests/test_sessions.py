@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from shillelagh_amplitude.schema import EVENT_SCHEMA
-from shillelagh_amplitude.sessions import EVENT_COLUMNS, LENGTH_BUCKETS, build_sessions, length_bucket
+from shillelagh_amplitude.sql.sessions import EVENT_COLUMNS, LENGTH_BUCKETS, build_sessions, length_bucket
 
 T0 = datetime(2026, 3, 1, 23, 50, tzinfo=UTC)
 SCHEMA = pa.schema([EVENT_SCHEMA.field(name) for name in EVENT_COLUMNS])

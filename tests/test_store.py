@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from shillelagh_amplitude.generator import make_event
+from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import hour_range
-from shillelagh_amplitude.loader import load_archive
+from shillelagh_amplitude.sample.generator import make_event
 from shillelagh_amplitude.schema import EVENT_SCHEMA
-from shillelagh_amplitude.store import FRESH_TTL, HourStore, is_final
+from shillelagh_amplitude.store.hour_store import FRESH_TTL, HourStore, is_final
 
 from .helpers import export_zip
 

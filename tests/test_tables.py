@@ -10,12 +10,12 @@ import pytest
 from shillelagh.exceptions import ProgrammingError
 from sqlalchemy import create_engine, inspect
 
-from shillelagh_amplitude import adapter
-from shillelagh_amplitude.generator import make_event
-from shillelagh_amplitude.loader import load_archive
-from shillelagh_amplitude.scan import TABLE_CACHE
-from shillelagh_amplitude.sessions import LENGTH_BUCKETS
-from shillelagh_amplitude.store import HourStore
+from shillelagh_amplitude.export.loader import load_archive
+from shillelagh_amplitude.sample.generator import make_event
+from shillelagh_amplitude.sql import adapter
+from shillelagh_amplitude.sql.scan import TABLE_CACHE
+from shillelagh_amplitude.sql.sessions import LENGTH_BUCKETS
+from shillelagh_amplitude.store.hour_store import HourStore
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import kpis, percentile, sessions_from_records, user_property

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .client import AmplitudeError, ExportClient, resolve_base_url
+from .export.client import AmplitudeError, ExportClient, resolve_base_url
+from .export.loader import fill, load_archive
 from .hours import HOUR, floor_hour, hour_count
-from .loader import fill, load_archive
-from .store import HourStore
+from .store.hour_store import HourStore
 
 
 def parse_time(text: str, *, end: bool = False) -> datetime:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from shillelagh_amplitude.emulator import ExportEmulator
-from shillelagh_amplitude.generator import generate_dataset
 from shillelagh_amplitude.hours import floor_hour
+from shillelagh_amplitude.sample.emulator import ExportEmulator
+from shillelagh_amplitude.sample.generator import generate_dataset
 
 from ..expected import sessions_from_records
 from ..helpers import read_dataset

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shillelagh_amplitude.emulator import ExportEmulator
-from shillelagh_amplitude.generator import generate_dataset
 from shillelagh_amplitude.hours import floor_hour
+from shillelagh_amplitude.sample.emulator import ExportEmulator
+from shillelagh_amplitude.sample.generator import generate_dataset
 
 from ..expected import Session, kpis, percentile, sessions_from_records, user_property
 from ..helpers import read_zip

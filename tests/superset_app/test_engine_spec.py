@@ -9,7 +9,7 @@ from sqlalchemy.engine.url import make_url
 from superset.errors import SupersetErrorType
 from superset.sql.parse import SQLGLOT_DIALECTS, SQLScript
 
-from shillelagh_amplitude.engine_spec import AUTH_ERROR_REGEX, AmplitudeEngineSpec
+from shillelagh_amplitude.superset.engine_spec import AUTH_ERROR_REGEX, AmplitudeEngineSpec
 
 
 def test_form_fields_are_ones_superset_renders() -> None:

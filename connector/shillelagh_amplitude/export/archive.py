@@ -20,7 +20,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import (
+from ..schema import (
     BOOLEAN_KEYS,
     EVENT_KEYS,
     EVENT_SCHEMA,

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from ..hours import HOUR, contiguous_runs, floor_hour, format_hour, hour_range, tile_windows, to_utc
+from ..store.hour_store import EXPORT_LATENCY, HourStaging, HourStore, clean_stale_staging
 from .archive import ArchiveError, iter_batches, split_by_hour
 from .client import AmplitudeError, ExportClient, Window
-from .hours import HOUR, contiguous_runs, floor_hour, format_hour, hour_range, tile_windows, to_utc
-from .store import EXPORT_LATENCY, HourStaging, HourStore, clean_stale_staging
 
 _logger = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """A local HTTP server that behaves like Amplitude's Export API (``GET /api/2/export``), for tests and demos.
 
-It serves the export files under ``data_dir/<app>/`` (as written by :mod:`shillelagh_amplitude.generator`):
+It serves the export files under ``data_dir/<app>/`` (as written by :mod:`shillelagh_amplitude.sample.generator`):
 HTTP Basic auth (403 ``Invalid API Key``), inclusive ``start``/``end`` upload hours (``YYYYMMDDTHH``), about
 ``latency_hours`` of export delay, 404 ``Raw data files were not found.`` for an empty window, and a streamed
 zip of the matching members otherwise. Faults can be injected (window limits, queued faults) to test clients.
 
-Run ``python -m shillelagh_amplitude.emulator --data DIR --port 8765 [--generate-days 30 --events 200000]``.
+Run ``python -m shillelagh_amplitude.sample.emulator --data DIR --port 8765 [--generate-days 30 --events 200000]``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import parse_qs, urlsplit
 
+from ..hours import HOUR, floor_hour, format_hour, hour_count, parse_hour, to_utc
 from .generator import Member, generate_dataset, list_members, write_zip
-from .hours import HOUR, floor_hour, format_hour, hour_count, parse_hour, to_utc
 
 EXPORT_PATH = "/api/2/export"
 INVALID_API_KEY = "Invalid API Key"
@@ -408,7 +408,7 @@ class ExportEmulator:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve an Export API emulator over ``--data`` until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m shillelagh_amplitude.emulator", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m shillelagh_amplitude.sample.emulator", description=main.__doc__)
     parser.add_argument(
         "--data", type=Path, required=True, help="directory of export files (<app>/...json.gz)"
     )

@@ -7,7 +7,7 @@ from 0), each a gzip NDJSON file with ``\\n``-terminated lines. Every record has
 ``generate_dataset`` simulates a product's users and sessions; ``make_event`` and ``write_events`` build small
 hand-crafted datasets; ``write_export_zip`` packs an hour range into a zip like the Export API's answer.
 
-Run ``python -m shillelagh_amplitude.generator --days 30 --events 200000 --out sample.zip`` for a demo sample.
+Run ``python -m shillelagh_amplitude.sample.generator --days 30 --events 200000 --out sample.zip`` for a demo sample.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import IO, NamedTuple
 
 import orjson
 
-from .hours import floor_hour, to_utc
-from .schema import EVENT_KEYS, TIMESTAMP_KEYS
+from ..hours import floor_hour, to_utc
+from ..schema import EVENT_KEYS, TIMESTAMP_KEYS
 
 DEFAULT_APP = 187520
 EVENTS_PER_PART = 5000
@@ -864,7 +864,7 @@ def _parse_end(text: str) -> datetime:
 def main(argv: list[str] | None = None) -> None:
     """Write a zip of the last ``--days`` days of generated events, shaped like an Export API answer."""
     parser = argparse.ArgumentParser(
-        prog="python -m shillelagh_amplitude.generator", description=main.__doc__
+        prog="python -m shillelagh_amplitude.sample.generator", description=main.__doc__
     )
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--events", type=int, default=200_000)

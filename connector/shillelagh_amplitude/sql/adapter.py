@@ -23,14 +23,14 @@ from shillelagh.fields import Boolean, DateTime, Field, Float, Integer, String
 from shillelagh.filters import Filter, Impossible, Operator, Range
 from shillelagh.typing import RequestedOrder, Row
 
-from . import __version__
-from .client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
-from .hours import HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
-from .loader import fill, newest_exportable_hour, store_window
+from .. import __version__
+from ..export.client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
+from ..export.loader import fill, newest_exportable_hour, store_window
+from ..hours import HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
+from ..schema import EVENT_SCHEMA, TIMESTAMP
+from ..store.hour_store import HourStore
 from .scan import TABLE_CACHE, ScanTable, TimeRange
-from .schema import EVENT_SCHEMA, TIMESTAMP
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
-from .store import HourStore
 
 _logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from shillelagh.typing import Row
 
-from .schema import TIMESTAMP
+from ..schema import TIMESTAMP
 
 #: Rough size of one Python value in a column list (pointer plus object), for the cache's byte budget.
 PYTHON_VALUE_BYTES = 64

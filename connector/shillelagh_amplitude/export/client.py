@@ -21,7 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .hours import HOUR, format_hour, hour_count
+from ..hours import HOUR, format_hour, hour_count
 
 _logger = logging.getLogger(__name__)
 

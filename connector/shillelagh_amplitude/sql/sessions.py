@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import TIMESTAMP
+from ..schema import TIMESTAMP
 
 MAX_LENGTH_S = 86_400.0
 #: Lower bounds (seconds) and labels of Amplitude's nine default session length bins; labels sort in order.

@@ -31,8 +31,8 @@ import platformdirs
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from .hours import HOUR, to_utc
-from .schema import EVENT_SCHEMA
+from ..hours import HOUR, to_utc
+from ..schema import EVENT_SCHEMA
 
 EXPORT_LATENCY = timedelta(hours=2)
 SAFETY_MARGIN = timedelta(hours=1)

@@ -24,7 +24,7 @@ from superset.db_engine_specs.shillelagh import ShillelaghEngineSpec
 from superset.errors import ErrorLevel, SupersetError, SupersetErrorType
 from superset.sql.parse import SQLGLOT_DIALECTS
 
-from shillelagh_amplitude.dialect import coerce
+from ..sql.dialect import coerce
 
 
 class AmplitudeSQLite(SQLite):

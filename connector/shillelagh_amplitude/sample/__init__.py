@@ -1,0 +1,1 @@
+"""Demo and test tools: the sample data generator and the Export API emulator."""

@@ -1,0 +1,1 @@
+"""SQL over the store: the shillelagh adapter, its tables, the columnar cursor and the amplitude:// dialect."""

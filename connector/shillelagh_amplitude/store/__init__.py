@@ -1,0 +1,1 @@
+"""The per-hour Arrow store: one file per upload hour, locally."""

@@ -1,0 +1,1 @@
+"""Superset integration: the engine spec for amplitude:// connections."""
