@@ -2,16 +2,21 @@
 
 Time predicates are pushed down and filtered exactly here (``exact=True``): shillelagh hands SQLite timestamps as
 ISO text with a ``T``, which SQLite would compare as text against Superset's ``'YYYY-MM-DD HH:MM:SS'`` literals and
-get sub-day bounds wrong. Only the upload hours a query needs are read: from the local hour store, downloading the
-missing ones first. Tables built from the store are kept in a small process-wide cache, so the repeated scans that
-``IN`` lists and joins cause never download or decode twice.
+get sub-day bounds wrong. Naive literals are UTC, zoned ones are converted, so both forms mix in one query. Only the
+upload hours a query needs are read: from the local hour store, downloading the missing ones first. Tables built
+from the store are kept in a small process-wide cache, so the repeated scans that ``IN`` lists and joins cause
+never download or decode twice.
+
+:meth:`AmplitudeAPI.select` serves both row paths: the columnar cursor of ``amplitude://`` (:mod:`.columnar`) and
+shillelagh's generic one (``get_rows``, for ``shillelagh+safe://``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,8 +33,8 @@ from ..export.client import AmplitudeError, AuthenticationError, ExportClient, W
 from ..export.loader import fill, newest_exportable_hour, store_window
 from ..hours import HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
 from ..schema import EVENT_SCHEMA, TIMESTAMP
-from ..store.hour_store import HourStore
-from .scan import TABLE_CACHE, ScanTable, TimeRange
+from ..store.hour_store import HourStore, read_files
+from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
 
 _logger = logging.getLogger(__name__)
@@ -41,10 +46,21 @@ MAX_QUERY_DAYS = 365
 CLOCK_SKEW = timedelta(hours=1)
 
 
+class UTCDateTime(DateTime):
+    """A TIMESTAMP column whose pushed-down bounds are aware UTC datetimes: naive literals are UTC.
+
+    shillelagh parses each bound, then calls the column's ``format``; making every bound aware here lets a query
+    mix naive and zoned literals (``>= '2026-03-03' AND < '2026-03-10T00:00:00+00:00'``) in one range.
+    """
+
+    def format(self, value: datetime | None) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+
 def _field(arrow_type: pa.DataType, filterable: bool = False) -> Field:
     """The shillelagh field of an Arrow column; filterable timestamps take exact ``Range`` filters."""
     if arrow_type == TIMESTAMP:
-        return DateTime(filters=[Range], exact=True) if filterable else DateTime()
+        return UTCDateTime(filters=[Range], exact=True) if filterable else UTCDateTime()
     if pa.types.is_integer(arrow_type):
         return Integer()
     if pa.types.is_floating(arrow_type):
@@ -178,17 +194,31 @@ class AmplitudeAPI(Adapter):
         **kwargs: Any,
     ) -> Iterator[Row]:
         """Rows of the time ranges pushed down (a plain iterator, not a generator: no Python frame per row)."""
+        columns = self.requested(requested_columns)
+        return self.select(bounds, columns).rows(columns)
+
+    def requested(self, requested_columns: Iterable[str] | None) -> list[str]:
+        """The requested columns in table order (all of them when shillelagh names none)."""
+        if requested_columns is None:
+            return list(self._columns)
+        return [name for name in self._columns if name in requested_columns]
+
+    def select(self, bounds: dict[str, Filter], columns: list[str]) -> Selection:
+        """The rows the pushed-down bounds select, with ``columns`` read into memory."""
         ranges = {column: time_range(bounds.get(column)) for column in self.spec.time_columns}
         if any(bound is None for bound in ranges.values()):
-            return iter(())
+            return NO_ROWS
         now = datetime.now(UTC)
         try:
             ranges = self._effective_ranges(ranges, now)
-            scan = self._load(ranges, now, requested_columns)
+            key, scan = self._load(ranges, now)
         except AmplitudeError as exc:
             raise ProgrammingError(str(exc)) from None
-        columns = [name for name in self._columns if requested_columns is None or name in requested_columns]
-        return scan.rows(columns, ranges)
+        selection = scan.select(ranges)
+        if len(selection):
+            scan.columns(columns)
+        TABLE_CACHE.put(key, scan)  # again: the columns read may have grown it past the budget
+        return selection
 
     # --- reading ------------------------------------------------------------------------------------
     def _effective_ranges(self, ranges: dict[str, TimeRange], now: datetime) -> dict[str, TimeRange]:
@@ -229,31 +259,28 @@ class AmplitudeAPI(Adapter):
         first, last = max(span[0] for span in spans), min(span[1] for span in spans)
         return first, min(last, floor_hour(now))
 
-    def _load(self, ranges: dict[str, TimeRange], now: datetime, requested: set[str] | None) -> ScanTable:
+    def _load(self, ranges: dict[str, TimeRange], now: datetime) -> tuple[tuple, ScanTable]:
         """The scan table holding every row the ranges can select (from the cache when the hours are unchanged)."""
         first, last = self._upload_hours(ranges, now)
         hours = list(hour_range(first, last)) if first <= last else []
         store = HourStore(self.cache_dir, self.base_url, self.api_key)
         self._fill_and_verify(store, first, last, now)
-        if self.table == SESSIONS_TABLE:
-            columns = EVENT_COLUMNS
-        else:
-            wanted = self._columns if requested is None else requested  # empty for COUNT(*)
-            columns = tuple(sorted(set(wanted) | set(self.spec.time_columns)))
         files = store.files(hours, now)
         if self.offline and hours and not files and not any(store.has(hour, now) for hour in hours):
             raise AmplitudeError(
                 f"This connection is offline and its store holds none of the upload hours {format_hour(hours[0])}.."
                 f"{format_hour(hours[-1])} this query needs; load them with amplitude-load or amplitude-sync."
             )
-        key = (self.table, tuple((str(path), path.stat().st_mtime_ns) for path in files), columns)
+        key = (self.table, tuple((str(path), path.stat().st_mtime_ns) for path in files))
         scan = TABLE_CACHE.get(key)
         if scan is None:
-            table = self._sessions(store, hours, now, key) if self.table == SESSIONS_TABLE else store.read(
-                hours, now, list(columns))
-            scan = ScanTable(table, self.spec.time_columns[0])
+            main = self.spec.time_columns[0]
+            if self.table == SESSIONS_TABLE:
+                scan = ScanTable.of(self._sessions(store, hours, now, key), main)
+            else:
+                scan = ScanTable(functools.partial(read_files, files), main)
             TABLE_CACHE.put(key, scan)
-        return scan
+        return key, scan
 
     @staticmethod
     def _sessions(store: HourStore, hours: list[datetime], now: datetime, key: tuple) -> pa.Table:

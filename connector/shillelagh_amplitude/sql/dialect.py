@@ -8,6 +8,8 @@ Adapter kwargs come from three places, later ones winning:
    encrypted and masked, the dynamic "Connect a database" form writes this form);
 3. the URL query: ``amplitude://?region=eu&offline=true``.
 
+Connections are :class:`~.connection.AmplitudeConnection`: the columnar cursor, integers as integers.
+
 Values may be strings (URL, environment) and are converted by name. Only ``amplitude_events`` and
 ``amplitude_sessions`` exist, so they are listed without asking the adapter.
 """
@@ -20,6 +22,8 @@ from shillelagh.backends.apsw.dialects.base import APSWDialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError
+
+from .connection import AmplitudeConnection
 
 ADAPTER = "amplitude"
 TABLES = ("amplitude_events", "amplitude_sessions")
@@ -106,10 +110,11 @@ class AmplitudeDialect(APSWDialect):
             "isolation_level": self.isolation_level,
         }
 
-    def connect(self, *cargs: Any, **cparams: Any) -> Any:
-        """Connect; ``connect_args`` may replace adapter kwargs but cannot load other adapters or unsafe mode."""
-        cparams.update(path=":memory:", adapters=[ADAPTER], safe=True)
-        return super().connect(*cargs, **cparams)
+    def connect(self, *cargs: Any, **cparams: Any) -> AmplitudeConnection:
+        """The columnar connection; ``connect_args`` may replace adapter kwargs, nothing else (no path, no adapters,
+        no unsafe mode)."""
+        adapter_kwargs = cparams.get("adapter_kwargs", {}).get(ADAPTER, {})
+        return AmplitudeConnection(adapter_kwargs, cparams.get("isolation_level"))
 
     def get_table_names(
         self, connection: Connection, schema: str | None = None, sqlite_include_internal: bool = False, **kw: Any

@@ -1,9 +1,11 @@
-"""Tables built from stored hours, kept in memory and handed to shillelagh as rows at the least per-row cost.
+"""Tables built from stored hours, kept in memory sorted by time, and the rows a query selects as SQLite values.
 
-A :class:`ScanTable` is sorted by its main time column, so a pushed-down range is a slice found by binary
-search; the Python values of each column are made once, in bulk, and then sliced. Rows are built by C-level
-iteration (``map``/``zip``), without a Python frame per row. :data:`TABLE_CACHE` keeps recent tables for the
-process, bounded in bytes: repeated scans of one query (``IN`` lists, joins) and dashboard refreshes reuse them.
+A :class:`ScanTable` holds the Arrow columns of one set of stored hours, sorted by its main time column, so a
+pushed-down range is a slice found by binary search. Columns are read from the store on first use: a query reads
+only the columns it uses. A :class:`Selection` is the rows of one scan; it makes their Python values in chunks of
+:data:`CHUNK_ROWS` rows, so one day of ``SELECT *`` costs one day of conversion and memory stays bounded whatever
+the range. :data:`TABLE_CACHE` keeps recent scan tables for the process, bounded by the bytes of their Arrow
+buffers: repeated scans of one query (``IN`` lists, joins) and dashboard refreshes reuse them.
 """
 
 from __future__ import annotations
@@ -12,21 +14,27 @@ import functools
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from shillelagh.exceptions import ProgrammingError
 from shillelagh.typing import Row
 
 from ..schema import TIMESTAMP
 
-#: Rough size of one Python value in a column list (pointer plus object), for the cache's byte budget.
-PYTHON_VALUE_BYTES = 64
+#: Rows converted to Python values at a time: bounds the memory of a scan whatever its length.
+CHUNK_ROWS = 32_768
 CACHE_BYTES = 768 * 1024 * 1024
+
+#: Reads the named columns of a scan's stored hours, in stored order.
+Reader = Callable[[list[str]], pa.Table]
+#: Rows of a selection: the first one's number, their count, and one Arrow array per requested column.
+Chunk = tuple[int, int, list[pa.Array | pa.ChunkedArray]]
 
 
 @dataclass(frozen=True)
@@ -40,9 +48,9 @@ class TimeRange:
 
 
 class IsoTimestamp(str):
-    """A UTC timestamp already written as ISO text (``2026-03-01T05:03:12.123000+00:00``).
+    """A UTC timestamp already written as ISO text, for shillelagh's generic row path.
 
-    shillelagh turns TIMESTAMP values into SQLite text with ``value.isoformat()``; text made in bulk by Arrow
+    That path turns TIMESTAMP values into SQLite text with ``value.isoformat()``; text made in bulk by Arrow
     (instead of one ``datetime`` per value) takes most of the per-row cost out of large scans.
     """
 
@@ -53,43 +61,91 @@ class IsoTimestamp(str):
         return str(self)
 
 
-def python_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
-    """A column as Python values in the form shillelagh hands to SQLite (timestamps as ISO text)."""
-    if column.type != TIMESTAMP:
-        return column.to_pylist()
-    naive = pc.cast(pc.cast(column, pa.timestamp("us")), pa.string())  # "2026-03-01 05:03:12.123000"
-    iso = pc.binary_join_element_wise(pc.utf8_replace_slice(naive, 10, 11, "T"), "+00:00", "")
-    return [None if text is None else IsoTimestamp(text) for text in iso.to_pylist()]
+def sqlite_values(column: pa.Array | pa.ChunkedArray, text: type[str] = str) -> list[Any]:
+    """A column as the values SQLite stores: int, float, 0/1, ISO text for timestamps (``text`` wraps it), None.
+
+    Made through numpy (``to_numpy().tolist()``), about 20 times faster than ``to_pylist()``'s scalar per value.
+    """
+    if column.type == TIMESTAMP:
+        naive = pc.cast(pc.cast(column, pa.timestamp("us")), pa.string())  # "2026-03-01 05:03:12.123000"
+        column = pc.binary_join_element_wise(pc.utf8_replace_slice(naive, 10, 11, "T"), "+00:00", "")
+    elif pa.types.is_boolean(column.type):
+        column = pc.cast(column, pa.int8())
+    if pa.types.is_string(column.type):
+        values = column.to_numpy(zero_copy_only=False).tolist()  # nulls come out as None
+        return values if text is str else [None if value is None else text(value) for value in values]
+    if not column.null_count:
+        return column.to_numpy().tolist()
+    values = pc.fill_null(column, 0).to_numpy().tolist()
+    for position in np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False)).tolist():
+        values[position] = None
+    return values
 
 
 def _micros(value: datetime) -> int:
     return int(pa.scalar(value, TIMESTAMP).cast(pa.int64()).as_py())
 
 
-@dataclass
+def _sort_keys(column: pa.ChunkedArray) -> np.ndarray:
+    """A timestamp column as int64 microseconds, nulls last."""
+    return pc.fill_null(pc.cast(column, pa.int64()), np.iinfo(np.int64).max).to_numpy()
+
+
 class ScanTable:
-    """An Arrow table sorted by ``sort_column``, with per-column Python values made on first use."""
+    """The columns of one set of stored hours, sorted by ``sort_column``; each column is read on first use."""
 
-    table: pa.Table
-    sort_column: str
-    _keys: np.ndarray = field(init=False, repr=False)
-    _values: dict[str, list[Any]] = field(init=False, default_factory=dict, repr=False)
-    _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
+    def __init__(self, read: Reader | None, sort_column: str, columns: dict[str, pa.ChunkedArray] | None = None):
+        self._read = read
+        self.sort_column = sort_column
+        self._lock = threading.Lock()
+        self._columns = dict(columns or {})
+        keys = _sort_keys(self._columns[sort_column] if columns else read([sort_column])[sort_column])
+        self._order = np.argsort(keys, kind="stable") if np.any(keys[1:] < keys[:-1]) else None
+        self._keys = keys if self._order is None else keys[self._order]
+        if self._order is not None:
+            self._columns = {name: column.take(self._order) for name, column in self._columns.items()}
 
-    def __post_init__(self) -> None:
-        self._keys = self._sort_keys()
-        if np.any(self._keys[1:] < self._keys[:-1]):  # sessions come sorted already; events do not
-            self.table = self.table.take(np.argsort(self._keys, kind="stable"))
-            self._keys = self._sort_keys()
+    @classmethod
+    def of(cls, table: pa.Table, sort_column: str) -> ScanTable:
+        """A scan table holding every column of ``table`` (sessions: built whole, nothing left to read)."""
+        return cls(None, sort_column, {name: table[name] for name in table.column_names})
 
-    def _sort_keys(self) -> np.ndarray:
-        """The sort column as int64 microseconds, nulls last."""
-        keys = pc.cast(self.table[self.sort_column], pa.int64())
-        return pc.fill_null(keys, np.iinfo(np.int64).max).to_numpy()
+    def __len__(self) -> int:
+        return len(self._keys)
 
     @property
     def nbytes(self) -> int:
-        return self.table.nbytes + sum(len(values) for values in self._values.values()) * PYTHON_VALUE_BYTES
+        """Bytes held: the sort keys and the Arrow buffers of the columns read so far."""
+        with self._lock:
+            return self._keys.nbytes + sum(column.nbytes for column in self._columns.values())
+
+    def columns(self, names: Iterable[str]) -> dict[str, pa.ChunkedArray]:
+        """The named columns in sorted order, reading the missing ones from the store in one pass."""
+        names = list(names)
+        with self._lock:
+            missing = [name for name in names if name not in self._columns]
+            if missing:
+                try:
+                    table = self._read(missing)
+                except FileNotFoundError:
+                    table = None  # an hour was re-published (fresh -> final) since this table was built
+                if table is None or table.num_rows != len(self._keys):
+                    raise ProgrammingError("The hour store changed while this query read it; run the query again.")
+                for name in missing:
+                    self._columns[name] = table[name] if self._order is None else table[name].take(self._order)
+            return {name: self._columns[name] for name in names}
+
+    def select(self, ranges: dict[str, TimeRange]) -> Selection:
+        """The rows inside every range; ranges on columns other than the sort column must have a start."""
+        low, high = self._slice(ranges.get(self.sort_column, TimeRange(None, None)))
+        others = {column: bound for column, bound in ranges.items() if column != self.sort_column}
+        if not others or low == high:
+            return Selection(self, low, high)
+        columns = self.columns(others)
+        keep = functools.reduce(pc.and_, [_mask(columns[name].slice(low, high - low), bound)
+                                          for name, bound in others.items()])
+        positions = np.flatnonzero(keep.to_numpy(zero_copy_only=False)) + low
+        return Selection(self, 0, len(positions), positions)
 
     def _slice(self, bound: TimeRange) -> tuple[int, int]:
         """Row positions ``[low, high)`` of the sort column inside ``bound``."""
@@ -102,27 +158,44 @@ class ScanTable:
             high = int(np.searchsorted(self._keys, _micros(bound.end), side=side))
         return low, max(low, high)
 
-    def values(self, column: str) -> list[Any]:
-        with self._lock:
-            if column not in self._values:
-                self._values[column] = python_values(self.table[column])
-            return self._values[column]
 
-    def rows(self, columns: list[str], ranges: dict[str, TimeRange]) -> Iterator[Row]:
-        """Rows inside every range (ranges on other columns must have a start), as dicts plus ``rowid``."""
-        low, high = self._slice(ranges.get(self.sort_column, TimeRange(None, None)))
-        others = [(column, bound) for column, bound in ranges.items() if column != self.sort_column]
-        if others:
-            window = self.table.slice(low, high - low)
-            keep = functools.reduce(pc.and_, [_mask(window[column], bound) for column, bound in others])
-            positions = (np.flatnonzero(keep.to_numpy()) + low).tolist()
-            lists = [[self.values(column)[i] for i in positions] for column in columns]
-            count = len(positions)
-        else:
-            lists = [self.values(column)[low:high] for column in columns]
-            count = high - low
+@dataclass(frozen=True)
+class Selection:
+    """Rows of a scan table: ``[start, stop)``, or those ``positions`` when other columns were filtered."""
+
+    table: ScanTable | None
+    start: int
+    stop: int
+    positions: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def chunks(self, columns: list[str]) -> Iterator[Chunk]:
+        """``(first row, row count, Arrow values per column)`` for every :data:`CHUNK_ROWS` rows, cut when reached."""
+        arrays = self.table.columns(columns) if self.table is not None and len(self) else {}
+        for first in range(self.start, self.stop, CHUNK_ROWS):
+            count = min(CHUNK_ROWS, self.stop - first)
+            if self.positions is None:
+                parts = [arrays[name].slice(first, count) for name in columns]
+            else:
+                taken = pa.array(self.positions[first:first + count])
+                parts = [arrays[name].take(taken) for name in columns]
+            yield first - self.start, count, parts
+
+    def rows(self, columns: list[str]) -> Iterator[Row]:
+        """Rows as dicts plus ``rowid``, for shillelagh's generic path (built in C: no Python frame per row)."""
         names = (*columns, "rowid")
-        return map(dict, map(zip, itertools.repeat(names), zip(*lists, range(count), strict=True)))
+
+        def chunk_rows(chunk: Chunk) -> Iterator[Row]:
+            first, count, parts = chunk
+            lists = [sqlite_values(part, IsoTimestamp) for part in parts]
+            return map(dict, map(zip, itertools.repeat(names), zip(*lists, range(first, first + count), strict=True)))
+
+        return itertools.chain.from_iterable(map(chunk_rows, self.chunks(columns)))
+
+
+NO_ROWS = Selection(None, 0, 0)
 
 
 def _mask(column: pa.ChunkedArray, bound: TimeRange) -> pa.ChunkedArray:
@@ -135,7 +208,7 @@ def _mask(column: pa.ChunkedArray, bound: TimeRange) -> pa.ChunkedArray:
 
 
 class TableCache:
-    """Process-wide LRU of scan tables, bounded in (estimated) bytes."""
+    """Process-wide LRU of scan tables, bounded by the bytes they hold (tables grow as columns are read)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -150,8 +223,10 @@ class TableCache:
             return table
 
     def put(self, key: tuple, table: ScanTable) -> None:
+        """Keep ``table`` as the most recent; evict the oldest while over budget (the newest always stays)."""
         with self._lock:
             self._tables[key] = table
+            self._tables.move_to_end(key)
             while len(self._tables) > 1 and sum(t.nbytes for t in self._tables.values()) > self.max_bytes:
                 self._tables.popitem(last=False)
 

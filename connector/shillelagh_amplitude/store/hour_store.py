@@ -66,6 +66,13 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(temp, path)
 
 
+def read_files(paths: Iterable[Path], columns: list[str] | None = None) -> pa.Table:
+    """The events of stored hour files, in order; only ``columns`` are read and decompressed."""
+    schema = EVENT_SCHEMA if columns is None else pa.schema([EVENT_SCHEMA.field(c) for c in columns])
+    tables = [feather.read_table(path, columns=columns) for path in paths]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
 class HourStore:
     """Downloaded upload hours of one Amplitude project."""
 
@@ -108,9 +115,7 @@ class HourStore:
 
     def read(self, hours: Iterable[datetime], now: datetime, columns: list[str] | None = None) -> pa.Table:
         """The stored events of ``hours`` (missing hours contribute nothing)."""
-        schema = EVENT_SCHEMA if columns is None else pa.schema([EVENT_SCHEMA.field(c) for c in columns])
-        tables = [feather.read_table(path, columns=columns) for path in self.files(hours, now)]
-        return pa.concat_tables(tables) if tables else schema.empty_table()
+        return read_files(self.files(hours, now), columns)
 
     def newest_final_hour(self) -> datetime | None:
         """The newest stored final hour: data is complete through its end."""

@@ -1,0 +1,139 @@
+"""A columnar SQLite virtual-table cursor for the Amplitude adapter: values served by position from column lists.
+
+shillelagh's ``VTCursor`` turns every row into a dict, formats each value, then builds a tuple over every declared
+column (56 for events), whatever the query uses. This cursor keeps shillelagh's planning (``VTTable.BestIndexObject``:
+pushed-down bounds, order, requested columns) and its bound parsing (``get_all_bounds``, ``get_bounds``), then asks
+the adapter for a :class:`~.scan.Selection` and holds one chunk of Python values per requested column. ``Next`` and
+``Eof`` only move and test a position; ``Column(i)`` indexes the i-th column's list. Values are what SQLite stores:
+integers as integers, booleans as 0/1, timestamps as ISO text.
+
+Written against shillelagh 1.4.5 and apsw 3.54 (pinned in ``pyproject.toml``); ``tests/test_columnar.py`` fails if
+``amplitude://`` stops running this cursor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+import pyarrow as pa
+from shillelagh.adapters.base import Adapter
+from shillelagh.backends.apsw.vt import VTModule, VTTable, get_all_bounds
+from shillelagh.exceptions import ProgrammingError
+from shillelagh.lib import get_bounds
+
+from .scan import Chunk, sqlite_values
+
+#: The literal forms a TIMESTAMP bound accepts (Python's ``datetime.fromisoformat``), for error messages.
+ACCEPTED_TIMESTAMPS = "'2026-11-20', '2026-11-20 13:45:00', '2026-11-20T13:45:00Z' or '2026-11-20T13:45:00+01:00'"
+
+
+class _Nulls:
+    """Stands for a column the query does not use: SQLite never asks for it, and would read NULL."""
+
+    def __getitem__(self, position: int) -> None:
+        return None
+
+
+NULLS = _Nulls()
+
+
+class _Pending:
+    """A chunk of one column not converted yet: the first read converts it and puts the list in its slot.
+
+    SQLite names a column as used even when it reads it only for a constraint the adapter consumed (the time
+    range), so a column is converted only when SQLite really asks for one of its values.
+    """
+
+    __slots__ = ("values", "slot", "part")
+
+    def __init__(self, values: list[Any], slot: int, part: pa.Array | pa.ChunkedArray) -> None:
+        self.values, self.slot, self.part = values, slot, part
+
+    def __getitem__(self, position: int) -> Any:
+        converted = self.values[self.slot] = sqlite_values(self.part)
+        return converted[position]
+
+
+class ColumnarModule(VTModule):
+    """Creates :class:`ColumnarTable` virtual tables for one adapter class."""
+
+    def Create(self, connection: apsw.Connection, modulename: str, dbname: str, tablename: str,
+               *args: str) -> tuple[str, VTTable]:
+        create_table, table = super().Create(connection, modulename, dbname, tablename, *args)
+        return create_table, ColumnarTable(table.adapter)
+
+    Connect = Create
+
+
+class ColumnarTable(VTTable):
+    """shillelagh's virtual table (planning, DDL), opening columnar cursors."""
+
+    def Open(self) -> ColumnarCursor:
+        return ColumnarCursor(self.adapter)
+
+
+class ColumnarCursor:
+    """Serves the adapter's selection chunk by chunk; the hot methods do the least possible work."""
+
+    __slots__ = ("adapter", "values", "position", "size", "first", "eof", "_chunks")
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+        self.values: list[Any] = []
+        self.position = self.size = self.first = 0
+        self.eof = True
+        self._chunks: Iterator[tuple[int, int, list[Any]]] = iter(())
+
+    def Filter(self, indexnumber: int, indexname: str, constraintargs: list[Any]) -> None:
+        """Bounds, order and requested columns as shillelagh plans them; then the first chunk of values."""
+        columns = self.adapter.get_columns()
+        names = list(columns)
+        index = json.loads(indexname)
+        try:
+            all_bounds = get_all_bounds(index["indexes"], constraintargs, columns)
+        except ProgrammingError as exc:
+            raise ProgrammingError(f"{exc}: a time bound must be ISO 8601 text such as {ACCEPTED_TIMESTAMPS} "
+                                   "(no zone means UTC).") from None
+        bounds = get_bounds(columns, all_bounds)  # no column declares an order: SQLite sorts, nothing to pass on
+        requested = self.adapter.requested(index.get("requested_columns"))
+        selection = self.adapter.select(bounds, requested)
+        slots = [names.index(name) for name in requested]
+        self._chunks = (_spread(chunk, slots, len(names)) for chunk in selection.chunks(requested))
+        self.size = self.position = 0
+        self.Next()
+
+    def Next(self) -> None:
+        self.position += 1
+        if self.position >= self.size:
+            self._next_chunk()
+
+    def _next_chunk(self) -> None:
+        for first, size, values in self._chunks:
+            if size:
+                self.first, self.size, self.values, self.position, self.eof = first, size, values, 0, False
+                return
+        self.values, self.eof = [], True
+
+    def Eof(self) -> bool:
+        return self.eof
+
+    def Column(self, column: int) -> Any:
+        return self.values[column][self.position]
+
+    def Rowid(self) -> int:
+        return self.first + self.position
+
+    def Close(self) -> None:
+        self.values, self._chunks = [], iter(())
+
+
+def _spread(chunk: Chunk, slots: list[int], width: int) -> tuple[int, int, list[Any]]:
+    """A chunk's columns placed at their column numbers, converted on first read; the others read as NULL."""
+    first, size, parts = chunk
+    values: list[Any] = [NULLS] * width
+    for slot, part in zip(slots, parts, strict=True):
+        values[slot] = _Pending(values, slot, part)
+    return first, size, values
