@@ -9,7 +9,9 @@ instead of a new field object per value.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import apsw
@@ -22,22 +24,34 @@ from .columnar import ColumnarModule
 
 #: Result types whose SQLite values are already the Python values.
 IDENTITY_TYPES = frozenset(field.type for field in (Blob, Float, String))
+#: Builtins doing what shillelagh's parsers do for the values this connection's tables hand SQLite (timestamps are
+#: always ISO text in UTC, ``+00:00``), without a Python frame per value.
+BUILTIN_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "TIMESTAMP": datetime.fromisoformat,
+    "INTEGER": int,
+    "BOOLEAN": bool,
+}
+
+
+def result_parser(type_name: str) -> Callable[[Any], Any]:
+    """The function turning a non-null SQLite value of a result column of this SQL type into its Python value."""
+    return BUILTIN_PARSERS.get(type_name) or type_map[type_name]().parse
 
 
 class AmplitudeCursor(APSWCursor):
     """shillelagh's cursor, converting result values with converters picked once per query."""
 
     def _convert(self, cursor: apsw.Cursor) -> Iterator[tuple[Any, ...]]:
-        if not self.description:
+        """Rows as Python values. The description is final once a row exists (with no row, shillelagh leaves
+        apsw's raw one), so converters are picked from it after the first row."""
+        rows = iter(cursor)
+        first = next(rows, None)
+        if first is None or not self.description:
             return iter(())
-        converters: list[tuple[int, Callable[[Any], Any]]] = [
-            (i, type_map[column[1].type]().parse)
-            for i, column in enumerate(self.description)
-            if column[1].type not in IDENTITY_TYPES
-        ]
-        if not converters:
-            return iter(cursor)
-        return (_converted(row, converters) for row in cursor)
+        rows = itertools.chain((first,), rows)
+        converters = [(i, result_parser(column[1].type)) for i, column in enumerate(self.description)
+                      if column[1].type not in IDENTITY_TYPES]
+        return map(_converted, rows, itertools.repeat(converters)) if converters else rows
 
 
 def _converted(row: tuple[Any, ...], converters: list[tuple[int, Callable[[Any], Any]]]) -> tuple[Any, ...]:
