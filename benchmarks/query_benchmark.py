@@ -1,129 +1,239 @@
-"""Session-length queries on a warm store: through the adapter (SQLite) vs DuckDB over the same stored hours.
+"""Dashboard and SQL Lab queries through ``amplitude://`` beside a plain SQLite table and DuckDB, at 1x and 3x data.
 
-    python benchmarks/query_benchmark.py [--events 1000000] [--days 30] [--work /tmp/amplitude-bench]
+    python benchmarks/query_benchmark.py [--scales 1000000 3000000] [--repeat 5] [--work /tmp/amplitude-bench]
 
-Generates the dataset (or reuses it), loads it into a store with `load_archive`, then times each query:
-- adapter, cold: reads the hours from the store and builds sessions (nothing cached anywhere);
-- adapter, new process: the sessions built earlier are on disk beside the hours, the memory cache is empty;
-- adapter, warm: the process-wide table cache holds them (other charts, refreshes of the same range);
-- DuckDB: the same SQL over a sessions view computed from the same stored Arrow files.
+For each scale it generates the dataset once (or reuses it) and fills a store with ``load_archive``, as an earlier
+``amplitude-sync`` would. Every query then runs in a new process (``--worker``): its first run is "first in a new
+process" (derived sessions come from disk, the memory cache is empty), the next ones "repeated" (median); the worker
+reports its peak RSS. One more worker runs every query in turn, for the peak memory of a process answering them all.
+Baselines, in this same command:
+- a plain SQLite table holding the same rows (a file database built once, queried in its own process): the floor
+  for anything built on SQLite;
+- DuckDB over the same rows as in-memory Arrow tables.
+Queries cover 25 of the 30 days.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
+import statistics
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import apsw
 import duckdb
-import pyarrow.dataset as ds
-from shillelagh.backends.apsw.db import connect
+import pyarrow as pa
 
 from shillelagh_amplitude.export.loader import load_archive
+from shillelagh_amplitude.hours import hour_range
 from shillelagh_amplitude.sample.generator import generate_dataset, write_export_zip
-from shillelagh_amplitude.sql.scan import TABLE_CACHE
+from shillelagh_amplitude.sql.scan import sqlite_values
+from shillelagh_amplitude.sql.sessions import EVENT_COLUMNS, build_sessions
 from shillelagh_amplitude.store.hour_store import HourStore
 
 API_KEY = "bench-key"
 SECRET = "bench-secret"
-WHERE = "WHERE session_start >= '{start}' AND session_start < '{end}'"
+FIRST_DAY = datetime(2026, 9, 1, tzinfo=UTC)
+SESSIONS = "FROM amplitude_sessions WHERE session_start >= '2026-09-03' AND session_start < '2026-09-28'"
+EVENTS = "FROM amplitude_events WHERE event_time >= '2026-09-03' AND event_time < '2026-09-28'"
+ONE_DAY = "FROM amplitude_events WHERE event_time >= '2026-09-10' AND event_time < '2026-09-11'"
+#: name -> (SQLite SQL for amplitude:// and the plain table, DuckDB SQL)
 QUERIES = {
-    "KPIs (count, avg, median, p95)": (
-        "SELECT count(*), avg(length_s), median(length_s), percentile(length_s, 95) FROM amplitude_sessions {where}",
-        "SELECT count(*), avg(length_s), median(length_s), quantile_cont(length_s, 0.95) FROM sessions {where}",
+    "sessions: KPIs": (
+        f"SELECT count(*), avg(length_s), median(length_s), percentile(length_s, 95) {SESSIONS}",
+        f"SELECT count(*), avg(length_s), median(length_s), quantile_cont(length_s, 0.95) {SESSIONS}",
     ),
-    "per day avg/median/p95": (
-        "SELECT date(session_start), avg(length_s), median(length_s), percentile(length_s, 95) "
-        "FROM amplitude_sessions {where} GROUP BY 1",
-        "SELECT CAST(session_start AS DATE), avg(length_s), median(length_s), quantile_cont(length_s, 0.95) "
-        "FROM sessions {where} GROUP BY 1",
+    "sessions: per day": (
+        f"SELECT date(session_start), avg(length_s), median(length_s), percentile(length_s, 95) {SESSIONS} "
+        "GROUP BY 1",
+        f"SELECT CAST(session_start AS DATE), avg(length_s), median(length_s), quantile_cont(length_s, 0.95) "
+        f"{SESSIONS} GROUP BY 1",
     ),
-    "per plan avg/median/p95": (
-        "SELECT json_extract(user_properties, '$.plan'), avg(length_s), median(length_s), "
-        "percentile(length_s, 95) FROM amplitude_sessions {where} GROUP BY 1",
-        "SELECT json_extract_string(user_properties, '$.plan'), avg(length_s), median(length_s), "
-        "quantile_cont(length_s, 0.95) FROM sessions {where} GROUP BY 1",
+    "sessions: per plan": (
+        f"SELECT json_extract(user_properties, '$.plan'), avg(length_s), median(length_s), "
+        f"percentile(length_s, 95) {SESSIONS} GROUP BY 1",
+        f"SELECT json_extract_string(user_properties, '$.plan'), avg(length_s), median(length_s), "
+        f"quantile_cont(length_s, 0.95) {SESSIONS} GROUP BY 1",
     ),
-    "length-bucket distribution": (
-        "SELECT length_bucket, count(*) FROM amplitude_sessions {where} GROUP BY 1",
-        None,  # filled below: DuckDB computes the bucket in SQL
+    "sessions: length buckets": (
+        f"SELECT length_bucket, count(*) {SESSIONS} GROUP BY 1",
+        f"SELECT length_bucket, count(*) {SESSIONS} GROUP BY 1",
     ),
+    "events: count(*)": (f"SELECT count(*) {EVENTS}", f"SELECT count(*) {EVENTS}"),
+    "events: per event_type": (
+        f"SELECT event_type, count(*) {EVENTS} GROUP BY 1",
+        f"SELECT event_type, count(*) {EVENTS} GROUP BY 1",
+    ),
+    "events: daily distinct users": (
+        f"SELECT date(event_time), count(DISTINCT amplitude_id) {EVENTS} GROUP BY 1",
+        f"SELECT CAST(event_time AS DATE), count(DISTINCT amplitude_id) {EVENTS} GROUP BY 1",
+    ),
+    "events: SELECT * one day": (f"SELECT * {ONE_DAY}", f"SELECT * {ONE_DAY}"),
 }
-DUCKDB_SESSIONS = """
-CREATE VIEW sessions AS
-SELECT to_timestamp(session_id / 1000.0) AS session_start,
-       least(epoch(max(client_event_time)) - epoch(min(client_event_time)), 86400) AS length_s,
-       arg_min(user_properties, client_event_time) AS user_properties
-FROM events WHERE session_id <> -1 AND amplitude_id IS NOT NULL
-GROUP BY amplitude_id, session_id
-"""
-DUCKDB_BUCKETS = (
-    "SELECT CASE WHEN length_s < 3 THEN 1 WHEN length_s < 10 THEN 2 WHEN length_s < 30 THEN 3 "
-    "WHEN length_s < 60 THEN 4 WHEN length_s < 180 THEN 5 WHEN length_s < 600 THEN 6 WHEN length_s < 1800 THEN 7 "
-    "WHEN length_s < 3600 THEN 8 ELSE 9 END, count(*) FROM sessions {where} GROUP BY 1"
-)
 
 
-def prepare(work: Path, events: int, days: int) -> tuple[Path, datetime, datetime]:
-    """Generate (once) and load the dataset; returns the cache dir and the session range."""
-    end = datetime(2026, 10, 1, tzinfo=UTC)
-    start = end - timedelta(days=days)
+def prepare(work: Path, events: int, days: int) -> Path:
+    """Generate (once) and load the dataset; returns the cache dir."""
     zip_path = work / f"export-{events}-{days}.zip"
     if not zip_path.exists():
-        summary = generate_dataset(work / f"data-{events}-{days}", start, end, events=events)
+        summary = generate_dataset(work / f"data-{events}-{days}", FIRST_DAY, FIRST_DAY + timedelta(days=days),
+                                   events=events)
         write_export_zip(work / f"data-{events}-{days}", zip_path)
         print(f"generated {summary.events} events, {summary.sessions} sessions")
     cache_dir = work / f"cache-{events}-{days}"
     store = HourStore(cache_dir, "https://amplitude.com", API_KEY)
-    if not store.files([start], datetime.now(UTC)):
-        began = time.perf_counter()
+    if not store.files([FIRST_DAY], datetime.now(UTC)):
         loaded = load_archive(store, zip_path)
         store.remember_secret(SECRET)
-        print(f"loaded {loaded} events into the store in {time.perf_counter() - began:.1f} s")
-    return cache_dir, start, end
+        print(f"loaded {loaded} events into the store")
+    return cache_dir
 
 
-def timed(run) -> tuple[float, object]:
-    began = time.perf_counter()
-    result = run()
-    return time.perf_counter() - began, result
+def all_rows(cache_dir: Path, days: int) -> tuple[pa.Table, pa.Table]:
+    """Every stored event and the sessions built from them, as the baselines hold them."""
+    store = HourStore(cache_dir, "https://amplitude.com", API_KEY)
+    hours = list(hour_range(FIRST_DAY - timedelta(hours=1), FIRST_DAY + timedelta(days=days + 3)))
+    events = store.read(hours, datetime.now(UTC))
+    return events, build_sessions(events.select(list(EVENT_COLUMNS)))
+
+
+def sqlite_baseline(path: Path, cache_dir: Path, days: int) -> None:
+    """A file database with plain tables holding the same rows as SQLite receives them from amplitude://."""
+    if path.exists():
+        return
+    connection = apsw.Connection(str(path))
+    for name, table in zip(("amplitude_events", "amplitude_sessions"), all_rows(cache_dir, days), strict=True):
+        types = {pa.types.is_integer: "INTEGER", pa.types.is_floating: "REAL", pa.types.is_boolean: "BOOLEAN"}
+        columns = ", ".join(
+            f'"{f.name}" ' + next((sql for test, sql in types.items() if test(f.type)),
+                                  "TIMESTAMP" if pa.types.is_timestamp(f.type) else "TEXT")
+            for f in table.schema
+        )
+        connection.execute(f"CREATE TABLE {name} ({columns})")
+        marks = ", ".join("?" * table.num_columns)
+        with connection:
+            for batch in table.to_batches(50_000):
+                values = [sqlite_values(column) for column in batch.columns]
+                connection.executemany(f"INSERT INTO {name} VALUES ({marks})", zip(*values, strict=True))
+    connection.close()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (``VmHWM``: unlike ``ru_maxrss``, not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """Run the given queries (first run, then ``repeat`` more) and print times and peak memory as JSON."""
+    if args.sqlite:
+        connection = apsw.Connection(args.sqlite)
+        execute = lambda sql: connection.execute(sql).fetchall()  # noqa: E731
+    else:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(f"amplitude://{API_KEY}:{SECRET}@/?offline=true&cache_dir={args.cache}")
+
+        def execute(sql: str) -> list:
+            with engine.connect() as connection:  # a new connection per query, as Superset makes them
+                return connection.execute(text(sql)).fetchall()
+    results = {}
+    for name in args.query:
+        sql = QUERIES[name][0]
+        times = []
+        for _ in range(args.repeat + 1):
+            began = time.perf_counter()
+            rows = execute(sql)
+            times.append(time.perf_counter() - began)
+        repeated = statistics.median(times[1:]) if len(times) > 1 else None
+        results[name] = {"first": times[0], "repeated": repeated, "rows": len(rows)}
+    print(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb()}))
+
+
+def worker(args: argparse.Namespace, names: list[str], **options: str) -> dict:
+    command = [sys.executable, __file__, "--worker", "--repeat", str(args.repeat)]
+    for name in names:
+        command += ["--query", name]
+    for option, value in options.items():
+        command += [f"--{option}", value]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def bench_scale(args: argparse.Namespace, events: int) -> dict[str, dict]:
+    """Every query at one scale: amplitude:// (one process per query), the SQLite table, DuckDB."""
+    cache_dir = prepare(args.work, events, args.days)
+    sqlite_path = args.work / f"baseline-{events}-{args.days}.sqlite"
+    sqlite_baseline(sqlite_path, cache_dir, args.days)
+    duck = duckdb.connect()
+    events_table, sessions_table = all_rows(cache_dir, args.days)
+    duck.register("amplitude_events", events_table)
+    duck.register("amplitude_sessions", sessions_table)
+    args_once = argparse.Namespace(**{**vars(args), "repeat": 0})
+    worker(args_once, [next(iter(QUERIES))], cache=str(cache_dir))  # sessions built and kept beside the hours
+    figures = {}
+    for name, (_, duck_sql) in QUERIES.items():
+        ours = worker(args, [name], cache=str(cache_dir))
+        plain = worker(args, [name], sqlite=str(sqlite_path))
+        duck_times = []
+        for _ in range(args.repeat):
+            began = time.perf_counter()
+            duck_rows = duck.execute(duck_sql).fetchall()
+            duck_times.append(time.perf_counter() - began)
+        result = ours["results"][name]
+        assert result["rows"] == plain["results"][name]["rows"] == len(duck_rows), name
+        figures[name] = {**result, "sqlite": plain["results"][name]["repeated"],
+                         "duckdb": statistics.median(duck_times), "peak_rss_mb": ours["peak_rss_mb"]}
+    together = worker(args, list(QUERIES), cache=str(cache_dir))
+    figures["all queries, one process"] = {"peak_rss_mb": together["peak_rss_mb"]}
+    return figures
+
+
+def print_scale(events: int, figures: dict[str, dict]) -> None:
+    print(f"\n{events:,} events generated; queries over 25 of 30 days; times in seconds (median of repeats)")
+    print(f"{'query':30s} {'first':>6s} {'repeated':>9s} {'sqlite':>7s} {'duckdb':>7s} {'rep/sqlite':>10s} "
+          f"{'rep/duckdb':>10s} {'peak MB':>8s} {'rows':>6s}")
+    for name, f in figures.items():
+        if "first" not in f:
+            print(f"{name:30s} {'':62s} {f['peak_rss_mb']:8.0f}")
+            continue
+        print(f"{name:30s} {f['first']:6.3f} {f['repeated']:9.3f} {f['sqlite']:7.3f} {f['duckdb']:7.3f} "
+              f"{f['repeated'] / f['sqlite']:9.2f}x {f['repeated'] / f['duckdb']:9.1f}x {f['peak_rss_mb']:8.0f} "
+              f"{f['rows']:6d}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", type=int, nargs="+", default=[1_000_000, 3_000_000])
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("/tmp/amplitude-bench"))
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--query", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    parser.add_argument("--sqlite", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
     args.work.mkdir(parents=True, exist_ok=True)
-    cache_dir, start, end = prepare(args.work, args.events, args.days)
-    where = WHERE.format(start=f"{start:%Y-%m-%d}", end=f"{end:%Y-%m-%d}")
-
-    kwargs = {"api_key": API_KEY, "secret_key": SECRET, "cache_dir": str(cache_dir), "offline": True}
-    cursor = connect(":memory:", adapters=["amplitude"], adapter_kwargs={"amplitude": kwargs}, safe=True).cursor()
-    store_files = [str(p) for p in sorted(Path(cache_dir).rglob("*.arrow"))]
-    duck = duckdb.connect()
-    duck.register("events", ds.dataset(store_files, format="ipc"))
-    duck.execute(DUCKDB_SESSIONS)
-
-    derived = next(Path(cache_dir).iterdir()) / "derived"
-    print(f"\n{'query':32s} {'cold':>7s} {'new process':>12s} {'warm':>7s} {'duckdb':>7s} {'warm/duckdb':>12s} rows")
-    for name, (adapter_sql, duck_sql) in QUERIES.items():
-        run = lambda sql=adapter_sql: cursor.execute(sql.format(where=where)).fetchall()  # noqa: E731
-        shutil.rmtree(derived, ignore_errors=True)
-        TABLE_CACHE.clear()
-        cold, rows = timed(run)
-        TABLE_CACHE.clear()
-        new_process, _ = timed(run)
-        warm, _ = timed(run)
-        duck_time, duck_rows = timed(
-            lambda sql=duck_sql or DUCKDB_BUCKETS: duck.execute(sql.format(where=where)).fetchall()
-        )
-        assert len(rows) == len(duck_rows), (name, len(rows), len(duck_rows))
-        print(f"{name:32s} {cold:6.2f}s {new_process:11.2f}s {warm:6.2f}s {duck_time:6.2f}s {warm / duck_time:11.2f}x "
-              f"{len(rows)}")
+    curve = {}
+    for events in args.scales:
+        curve[events] = bench_scale(args, events)
+        print_scale(events, curve[events])
+    if len(args.scales) > 1:
+        low, high = args.scales[0], args.scales[-1]
+        print(f"\nscaling {high / low:.0f}x data: growth of each figure ({high:,} vs {low:,} events)")
+        print(f"{'query':30s} {'first':>6s} {'repeated':>9s} {'peak MB':>8s}")
+        for name, f in curve[high].items():
+            base = curve[low][name]
+            cells = [f"{f[k] / base[k]:5.2f}x" if k in f else "" for k in ("first", "repeated", "peak_rss_mb")]
+            print(f"{name:30s} {cells[0]:>6s} {cells[1]:>9s} {cells[2]:>8s}")
 
 
 if __name__ == "__main__":

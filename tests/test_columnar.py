@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pyarrow as pa
 import pytest
 from shillelagh.backends.apsw.vt import VTCursor
 from shillelagh.exceptions import ProgrammingError
@@ -178,3 +179,23 @@ def test_values_are_made_per_chunk_for_the_selected_rows_only(fast_sql, monkeypa
     rows = fast_sql(f"SELECT rowid, session_id, platform FROM amplitude_sessions WHERE {DAY}")
     assert [row[0] for row in rows] == list(range(count))
     assert max(converted) == 100 and sum(converted) == 2 * count  # two columns, each value made once
+
+
+def test_cache_is_bounded_by_the_bytes_its_tables_hold() -> None:
+    """Scan tables count their Arrow buffers (8 bytes a row per int64 column), growing as columns are read."""
+    rows = 1_000
+    stamps = pa.array(range(rows), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    stored = pa.table({"t": stamps, "x": pa.array(range(rows), pa.int64()), "y": pa.array(range(rows), pa.int64())})
+    reads: list[list[str]] = []
+    lazy = scan.ScanTable(lambda names: reads.append(names) or stored.select(names), "t")
+    assert lazy.nbytes == 8 * rows  # the sort keys only
+    whole = scan.ScanTable.of(stored, "t")
+    assert whole.nbytes == 8 * rows + stored.nbytes
+    cache = scan.TableCache(max_bytes=5 * 8 * rows)
+    cache.put("whole", whole)
+    cache.put("lazy", lazy)
+    assert cache.get("whole") is whole  # 8 + 32 KB: within budget
+    lazy.columns(["x", "y"])
+    assert reads == [["t"], ["x", "y"]] and lazy.nbytes == 3 * 8 * rows
+    cache.put("lazy", lazy)  # grown to 24 KB: 56 KB in all, over the 40 KB budget
+    assert cache.get("whole") is None and cache.get("lazy") is lazy
