@@ -74,7 +74,7 @@ def sync_main(argv: list[str] | None = None) -> int:
         print(f"amplitude-sync: error: {exc}", file=sys.stderr)
         return 2
     print(f"{report.hours_wanted} hours in range, {report.hours_downloaded} downloaded in "
-          f"{len(report.windows)} requests, {report.events} events stored in {store.root}")
+          f"{len(report.windows)} requests, {report.events} events stored in {store.where}")
     return 0
 
 
@@ -94,5 +94,5 @@ def load_main(argv: list[str] | None = None) -> int:
     except (AmplitudeError, OSError) as exc:
         print(f"amplitude-load: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{events} events loaded into {store.root}")
+    print(f"{events} events loaded into {store.where}")
     return 0

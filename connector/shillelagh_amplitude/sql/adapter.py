@@ -33,7 +33,7 @@ from ..export.client import AmplitudeError, AuthenticationError, ExportClient, W
 from ..export.loader import fill, newest_exportable_hour, store_window
 from ..hours import HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
 from ..schema import EVENT_SCHEMA, TIMESTAMP
-from ..store.hour_store import HourStore, read_files
+from ..store.hour_store import HourStore
 from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
 
@@ -271,14 +271,14 @@ class AmplitudeAPI(Adapter):
                 f"This connection is offline and its store holds none of the upload hours {format_hour(hours[0])}.."
                 f"{format_hour(hours[-1])} this query needs; load them with amplitude-load or amplitude-sync."
             )
-        key = (self.table, tuple((str(path), path.stat().st_mtime_ns) for path in files))
+        key = (self.table, store.location.display, tuple((entry.path, entry.mtime_ns) for entry in files))
         scan = TABLE_CACHE.get(key)
         if scan is None:
             main = self.spec.time_columns[0]
             if self.table == SESSIONS_TABLE:
                 scan = ScanTable.of(self._sessions(store, hours, now, key), main)
             else:
-                scan = ScanTable(functools.partial(read_files, files), main)
+                scan = ScanTable(functools.partial(store.read_files, files), main)
             TABLE_CACHE.put(key, scan)
         return key, scan
 

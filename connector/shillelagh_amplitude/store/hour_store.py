@@ -1,13 +1,16 @@
-"""Local store of downloaded upload hours, one Arrow IPC (Feather v2, zstd) file per hour, per Amplitude project.
+"""The store of downloaded upload hours, one Arrow IPC (Feather v2, zstd) file per hour, per Amplitude project.
 
 Layout: ``<cache_dir>/<project>/<YYYYMMDD>/<HH>.arrow`` (``.empty`` for an hour with no events), where
 ``<project>`` is a hash of the API host and API key: two projects never share files, and no secret is written
 in clear (only a salted PBKDF2 verifier of the secret key, so a wrong secret cannot read cached data).
+``cache_dir`` is a local folder or an object storage URI (``s3://bucket/prefix``, ``gs://…``): see
+:mod:`.location`, the one place where the two differ (how a finished file is published). On object storage
+each process reads through a bounded local copy of the hot hours (:mod:`.hot_cache`).
 
 An upload hour is *final* once Amplitude's export latency (2 h) plus a safety margin has passed since its end:
-it is written once and served from disk forever after. Newer hours are *fresh*: kept for ``FRESH_TTL`` only.
-Every write goes to a temporary file renamed into place, so a crash leaves no partial hour and concurrent
-writers of one hour leave one complete copy.
+it is written once and served from the store forever after. Newer hours are *fresh*: kept for ``FRESH_TTL``
+only. Every hour is decoded completely in a local staging folder, then published in one step (a rename, or one
+PUT), so a crash leaves no partial hour and concurrent writers of one hour leave one complete copy.
 
 Why Arrow IPC and not Parquet: on 187 generated hours (185k events) reading the session columns back took
 0.16 s from IPC+zstd and 0.61 s from Parquet+zstd, writing 0.66 s vs 1.39 s, for 32 MB vs 21 MB on disk;
@@ -21,6 +24,7 @@ import hmac
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -33,6 +37,8 @@ import pyarrow.feather as feather
 
 from ..hours import HOUR, to_utc
 from ..schema import EVENT_SCHEMA
+from .hot_cache import HotCache, budget_bytes
+from .location import FileEntry, StoreLocation
 
 EXPORT_LATENCY = timedelta(hours=2)
 SAFETY_MARGIN = timedelta(hours=1)
@@ -40,12 +46,19 @@ FRESH_TTL = timedelta(minutes=10)
 DERIVED_KEPT = 32
 PBKDF2_ROUNDS = 200_000
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+#: Days of object storage whose 24 hours are all stored and final: they never change, so they are listed once.
+_COMPLETE_DAYS: dict[tuple[str, str], dict[str, FileEntry]] = {}
+_COMPLETE_DAYS_LOCK = threading.Lock()
 
 
-def default_cache_dir() -> Path:
-    """Per-user cache folder (``$AMPLITUDE_CACHE_DIR`` overrides it)."""
-    override = os.environ.get("AMPLITUDE_CACHE_DIR")
-    return Path(override) if override else Path(platformdirs.user_cache_dir("shillelagh-amplitude"))
+def user_cache_dir() -> Path:
+    """The per-user cache folder (the default store, and local copies of object storage)."""
+    return Path(platformdirs.user_cache_dir("shillelagh-amplitude"))
+
+
+def default_cache_dir() -> str | Path:
+    """``$AMPLITUDE_CACHE_DIR`` (a folder or an object storage URI), else the per-user cache folder."""
+    return os.environ.get("AMPLITUDE_CACHE_DIR") or user_cache_dir()
 
 
 def project_key(base_url: str, api_key: str) -> str:
@@ -58,71 +71,104 @@ def is_final(hour: datetime, now: datetime) -> bool:
     return to_utc(hour) + HOUR + EXPORT_LATENCY + SAFETY_MARGIN <= to_utc(now)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(temp, path)
-
-
-def read_files(paths: Iterable[Path], columns: list[str] | None = None) -> pa.Table:
-    """The events of stored hour files, in order; only ``columns`` are read and decompressed."""
-    schema = EVENT_SCHEMA if columns is None else pa.schema([EVENT_SCHEMA.field(c) for c in columns])
-    tables = [feather.read_table(path, columns=columns) for path in paths]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
+def _name(hour: datetime, final: bool, kind: str) -> str:
+    """``<HH>.arrow``, ``<HH>.empty``, or ``<HH>.fresh.*`` for a fresh hour."""
+    return f"{hour:%H}{'' if final else '.fresh'}.{kind}"
 
 
 class HourStore:
-    """Downloaded upload hours of one Amplitude project."""
+    """Downloaded upload hours of one Amplitude project.
+
+    ``root`` is the project's local working folder: the store itself for a local ``cache_dir``; for object
+    storage, the folder of the local copies (staging and hot hours) in the per-user cache folder.
+    """
 
     def __init__(self, cache_dir: Path | str | None, base_url: str, api_key: str) -> None:
-        root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        self.root = root / project_key(base_url, api_key)
+        self.location = StoreLocation.open(cache_dir or default_cache_dir())
+        self.project = project_key(base_url, api_key)
+        if self.location.local:
+            self.root = Path(self.location.root) / self.project
+            self.hot: HotCache | None = None
+        else:
+            where = hashlib.sha256(self.location.display.encode()).hexdigest()[:16]
+            self.root = user_cache_dir() / "object-stores" / where / self.project
+            self.hot = HotCache(self.root / "hot", budget_bytes())
         self.root.mkdir(parents=True, exist_ok=True)
 
-    # --- where hours live -------------------------------------------------------------------------
-    def _path(self, hour: datetime, final: bool, kind: str) -> Path:
-        """``<day>/<HH>.arrow``, ``<HH>.empty``, or ``<HH>.fresh.*`` for a fresh hour."""
-        hour = to_utc(hour)
-        return self.root / hour.strftime("%Y%m%d") / f"{hour:%H}{'' if final else '.fresh'}.{kind}"
+    @property
+    def where(self) -> str:
+        """The project's folder, for messages (never with credentials)."""
+        return str(self.root) if self.location.local else f"{self.location.display} (project {self.project})"
 
-    def _stored(self, hour: datetime, now: datetime) -> Path | None:
+    def _path(self, *names: str) -> str:
+        return self.location.path(self.project, *names)
+
+    # --- where hours live -------------------------------------------------------------------------
+    def _day(self, day: str, now: datetime) -> dict[str, FileEntry]:
+        """The files of one day folder; on object storage a complete, final day is listed only once."""
+        key = (self.location.display, self._path(day))
+        if not self.location.local and (entries := _COMPLETE_DAYS.get(key)) is not None:
+            return entries
+        entries = self.location.list(self.project, day)
+        last_hour = to_utc(datetime.strptime(day, "%Y%m%d")) + 23 * HOUR
+        finals = {name[:2] for name in entries if ".fresh" not in name}
+        if not self.location.local and len(finals) == 24 and is_final(last_hour, now):
+            with _COMPLETE_DAYS_LOCK:
+                _COMPLETE_DAYS[key] = entries
+        return entries
+
+    def _stored_in(self, entries: dict[str, FileEntry], hour: datetime, now: datetime) -> FileEntry | None:
         """The file holding ``hour`` (``.arrow`` or ``.empty``) if it is stored and still valid."""
         for final in (True, False):
             for kind in ("arrow", "empty"):
-                path = self._path(hour, final, kind)
-                try:
-                    mtime = path.stat().st_mtime
-                except FileNotFoundError:
-                    continue
-                if final or to_utc(now).timestamp() - mtime < FRESH_TTL.total_seconds():
-                    return path
+                entry = entries.get(_name(hour, final, kind))
+                if entry is not None and (final or to_utc(now).timestamp() - entry.mtime_ns / 1e9 < FRESH_TTL
+                                          .total_seconds()):
+                    return entry
         return None
 
+    def _stored(self, hours: Iterable[datetime], now: datetime) -> list[tuple[datetime, FileEntry | None]]:
+        """Each hour with its valid stored file, or None; one listing per day."""
+        days: dict[str, dict[str, FileEntry]] = {}
+        found = []
+        for hour in hours:
+            hour = to_utc(hour)
+            day = f"{hour:%Y%m%d}"
+            if day not in days:
+                days[day] = self._day(day, now)
+            found.append((hour, self._stored_in(days[day], hour, now)))
+        return found
+
     def has(self, hour: datetime, now: datetime) -> bool:
-        return self._stored(hour, now) is not None
+        return self._stored([hour], now)[0][1] is not None
 
     def missing(self, hours: Iterable[datetime], now: datetime) -> list[datetime]:
         """The hours that must be downloaded (absent, or fresh and expired)."""
-        return [hour for hour in hours if not self.has(hour, now)]
+        return [hour for hour, entry in self._stored(hours, now) if entry is None]
 
     # --- reading ------------------------------------------------------------------------------------
-    def files(self, hours: Iterable[datetime], now: datetime) -> list[Path]:
+    def files(self, hours: Iterable[datetime], now: datetime) -> list[FileEntry]:
         """Arrow files of the stored, non-empty hours among ``hours``."""
-        paths = (self._stored(hour, now) for hour in hours)
-        return [path for path in paths if path is not None and path.suffix == ".arrow"]
+        return [entry for _, entry in self._stored(hours, now) if entry is not None and entry.name.endswith(".arrow")]
+
+    def read_files(self, entries: list[FileEntry], columns: list[str] | None = None) -> pa.Table:
+        """The events of stored hour files, in order; only ``columns`` are read and decompressed."""
+        schema = EVENT_SCHEMA if columns is None else pa.schema([EVENT_SCHEMA.field(c) for c in columns])
+        paths = [entry.path for entry in entries] if self.hot is None else self.hot.fetch(self.location, entries)
+        tables = [feather.read_table(path, columns=columns) for path in paths]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def read(self, hours: Iterable[datetime], now: datetime, columns: list[str] | None = None) -> pa.Table:
         """The stored events of ``hours`` (missing hours contribute nothing)."""
-        return read_files(self.files(hours, now), columns)
+        return self.read_files(self.files(hours, now), columns)
 
     def newest_final_hour(self) -> datetime | None:
         """The newest stored final hour: data is complete through its end."""
-        for day in sorted((p for p in self.root.iterdir() if p.name.isdigit()), reverse=True):
-            finals = sorted(p.name[:2] for p in day.iterdir() if p.name[:2].isdigit() and ".fresh" not in p.name)
+        for day in sorted((name for name in self.location.folders(self.project) if name.isdigit()), reverse=True):
+            finals = sorted(name[:2] for name in self.location.list(self.project, day)
+                            if name[:2].isdigit() and ".fresh" not in name)
             if finals:
-                return to_utc(datetime.strptime(day.name + finals[-1], "%Y%m%d%H"))
+                return to_utc(datetime.strptime(day + finals[-1], "%Y%m%d%H"))
         return None
 
     # --- writing ------------------------------------------------------------------------------------
@@ -135,63 +181,72 @@ class HourStore:
         Hours are final or fresh by their age at ``now``; ``now=None`` publishes them all as final
         (an archive loaded by hand is taken as complete).
         """
-        for hour in hours:
+        listings: dict[str, dict[str, FileEntry]] = {}
+        for hour in map(to_utc, hours):
+            day = f"{hour:%Y%m%d}"
+            if day not in listings:
+                listings[day] = self.location.list(self.project, day)
             source = staged_file(folder, hour)
             fresh_at = None if now is None or is_final(hour, now) else now
-            self._publish(hour, source if source.exists() else None, fresh_at)
+            self._publish(hour, source if source.exists() else None, fresh_at, listings[day])
         shutil.rmtree(folder, ignore_errors=True)
 
-    def _publish(self, hour: datetime, source: Path | None, fresh_at: datetime | None) -> None:
-        """Move a complete hour file (None: no events) into place, atomically.
+    def _publish(self, hour: datetime, source: Path | None, fresh_at: datetime | None,
+                 existing: dict[str, FileEntry]) -> None:
+        """Publish a complete hour file (None: no events) in one step, then remove the variants it replaces
+        among the ``existing`` files of its day.
 
-        ``fresh_at``: the hour is fresh, fetched at that time (kept as its file's mtime); None: it is final.
+        ``fresh_at``: the hour is fresh, fetched at that time (a local file's mtime; on object storage the
+        PUT's own time); None: it is final.
         """
         final = fresh_at is None
-        data, empty = self._path(hour, final, "arrow"), self._path(hour, final, "empty")
-        published, stale = (empty, data) if source is None else (data, empty)
+        day = f"{hour:%Y%m%d}"
+        kind = "empty" if source is None else "arrow"
+        published = self._path(day, _name(hour, final, kind))
         if source is None:
-            _atomic_write_bytes(empty, b"")
+            self.location.publish_bytes(published, b"")
         else:
-            data.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, data)
-        stale.unlink(missing_ok=True)
-        if fresh_at is not None:
+            self.location.publish_file(source, published)
+        replaced = [_name(hour, final, "arrow" if source is None else "empty")]
+        if final:
+            replaced += [_name(hour, False, "arrow"), _name(hour, False, "empty")]
+        for name in replaced:
+            if name in existing:
+                self.location.delete(self._path(day, name))
+        if fresh_at is not None and self.location.local:
             os.utime(published, (fresh_at.timestamp(), fresh_at.timestamp()))
-        else:
-            for kind in ("arrow", "empty"):
-                self._path(hour, False, kind).unlink(missing_ok=True)
 
     # --- tables derived from hours (sessions) ----------------------------------------------------------
     def read_derived(self, key: str) -> pa.Table | None:
-        """A table derived from stored hours earlier (by any process), or None."""
-        path = self.root / "derived" / f"{key}.arrow"
+        """A table derived from stored hours earlier (by any process, on any host), or None."""
+        entry = self.location.list(self.project, "derived").get(f"{key}.arrow")
+        if entry is None:
+            return None
         try:
+            path = entry.path if self.hot is None else self.hot.fetch(self.location, [entry])[0]
             table = feather.read_table(path)
         except (FileNotFoundError, pa.ArrowInvalid):
             return None
-        os.utime(path)  # recently used: kept by the clean-up below
+        if self.location.local:
+            os.utime(path)  # recently used: kept by the clean-up below
         return table
 
     def write_derived(self, key: str, table: pa.Table) -> None:
-        """Keep a derived table (atomically); only the ``DERIVED_KEPT`` most recently used ones stay."""
-        folder = self.root / "derived"
-        folder.mkdir(exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        """Keep a derived table (in one step); only the ``DERIVED_KEPT`` most recently used ones stay."""
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
         os.close(fd)
         feather.write_feather(table, temp, compression="zstd")
-        os.replace(temp, folder / f"{key}.arrow")
-        derived = sorted(folder.glob("*.arrow"), key=lambda path: path.stat().st_mtime, reverse=True)
+        self.location.publish_file(Path(temp), self._path("derived", f"{key}.arrow"))
+        derived = sorted(self.location.list(self.project, "derived").values(), key=lambda e: e.mtime_ns,
+                         reverse=True)
         for stale in derived[DERIVED_KEPT:]:
-            stale.unlink(missing_ok=True)
+            self.location.delete(stale.path)
 
     # --- the secret key verifier --------------------------------------------------------------------
-    def _verifier_path(self) -> Path:
-        return self.root / "secret.verifier"
-
     def secret_status(self, secret_key: str) -> bool | None:
         """True if the secret matches the one this store was filled with, False if not, None if unknown."""
         try:
-            salt, digest = self._verifier_path().read_text().split(":")
+            salt, digest = self.location.read_bytes(self._path("secret.verifier")).decode().split(":")
         except (FileNotFoundError, ValueError):
             return None
         candidate = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), bytes.fromhex(salt), PBKDF2_ROUNDS)
@@ -201,7 +256,7 @@ class HourStore:
         """Record a (salted, hashed) verifier of a secret that Amplitude accepted."""
         salt = os.urandom(16)
         digest = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), salt, PBKDF2_ROUNDS)
-        _atomic_write_bytes(self._verifier_path(), f"{salt.hex()}:{digest.hex()}".encode())
+        self.location.publish_bytes(self._path("secret.verifier"), f"{salt.hex()}:{digest.hex()}".encode())
 
 
 class HourStaging:

@@ -1,0 +1,155 @@
+"""Where a store's files live: a local folder, or object storage (``s3://``, ``gs://``, anything that
+``pyarrow.fs.FileSystem.from_uri`` understands, e.g. ``s3://bucket/prefix?endpoint_override=host:9000&scheme=http``).
+
+Both are reached through pyarrow's own file systems and differ only in how a finished file is published: in a
+local folder it is written beside its place and renamed into it; on object storage, which has no rename, it is
+written once under its final key (a single PUT is atomic: readers see the whole object or nothing). Credentials
+come from the file system's standard chains (environment, config files, instance roles); messages name the
+location by :attr:`StoreLocation.display`, which never holds credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pyarrow import fs
+
+from ..export.client import AmplitudeError
+
+#: Query parameters never shown (pyarrow accepts some of them in S3 URIs).
+SECRET_PARAMETERS = ("access_key", "secret_key", "session_token", "token", "password", "credentials")
+
+
+class StoreError(AmplitudeError):
+    """The store could not be read or written (network, permissions, throttling); nothing partial was kept."""
+
+
+def redact(uri: str) -> str:
+    """``uri`` without user info or credential parameters."""
+    parts = urlsplit(uri)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    query = [(name, "***" if any(word in name.lower() for word in SECRET_PARAMETERS) else value)
+             for name, value in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=":/*"), ""))
+
+
+def is_uri(where: str | Path) -> bool:
+    """True for object storage URIs (``scheme://``); local paths (also ``file://``) are folders."""
+    return isinstance(where, str) and "://" in where and not where.startswith("file://")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A stored file: its path inside the file system, modification time and size."""
+
+    path: str
+    mtime_ns: int
+    size: int
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A folder of a pyarrow file system; ``local`` tells how files are published."""
+
+    filesystem: fs.FileSystem
+    root: str
+    display: str
+    local: bool
+
+    @classmethod
+    def open(cls, where: str | Path) -> StoreLocation:
+        """A local folder (created) or an object storage URI."""
+        if not is_uri(where):
+            folder = Path(str(where).removeprefix("file://")).expanduser().absolute()
+            folder.mkdir(parents=True, exist_ok=True)
+            return cls(fs.LocalFileSystem(), folder.as_posix(), str(folder), True)
+        display = redact(where)
+        try:
+            filesystem, root = fs.FileSystem.from_uri(where)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"The hour store {display} cannot be opened: {exc}") from None
+        return cls(filesystem, root.rstrip("/"), display, False)
+
+    def path(self, *names: str) -> str:
+        return "/".join((self.root, *names))
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """File-not-found passes through; any other file system error names this location, never credentials."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StoreError(f"The hour store {self.display} could not be {action}: {exc}") from None
+
+    def list(self, *names: str) -> dict[str, FileEntry]:
+        """Files directly in the sub-folder ``names`` by name (none when it does not exist)."""
+        selector = fs.FileSelector(self.path(*names), allow_not_found=True)
+        with self._errors("listed"):
+            infos = self.filesystem.get_file_info(selector)
+        return {info.base_name: FileEntry(info.path, info.mtime_ns or 0, info.size or 0)
+                for info in infos if info.type == fs.FileType.File}
+
+    def folders(self, *names: str) -> list[str]:
+        """Names of the sub-folders of ``names``."""
+        selector = fs.FileSelector(self.path(*names), allow_not_found=True)
+        with self._errors("listed"):
+            infos = self.filesystem.get_file_info(selector)
+        return [info.base_name for info in infos if info.type == fs.FileType.Directory]
+
+    def read_bytes(self, path: str) -> bytes:
+        with self._errors("read"), self.filesystem.open_input_stream(path) as stream:
+            return stream.read()
+
+    def download(self, path: str, target: Path) -> None:
+        """Copy a stored file to a local path, atomically (a partial copy is never visible)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out, self._errors("read"), self.filesystem.open_input_stream(path) as stream:
+                while chunk := stream.read(1 << 22):
+                    out.write(chunk)
+            os.replace(temp, target)
+        finally:
+            Path(temp).unlink(missing_ok=True)
+
+    def publish_bytes(self, path: str, data: bytes) -> None:
+        """Make ``data`` the content of ``path`` in one step."""
+        if self.local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=Path(path).parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(temp, path)
+            return
+        with self._errors("written"), self.filesystem.open_output_stream(path) as stream:
+            stream.write(data)
+
+    def publish_file(self, source: Path, path: str) -> None:
+        """Make a finished local file the content of ``path``: renamed locally, one upload on object storage."""
+        if self.local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, path)
+            return
+        with self._errors("written"), self.filesystem.open_output_stream(path) as stream, source.open("rb") as data:
+            while chunk := data.read(1 << 22):
+                stream.write(chunk)
+        source.unlink()
+
+    def delete(self, path: str) -> None:
+        """Remove a file if it exists."""
+        with self._errors("written"), suppress(FileNotFoundError):
+            self.filesystem.delete_file(path)

@@ -1,0 +1,181 @@
+"""A real S3-protocol server for the tests: moto's standalone server on 127.0.0.1, behind a proxy that logs every
+request and injects faults (throttling, errors, a PUT that never completes).
+
+moto (from PyPI) speaks S3 over HTTP and needs nothing else; MinIO's server is not in the package registries here.
+The connector talks to it through pyarrow's S3 file system, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+             b"<Message>Please reduce your request rate.</Message></Error>")
+INTERNAL = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+            b"<Message>We encountered an internal error. Please try again.</Message></Error>")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Faults:
+    """What the proxy does to the next requests."""
+
+    throttle: int = 0  # answer this many requests 503 SlowDown
+    fail: int = 0  # answer this many requests 500 InternalError
+    hold_puts: bool = False  # take PUT bodies of hour files and never forward them
+    held: threading.Event = field(default_factory=threading.Event)
+
+
+class S3Proxy:
+    """moto's S3 server and a logging, fault-injecting proxy in front of it; ``endpoint`` is the proxy."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.backend = free_port()
+        self.log: list[tuple[str, str, int]] = []
+        self.faults = Faults()
+        self._lock = threading.Lock()
+        self._moto: subprocess.Popen | None = None
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def uri(self, bucket: str, prefix: str) -> str:
+        return f"s3://{bucket}/{prefix}?endpoint_override={self.endpoint}&scheme=http&region=us-east-1"
+
+    def start(self) -> None:
+        self._moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.backend)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{self.backend}/", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or self._moto.poll() is not None:
+                    raise RuntimeError("moto's S3 server did not start") from None
+                time.sleep(0.1)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._moto is not None:
+            self._moto.terminate()
+            self._moto.wait(10)
+
+    def create_bucket(self, bucket: str) -> None:
+        requests.put(f"http://127.0.0.1:{self.backend}/{bucket}", timeout=10).raise_for_status()
+
+    def keys(self, bucket: str) -> dict[str, int]:
+        """Every object of ``bucket`` and its size, straight from moto (not through the proxy)."""
+        import xml.etree.ElementTree as ElementTree
+
+        body = requests.get(f"http://127.0.0.1:{self.backend}/{bucket}?list-type=2&max-keys=100000", timeout=10).text
+        namespace = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
+        return {item.findtext("s3:Key", namespaces=namespace): int(item.findtext("s3:Size", namespaces=namespace))
+                for item in ElementTree.fromstring(body).findall("s3:Contents", namespace)}
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        response = requests.get(f"http://127.0.0.1:{self.backend}/{bucket}/{key}", timeout=10)
+        response.raise_for_status()
+        return response.content
+
+    def requests_made(self, method: str | None = None, contains: str = "") -> list[tuple[str, str, int]]:
+        with self._lock:
+            return [entry for entry in self.log if (method is None or entry[0] == method) and contains in entry[1]]
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self.log.clear()
+
+    def _decide(self, method: str, path: str) -> bytes | None:
+        """The fault to answer with, if any (consumed)."""
+        with self._lock:
+            if self.faults.throttle:
+                self.faults.throttle -= 1
+                return SLOW_DOWN
+            if self.faults.fail:
+                self.faults.fail -= 1
+                return INTERNAL
+        return None
+
+
+def _handler(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _body(self) -> bytes:
+            if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                    chunk = self.rfile.read(size + 2)[:size]
+                    if not size:
+                        break
+                    chunks.append(chunk)
+                return b"".join(chunks)
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _forward(self) -> None:
+            body = self._body()
+            fault = proxy._decide(self.command, self.path)
+            if self.command == "PUT" and proxy.faults.hold_puts and ".arrow" in self.path:
+                proxy.faults.held.set()
+                time.sleep(3600)  # the client is killed meanwhile: the object store never sees the PUT complete
+            status = 503 if fault is SLOW_DOWN else 500 if fault is INTERNAL else None
+            if status is not None:
+                self._reply(status, {"Content-Type": "application/xml"}, fault)
+            else:
+                connection = http.client.HTTPConnection("127.0.0.1", proxy.backend, timeout=60)
+                headers = {name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP}
+                headers["Content-Length"] = str(len(body))
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+                status = response.status
+                self._reply(status, {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP},
+                            payload)
+                connection.close()
+            with proxy._lock:
+                proxy.log.append((self.command, self.path, status))
+
+        def _reply(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+            self.send_response(status)
+            length = str(len(payload))
+            for name, value in headers.items():
+                if name.lower() == "content-length":
+                    length = value if self.command == "HEAD" else length  # HEAD: the object's size, no body
+                else:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", length)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Handler
