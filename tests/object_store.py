@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -38,7 +39,8 @@ class Faults:
     throttle: int = 0  # answer this many requests 503 SlowDown
     fail: int = 0  # answer this many requests 500 InternalError
     hold_puts: bool = False  # take PUT bodies of hour files and never forward them
-    held: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)  # set once a PUT is held
+    release: threading.Event = field(default_factory=threading.Event)  # then the held PUT is dropped
 
 
 class S3Proxy:
@@ -89,8 +91,6 @@ class S3Proxy:
 
     def keys(self, bucket: str) -> dict[str, int]:
         """Every object of ``bucket`` and its size, straight from moto (not through the proxy)."""
-        import xml.etree.ElementTree as ElementTree
-
         body = requests.get(f"http://127.0.0.1:{self.backend}/{bucket}?list-type=2&max-keys=100000", timeout=10).text
         namespace = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
         return {item.findtext("s3:Key", namespaces=namespace): int(item.findtext("s3:Size", namespaces=namespace))
@@ -141,8 +141,10 @@ def _handler(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
             body = self._body()
             fault = proxy._decide(self.command, self.path)
             if self.command == "PUT" and proxy.faults.hold_puts and ".arrow" in self.path:
-                proxy.faults.held.set()
-                time.sleep(3600)  # the client is killed meanwhile: the object store never sees the PUT complete
+                proxy.faults.held.set()  # the client is killed meanwhile: the store never sees the PUT complete
+                proxy.faults.release.wait(120)
+                self.close_connection = True
+                return
             status = 503 if fault is SLOW_DOWN else 500 if fault is INTERNAL else None
             if status is not None:
                 self._reply(status, {"Content-Type": "application/xml"}, fault)

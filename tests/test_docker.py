@@ -48,19 +48,20 @@ def test_image_installs_connector_fixes_config_and_bundle(dockerfile: str) -> No
 
 def test_compose_services_share_the_hour_store(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "superset-init", "superset", "superset-worker"}
+    assert {name for name, service in services.items() if "profiles" not in service} == {
+        "postgres", "redis", "superset-init", "superset", "superset-worker"}
     for name in ("superset-init", "superset", "superset-worker"):
         service = services[name]
         assert service["volumes"] == ["amplitude-store:/var/lib/amplitude"], name
         env = service["environment"]
-        assert env["AMPLITUDE_CACHE_DIR"] == "/var/lib/amplitude"
+        assert env["AMPLITUDE_CACHE_DIR"] == "${AMPLITUDE_CACHE_DIR:-/var/lib/amplitude}"
         assert env["SUPERSET_DATABASE_URI"].startswith("postgresql+psycopg2://superset:${POSTGRES_PASSWORD")
         assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert env["SUPERSET_SECRET_KEY"].startswith("${SUPERSET_SECRET_KEY:?")
         assert service["env_file"] == ".env"
     for name in ("superset", "superset-worker"):
         assert services[name]["depends_on"]["superset-init"] == {"condition": "service_completed_successfully"}
-    assert set(compose["volumes"]) == {"postgres-data", "redis-data", "amplitude-store"}
+    assert set(compose["volumes"]) == {"postgres-data", "redis-data", "amplitude-store", "object-store-data"}
     assert services["superset"]["ports"] == ["127.0.0.1:8088:8088"]
 
 
@@ -85,3 +86,16 @@ def test_commands_mirror_the_tested_ones(compose: dict) -> None:
     assert web[0] == "gunicorn" and web[-1] == demo.GUNICORN_APP
     assert shlex.join(demo.GUNICORN_OPTIONS) in shlex.join(web)
     assert compose["services"]["superset-init"]["command"] == ["/app/amplitude/init.sh"]
+
+
+def test_object_storage_profile_creates_the_bucket_the_example_points_at(compose: dict) -> None:
+    services = compose["services"]
+    store, init = services["object-store"], services["object-store-init"]
+    assert store["profiles"] == init["profiles"] == ["object-storage"]
+    assert store["environment"]["MINIO_ROOT_USER"].startswith("${AWS_ACCESS_KEY_ID:?")
+    assert init["depends_on"] == {"object-store": {"condition": "service_healthy"}}
+    assert init["command"] == ["mb", "--ignore-existing", "store/${AMPLITUDE_BUCKET:-amplitude-hours}"]
+    example = (DOCKER / ".env.example").read_text()
+    uri = re.search(r"AMPLITUDE_CACHE_DIR=(s3://amplitude-hours/\S+)", example).group(1)
+    assert "endpoint_override=object-store:9000" in uri and "scheme=http" in uri
+    assert "@" not in uri  # credentials come from the environment, never the URI
