@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -156,13 +157,15 @@ def run_worker(args: argparse.Namespace) -> None:
     print(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb()}))
 
 
-def worker(args: argparse.Namespace, names: list[str], **options: str) -> dict:
+def worker(args: argparse.Namespace, names: list[str], xdg: str | None = None, **options: str) -> dict:
+    """Run ``names`` in a new worker process (``xdg``: its per-user cache folder) and return its report."""
     command = [sys.executable, __file__, "--worker", "--repeat", str(args.repeat)]
     for name in names:
         command += ["--query", name]
     for option, value in options.items():
         command += [f"--{option}", value]
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    env = {**os.environ, "XDG_CACHE_HOME": xdg} if xdg else None
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout)
 
 
 def bench_scale(args: argparse.Namespace, events: int) -> dict[str, dict]:
