@@ -24,6 +24,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import apsw
 import duckdb
@@ -139,7 +140,7 @@ def run_worker(args: argparse.Namespace) -> None:
     else:
         from sqlalchemy import create_engine, text
 
-        engine = create_engine(f"amplitude://{API_KEY}:{SECRET}@/?offline=true&cache_dir={args.cache}")
+        engine = create_engine(f"amplitude://{API_KEY}:{SECRET}@/?offline=true&cache_dir={quote(args.cache, safe='')}")
 
         def execute(sql: str) -> list:
             with engine.connect() as connection:  # a new connection per query, as Superset makes them

@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -46,6 +47,8 @@ FRESH_TTL = timedelta(minutes=10)
 DERIVED_KEPT = 32
 PBKDF2_ROUNDS = 200_000
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+#: Day folders of object storage listed at once (each listing is one slow request).
+PARALLEL_LISTINGS = 8
 #: Days of object storage whose 24 hours are all stored and final: they never change, so they are listed once.
 _COMPLETE_DAYS: dict[tuple[str, str], dict[str, FileEntry]] = {}
 _COMPLETE_DAYS_LOCK = threading.Lock()
@@ -128,16 +131,16 @@ class HourStore:
         return None
 
     def _stored(self, hours: Iterable[datetime], now: datetime) -> list[tuple[datetime, FileEntry | None]]:
-        """Each hour with its valid stored file, or None; one listing per day."""
-        days: dict[str, dict[str, FileEntry]] = {}
-        found = []
-        for hour in hours:
-            hour = to_utc(hour)
-            day = f"{hour:%Y%m%d}"
-            if day not in days:
-                days[day] = self._day(day, now)
-            found.append((hour, self._stored_in(days[day], hour, now)))
-        return found
+        """Each hour with its valid stored file, or None; one listing per day (on object storage, in parallel)."""
+        hours = [to_utc(hour) for hour in hours]
+        names = sorted({f"{hour:%Y%m%d}" for hour in hours})
+        if self.location.local or len(names) < 2:
+            listings = [self._day(day, now) for day in names]
+        else:
+            with ThreadPoolExecutor(PARALLEL_LISTINGS) as pool:
+                listings = list(pool.map(lambda day: self._day(day, now), names))
+        days = dict(zip(names, listings, strict=True))
+        return [(hour, self._stored_in(days[f"{hour:%Y%m%d}"], hour, now)) for hour in hours]
 
     def has(self, hour: datetime, now: datetime) -> bool:
         return self._stored([hour], now)[0][1] is not None
