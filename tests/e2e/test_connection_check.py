@@ -127,8 +127,12 @@ def test_connect_form_in_the_browser_reports_each_problem(superset: Superset, ap
         else:
             shown = message[:60]
             try:
-                WebDriverWait(browser, WITHIN_S).until(
-                    lambda d, shown=shown: shown in d.find_element(By.CSS_SELECTOR, ".ant-modal").text)
+                # Superset's form says "We are unable to connect to your database." with "See more": the details
+                more = WebDriverWait(browser, WITHIN_S).until(
+                    lambda d: [e for e in d.find_elements(By.XPATH, "//*[text()='See more']") if e.is_displayed()])
+                more[0].click()
+                WebDriverWait(browser, 10).until(
+                    lambda d, shown=shown: shown in d.find_element(By.TAG_NAME, "body").text)
             finally:
                 browser.save_screenshot(str(OUTPUT / f"connect-{name.replace(' ', '-')}.png"))
                 (OUTPUT / f"connect-{name.replace(' ', '-')}.txt").write_text(
