@@ -86,7 +86,8 @@ def test_two_syncs_at_once_download_each_hour_once_then_only_non_final_hours(tmp
     assert [sync.returncode for sync in syncs] == [0, 0], outputs
     now = datetime.now(UTC)
     newest_exportable = floor_hour(now) - timedelta(hours=3)  # the emulator's: hour + 1 h + 2 h <= now
-    expected = list(hour_range(floor_hour(now) - timedelta(days=2), newest_exportable))
+    midnight = floor_hour(now).replace(hour=0)
+    expected = list(hour_range(midnight - timedelta(days=2) - HOUR, newest_exportable))
     hours = requested_hours(live_project.requests)
     assert Counter(hours) == Counter(expected)  # every hour once, none twice
     summaries = sorted(out for out, _ in outputs)

@@ -20,6 +20,8 @@ from .loader import fill, newest_exportable_hour
 
 _logger = logging.getLogger(__name__)
 
+#: Queries read one upload hour before their range (a device clock running ahead), so the sync does too.
+CLOCK_SKEW = HOUR
 #: How far back a store that fell behind is caught up (the Export API's limit per request, too).
 MAX_CATCH_UP = timedelta(days=365)
 
@@ -46,10 +48,12 @@ class SyncResult:
 def sync_range(
     store: HourStore, now: datetime, default_days: int, days: int | None = None
 ) -> tuple[datetime, datetime]:
-    """The upload hours a sync covers: ``days`` (else ``default_days``) back through the newest exportable hour,
-    reaching further back to the newest stored final hour when the store fell behind."""
+    """The upload hours a sync covers: from midnight UTC ``days`` (else ``default_days``) days ago, and the hour
+    before it (devices whose clock runs ahead), through the newest exportable hour; further back, from the newest
+    stored final hour, when the store fell behind. Midnight, because that is where Superset's "Last 30 days"
+    starts: the dashboard's default range is then stored entirely."""
     last = newest_exportable_hour(now)
-    first = floor_hour(now) - timedelta(days=days or default_days)
+    first = floor_hour(now).replace(hour=0) - timedelta(days=days or default_days) - CLOCK_SKEW
     newest = store.newest_final_hour()
     if days is None and newest is not None and newest + HOUR < first:
         first = max(newest + HOUR, floor_hour(now) - MAX_CATCH_UP)
