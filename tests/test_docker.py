@@ -89,9 +89,9 @@ def test_commands_mirror_the_tested_ones(compose: dict) -> None:
 
 
 def test_worker_and_beat_run_what_the_background_sync_test_runs(compose: dict) -> None:
-    """One worker and exactly one beat, started as tests/e2e/test_background_sync.py starts them; async SQL Lab
+    """One worker and exactly one beat, started as tests/e2e/test_sync_background.py starts them; async SQL Lab
     turned on by init.sh with the command that test runs; the web budget and sync interval configurable."""
-    from .e2e.test_background_sync import BEAT, WORKER
+    from .e2e.test_sync_background import BEAT, WORKER
 
     services = compose["services"]
     assert tuple(services["superset-worker"]["command"][:3]) == WORKER

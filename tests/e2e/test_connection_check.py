@@ -78,6 +78,14 @@ def test_test_connection_over_rest(superset: Superset, api, project: ExportEmula
         if name == "wrong secret":
             assert [r.status for r in project.requests] == [403]  # asked once, not retried
     superset.timings["test_connection_rest_s"] = timings
+    # the form validates its fields on every change: that never calls Amplitude
+    project.clear_requests()
+    valid = api.post(f"{superset.base}/api/v1/database/validate_parameters/", json={
+        "engine": "amplitude", "configuration_method": "dynamic_form",
+        "parameters": {"username": API_KEY, "password": "half-typ", "query": {"base_url": project.base_url}},
+    })
+    assert valid.status_code == 200, valid.text[:500]
+    assert project.requests == []
     assert secrets_absent(superset)
 
 

@@ -226,8 +226,8 @@ class ExportClient:
         if any(isinstance(c, socket.gaierror) for c in causes) or "NameResolutionError" in text or (
                 "Name or service not known" in text or "nodename nor servname" in text):
             return HostNotFoundError(
-                f"Unknown host {host!r}: the region or base_url of this connection does not name an Amplitude "
-                "API host (use region 'us' or 'eu')."
+                f"Unknown host {host!r}: its name does not resolve. Check the region ('us' or 'eu') or base_url "
+                "of this connection, and that this server can resolve internet names (DNS)."
             )
         if "Connection refused" in text or any(isinstance(c, ConnectionRefusedError) for c in causes):
             return UnreachableError(

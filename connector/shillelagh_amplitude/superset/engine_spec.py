@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, TypedDict
 
+from flask import has_request_context, request
 from flask_babel import gettext as __
 from marshmallow import Schema, fields
 from sqlalchemy.engine.url import URL
@@ -191,7 +192,12 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
     @staticmethod
     def mutate_db_for_connection_test(database: Any) -> None:
         """"Test connection" and "Connect": ask Amplitude once (or look at the offline store) with the settings
-        the connection will really use (its decrypted keys, the environment's project, the operator's store)."""
+        the connection will really use (its decrypted keys, the environment's project, the operator's store).
+
+        Superset also calls this hook from ``validate_parameters``, which the form runs on every change of a field:
+        no request to Amplitude there (half-typed keys, one request per keystroke)."""
+        if has_request_context() and request.path.rstrip("/").endswith("/validate_parameters"):
+            return
         with database.get_sqla_engine() as engine:
             settings = engine.dialect.create_connect_args(engine.url)[1]["adapter_kwargs"]["amplitude"]
         try:

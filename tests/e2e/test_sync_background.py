@@ -1,7 +1,10 @@
 """The background sync the Superset way: Debian's redis-server, a real Celery worker and beat running
 ``superset_config``'s schedule, the Export API emulator as the live project. Beat fills the stores of every
 Amplitude connection with no web request; the dashboard then loads with zero Export API requests; later syncs
-re-read only the hours that are not final yet."""
+re-read only the hours that are not final yet.
+
+Named to run after test_superset.py: it shares that module's Superset metadata DB and turns on async SQL Lab for
+the bundled connection (as docker/init.sh does), which the synchronous SQL Lab tests there do not expect."""
 
 from __future__ import annotations
 
