@@ -16,15 +16,18 @@ the tables read hours back far more often than they write them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
+import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import platformdirs
@@ -103,9 +106,27 @@ class HourStore:
     def has(self, hour: datetime, now: datetime) -> bool:
         return self._stored(hour, now) is not None
 
-    def missing(self, hours: Iterable[datetime], now: datetime) -> list[datetime]:
-        """The hours that must be downloaded (absent, or fresh and expired)."""
+    def has_final(self, hour: datetime) -> bool:
+        return any(self._path(hour, True, kind).exists() for kind in ("arrow", "empty"))
+
+    def missing(self, hours: Iterable[datetime], now: datetime, refresh: bool = False) -> list[datetime]:
+        """The hours that must be downloaded (absent, or fresh and expired; ``refresh``: every hour not final)."""
+        if refresh:
+            return [hour for hour in hours if not self.has_final(hour)]
         return [hour for hour in hours if not self.has(hour, now)]
+
+    def stored_span(self) -> tuple[datetime, datetime] | None:
+        """The first and the last hour stored (final or fresh, with or without events), or None."""
+        days = sorted(p for p in self.root.iterdir() if p.name.isdigit() and len(p.name) == 8)
+        ends = []
+        for ordered in (days, days[::-1]):
+            for day in ordered:
+                hours = sorted(p.name[:2] for p in day.iterdir() if p.name[:2].isdigit())
+                if hours:
+                    hour = hours[0] if ordered is days else hours[-1]
+                    ends.append(to_utc(datetime.strptime(day.name + hour, "%Y%m%d%H")))
+                    break
+        return (ends[0], ends[1]) if len(ends) == 2 else None
 
     # --- reading ------------------------------------------------------------------------------------
     def files(self, hours: Iterable[datetime], now: datetime) -> list[Path]:
@@ -184,6 +205,22 @@ class HourStore:
         for stale in derived[DERIVED_KEPT:]:
             stale.unlink(missing_ok=True)
 
+    # --- coordination between processes -----------------------------------------------------------
+    def lock(self) -> StoreLock:
+        """The lock a process holds while it downloads into this store (see :class:`StoreLock`)."""
+        return FileStoreLock(self.root / ".download.lock")
+
+    def mark_synced(self) -> None:
+        """Record that a sync (re-reading every hour not yet final) just completed."""
+        _atomic_write_bytes(self.root / "synced", str(time.time()).encode())
+
+    def synced_at(self) -> float:
+        """When the last complete sync ended (epoch seconds; 0 if never)."""
+        try:
+            return float((self.root / "synced").read_text())
+        except (FileNotFoundError, ValueError):
+            return 0.0
+
     # --- the secret key verifier --------------------------------------------------------------------
     def _verifier_path(self) -> Path:
         return self.root / "secret.verifier"
@@ -202,6 +239,96 @@ class HourStore:
         salt = os.urandom(16)
         digest = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), salt, PBKDF2_ROUNDS)
         _atomic_write_bytes(self._verifier_path(), f"{salt.hex()}:{digest.hex()}".encode())
+
+
+class LockTimeout(Exception):
+    """The store lock stayed held by another process for the whole wait."""
+
+    def __init__(self, holder: dict) -> None:
+        self.holder = holder
+        who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
+        super().__init__(f"the hour store is being filled by {who}")
+
+
+class StoreLock:
+    """Mutual exclusion of the processes downloading into one store (web, Celery workers, ``amplitude-sync``).
+
+    What a lock *is* stays here; how it is *held* is the subclass's: a local or shared POSIX file system uses
+    :class:`FileStoreLock`, an object-storage store would hold a lease object instead. The policy is the same:
+    waiting polls until a deadline, the holder's identity (host, pid, since when) is readable for messages, and a
+    holder that crashes cannot keep the lock.
+    """
+
+    poll_s = 0.1
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Wait for the lock, at most ``timeout`` seconds (None: as long as it takes); else :class:`LockTimeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._try_hold():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LockTimeout(self.holder())
+            time.sleep(self.poll_s)
+
+    def release(self) -> None:
+        self._let_go()
+
+    def __enter__(self) -> StoreLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    @staticmethod
+    def identity() -> dict:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "since": datetime.now(UTC).isoformat()}
+
+    # --- how it is held (per backend) ---------------------------------------------------------------
+    def _try_hold(self) -> bool:
+        raise NotImplementedError
+
+    def _let_go(self) -> None:
+        raise NotImplementedError
+
+    def holder(self) -> dict:
+        raise NotImplementedError
+
+
+class FileStoreLock(StoreLock):
+    """An exclusive ``flock`` on a lock file. The kernel drops it when its holder exits or crashes (even with
+    SIGKILL), so a stale holder never blocks the store; the file's content only names the holder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def _try_hold(self) -> bool:
+        if self._fd is not None:
+            raise RuntimeError("this lock is already held")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(self.identity()).encode(), 0)
+        self._fd = fd
+        return True
+
+    def _let_go(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (FileNotFoundError, ValueError):
+            return {}
 
 
 class HourStaging:
