@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian's Chromium and ChromeDriver for the browser tests (a tool's own browser download cannot work here).
 BROWSER := /usr/bin/chromedriver
+# Debian's Redis for the background-sync tests (a real broker for a real Celery worker and beat).
+REDIS := /usr/bin/redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test lint demo bench clean
@@ -19,10 +21,14 @@ $(BROWSER):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
 
+$(REDIS):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) $(BROWSER) lint
+test: $(STAMP) $(BROWSER) $(REDIS) lint
 	$(PY) -m pytest
 
 demo: $(STAMP)

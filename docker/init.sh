@@ -8,3 +8,5 @@ superset fab create-admin --username "${ADMIN_USERNAME:-admin}" --firstname Supe
     --email "${ADMIN_EMAIL:-admin@localhost}" --password "${ADMIN_PASSWORD:?set ADMIN_PASSWORD in docker/.env}"
 superset init
 superset import-dashboards -p /app/amplitude/session_length_dashboard.zip -u "${ADMIN_USERNAME:-admin}"
+# SQL Lab queries of the Amplitude connections run on the Celery workers (long downloads leave the web tier)
+python -m shillelagh_amplitude.superset.tasks enable-async

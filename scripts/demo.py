@@ -158,7 +158,9 @@ def prepare_sample(layout: Layout, env: dict[str, str], days: int, events: int) 
     shutil.rmtree(layout.demo_store, ignore_errors=True)
     partial = layout.sample.with_suffix(".partial.zip")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    run([str(BIN / "python"), "-m", "shillelagh_amplitude.sample.generator", "--days", str(days), "--events",
+    # One day more than shown: "Last N days" starts at midnight, and offline a range reaching beyond the stored
+    # hours is refused rather than answered from part of it.
+    run([str(BIN / "python"), "-m", "shillelagh_amplitude.sample.generator", "--days", str(days + 1), "--events",
          str(events), "--out", str(partial)], env, log)
     run([str(BIN / "amplitude-load"), str(partial), "--api-key", env["AMPLITUDE_API_KEY"], "--cache-dir",
          env["AMPLITUDE_CACHE_DIR"]], env, log)

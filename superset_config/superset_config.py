@@ -8,7 +8,10 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
 - ``AMPLITUDE_API_KEY``, ``AMPLITUDE_SECRET_KEY``, ``AMPLITUDE_REGION`` (or ``AMPLITUDE_BASE_URL``: a proxy,
   the local emulator), ``AMPLITUDE_OFFLINE``: the project of every ``amplitude://`` connection that names
   no API key itself (the bundled one); ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default
-  ``$SUPERSET_HOME/amplitude``).
+  ``$SUPERSET_HOME/amplitude``);
+- ``AMPLITUDE_DOWNLOAD_BUDGET_S`` (default 20; ``0``: unlimited): the longest a web request's query may spend
+  downloading from Amplitude before it fails with a clear message (Celery workers are not limited);
+- ``AMPLITUDE_SYNC_INTERVAL_S`` (default 900): how often Celery beat runs the background sync (with Celery).
 
 Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
 """
@@ -57,18 +60,31 @@ CACHE_CONFIG = _cache("metadata")
 # Chart data: without it every dashboard load would re-read the hour store (or Amplitude).
 DATA_CACHE_CONFIG = _cache("data")
 
+AMPLITUDE_SYNC_INTERVAL_S = float(os.environ.get("AMPLITUDE_SYNC_INTERVAL_S") or 15 * 60)
+
 if REDIS_URL:
+    from datetime import timedelta
+
     import redis
     from cachelib.redis import RedisCache
 
     class CeleryConfig:
-        """Celery workers (async SQL Lab, cache warm-up) on Redis."""
+        """Celery workers (async SQL Lab, cache warm-up, the Amplitude background sync) on Redis."""
 
         broker_url = REDIS_URL
         result_backend = REDIS_URL
-        imports = ("superset.sql_lab", "superset.tasks.scheduler", "superset.tasks.cache")
+        imports = ("superset.sql_lab", "superset.tasks.scheduler", "superset.tasks.cache",
+                   "shillelagh_amplitude.superset.tasks")
         worker_prefetch_multiplier = 1
         task_acks_late = False
+        # Exactly one beat process runs this schedule (compose's superset-worker-beat).
+        beat_schedule = {
+            "amplitude-sync": {
+                "task": "amplitude.sync_stores",
+                "schedule": timedelta(seconds=AMPLITUDE_SYNC_INTERVAL_S),
+                "options": {"expires": AMPLITUDE_SYNC_INTERVAL_S},  # a missed run is not queued twice
+            },
+        }
 
     CELERY_CONFIG = CeleryConfig
     RESULTS_BACKEND = RedisCache(host=redis.from_url(REDIS_URL), key_prefix="superset_results_")
@@ -88,17 +104,31 @@ AMPLITUDE_ENV = {
     "offline": "AMPLITUDE_OFFLINE",
 }
 AMPLITUDE_CACHE_DIR = os.environ.get("AMPLITUDE_CACHE_DIR") or str(HOME / "amplitude")
+_budget = (os.environ.get("AMPLITUDE_DOWNLOAD_BUDGET_S") or "20").strip().lower()
+AMPLITUDE_DOWNLOAD_BUDGET_S = None if _budget in ("0", "none", "unlimited") else float(_budget)
+
+
+def _in_celery_task() -> bool:
+    """True in a Celery worker's task (async SQL Lab, the sync): no web timeout to stay under there."""
+    try:
+        from celery import current_task
+    except ImportError:
+        return False
+    return bool(current_task and current_task.request.id)
 
 
 def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
     uri: URL, params: dict[str, Any], username: str | None, security_manager: Any, source: Any
 ) -> tuple[URL, dict[str, Any]]:
-    """Give ``amplitude://`` connections the operator's hour store, and the environment's project to those
-    that name none (no API key in their URI or secure extra); what a connection sets itself wins."""
+    """Give ``amplitude://`` connections the operator's hour store, the web process's download budget, and the
+    environment's project to those that name none (no API key in their URI or secure extra); what a connection
+    sets itself wins."""
     if uri.get_backend_name() == "amplitude":
         if not uri.username and "api_key" not in params:
             for kwarg, variable in AMPLITUDE_ENV.items():
                 if value := os.environ.get(variable):
                     params.setdefault(kwarg, value)
         params["cache_dir"] = AMPLITUDE_CACHE_DIR
+        if AMPLITUDE_DOWNLOAD_BUDGET_S and not _in_celery_task():
+            params.setdefault("download_budget_s", AMPLITUDE_DOWNLOAD_BUDGET_S)
     return uri, params

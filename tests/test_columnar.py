@@ -37,6 +37,9 @@ SAME_ON_BOTH_PATHS = [
     # IN on a column SQLite filters, and GROUP BY
     f"SELECT platform, count(*), round(avg(length_s), 9) FROM amplitude_sessions WHERE {DAY} "
     f"AND platform IN ('iOS', 'Android', 'Web') GROUP BY 1 ORDER BY 1",
+    # IN on the time column: one pushed-down equality, one scan, per value
+    f"SELECT session_id, amplitude_id FROM amplitude_sessions WHERE session_start IN (SELECT session_start "
+    f"FROM amplitude_sessions WHERE {DAY} ORDER BY session_start LIMIT 7 OFFSET 40) ORDER BY 1, 2",
     # a self-join: the inner table is scanned again for every outer row
     "SELECT a.session_id, count(b.session_id) FROM amplitude_sessions a JOIN amplitude_sessions b "
     "ON b.amplitude_id = a.amplitude_id AND b.session_start > a.session_start "

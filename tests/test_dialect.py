@@ -28,6 +28,13 @@ def connect_args(url: str, **kwargs: object) -> dict:
     return dialect.create_connect_args(make_url(url))[1]
 
 
+def test_download_budget_from_kwargs_and_url_query() -> None:
+    assert connect_args("amplitude://", download_budget_s="20")["adapter_kwargs"]["amplitude"] == {
+        "download_budget_s": 20.0}
+    assert connect_args("amplitude://?download_budget_s=7.5", download_budget_s=20)["adapter_kwargs"][
+        "amplitude"] == {"download_budget_s": 7.5}
+
+
 def test_only_the_safe_amplitude_adapter_in_memory() -> None:
     args = connect_args("amplitude://")
     assert (args["path"], args["adapters"], args["safe"]) == (":memory:", ["amplitude"], True)
@@ -56,7 +63,8 @@ def test_kwargs_url_credentials_and_query_in_order_of_precedence() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
-    [("offline", "TRUE", True), ("offline", "0", False), ("offline", False, False), ("default_days", "7", 7)],
+    [("offline", "TRUE", True), ("offline", "0", False), ("offline", False, False), ("default_days", "7", 7),
+     ("download_budget_s", "20", 20.0), ("download_budget_s", 2.5, 2.5)],
 )
 def test_coerce_strings_from_urls_and_environment(name: str, value: object, expected: object) -> None:
     assert coerce(name, value) == expected
@@ -68,6 +76,8 @@ def test_coerce_strings_from_urls_and_environment(name: str, value: object, expe
         ("amplitude://?regoin=eu", "Unknown Amplitude connection parameter 'regoin'"),
         ("amplitude://?window_hours=many", "must be an integer"),
         ("amplitude://?offline=maybe", "must be true or false"),
+        ("amplitude://?download_budget_s=soon", "must be a number of seconds"),
+        ("amplitude://?download_budget_s=0", "must be positive"),
         ("amplitude://analytics.eu.amplitude.com", "take no host"),
     ],
 )

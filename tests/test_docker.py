@@ -49,8 +49,8 @@ def test_image_installs_connector_fixes_config_and_bundle(dockerfile: str) -> No
 def test_compose_services_share_the_hour_store(compose: dict) -> None:
     services = compose["services"]
     assert {name for name, service in services.items() if "profiles" not in service} == {
-        "postgres", "redis", "superset-init", "superset", "superset-worker"}
-    for name in ("superset-init", "superset", "superset-worker"):
+        "postgres", "redis", "superset-init", "superset", "superset-worker", "superset-worker-beat"}
+    for name in ("superset-init", "superset", "superset-worker", "superset-worker-beat"):
         service = services[name]
         assert service["volumes"] == ["amplitude-store:/var/lib/amplitude"], name
         env = service["environment"]
@@ -59,7 +59,7 @@ def test_compose_services_share_the_hour_store(compose: dict) -> None:
         assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert env["SUPERSET_SECRET_KEY"].startswith("${SUPERSET_SECRET_KEY:?")
         assert service["env_file"] == ".env"
-    for name in ("superset", "superset-worker"):
+    for name in ("superset", "superset-worker", "superset-worker-beat"):
         assert services[name]["depends_on"]["superset-init"] == {"condition": "service_completed_successfully"}
     assert set(compose["volumes"]) == {"postgres-data", "redis-data", "amplitude-store", "object-store-data"}
     assert services["superset"]["ports"] == ["127.0.0.1:8088:8088"]
@@ -86,6 +86,21 @@ def test_commands_mirror_the_tested_ones(compose: dict) -> None:
     assert web[0] == "gunicorn" and web[-1] == demo.GUNICORN_APP
     assert shlex.join(demo.GUNICORN_OPTIONS) in shlex.join(web)
     assert compose["services"]["superset-init"]["command"] == ["/app/amplitude/init.sh"]
+
+
+def test_worker_and_beat_run_what_the_background_sync_test_runs(compose: dict) -> None:
+    """One worker and exactly one beat, started as tests/e2e/test_sync_background.py starts them; async SQL Lab
+    turned on by init.sh with the command that test runs; the web budget and sync interval configurable."""
+    from .e2e.test_sync_background import BEAT, WORKER
+
+    services = compose["services"]
+    assert tuple(services["superset-worker"]["command"][:3]) == WORKER
+    assert tuple(services["superset-worker-beat"]["command"][:3]) == BEAT
+    assert [s for s in services.values() if "beat" in s.get("command", [])] == [services["superset-worker-beat"]]
+    assert "python -m shillelagh_amplitude.superset.tasks enable-async" in (DOCKER / "init.sh").read_text()
+    env = services["superset"]["environment"]
+    assert env["AMPLITUDE_DOWNLOAD_BUDGET_S"] == "${AMPLITUDE_DOWNLOAD_BUDGET_S:-20}"
+    assert env["AMPLITUDE_SYNC_INTERVAL_S"] == "${AMPLITUDE_SYNC_INTERVAL_S:-900}"
 
 
 def test_object_storage_profile_creates_the_bucket_the_example_points_at(compose: dict) -> None:

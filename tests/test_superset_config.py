@@ -13,7 +13,7 @@ from sqlalchemy.engine.url import make_url
 CONFIG = Path(__file__).resolve().parents[1] / "superset_config" / "superset_config.py"
 AMPLITUDE_VARIABLES = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "AMPLITUDE_REGION", "AMPLITUDE_BASE_URL",
                        "AMPLITUDE_OFFLINE", "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY", "SUPERSET_DATABASE_URI",
-                       "REDIS_URL")
+                       "REDIS_URL", "AMPLITUDE_DOWNLOAD_BUDGET_S", "AMPLITUDE_SYNC_INTERVAL_S")
 
 
 def load_config(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> ModuleType:
@@ -68,13 +68,44 @@ def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatc
         "secret_key": "from-secure-extra",  # the connection's own setting wins
         "offline": "true",
         "cache_dir": "/srv/store",  # the operator's choice, always
+        "download_budget_s": 20.0,  # the web process's default budget
     }
     # a connection naming its own project gets none of the environment's (not its secret, not offline)
     for own_uri, own_params in ((make_url("amplitude://key:secret@"), {}), (url, {"api_key": "extra-key"})):
         assert config.DB_CONNECTION_MUTATOR(own_uri, dict(own_params), None, None, None)[1] == {
-            **own_params, "cache_dir": "/srv/store"
+            **own_params, "cache_dir": "/srv/store", "download_budget_s": 20.0
         }
     other = make_url("postgresql://u@h/db")
     assert config.DB_CONNECTION_MUTATOR(other, {}, "admin", None, None) == (other, {})
     default_store = load_config(monkeypatch, tmp_path).DB_CONNECTION_MUTATOR(url, {}, None, None, None)[1]
-    assert default_store == {"cache_dir": str(tmp_path / "amplitude")}
+    assert default_store == {"cache_dir": str(tmp_path / "amplitude"), "download_budget_s": 20.0}
+
+
+def test_download_budget_from_the_environment_and_not_in_celery_tasks(monkeypatch, tmp_path) -> None:
+    url = make_url("amplitude://")
+    config = load_config(monkeypatch, tmp_path, AMPLITUDE_DOWNLOAD_BUDGET_S="7.5")
+    assert config.DB_CONNECTION_MUTATOR(url, {}, None, None, None)[1]["download_budget_s"] == 7.5
+    # a connection's own budget wins
+    assert config.DB_CONNECTION_MUTATOR(url, {"download_budget_s": "60"}, None, None, None)[1][
+        "download_budget_s"] == "60"
+    unlimited = load_config(monkeypatch, tmp_path, AMPLITUDE_DOWNLOAD_BUDGET_S="0")
+    assert "download_budget_s" not in unlimited.DB_CONNECTION_MUTATOR(url, {}, None, None, None)[1]
+    # inside a Celery task (async SQL Lab on a worker) there is no web timeout: no budget
+    from celery import Celery
+
+    app = Celery("budget-test")
+
+    @app.task
+    def mutate() -> dict:
+        return config.DB_CONNECTION_MUTATOR(url, {}, None, None, None)[1]
+
+    assert "download_budget_s" not in mutate.apply().get()
+
+
+def test_celery_beat_runs_the_amplitude_sync(monkeypatch, tmp_path) -> None:
+    config = load_config(monkeypatch, tmp_path, REDIS_URL="redis://redis:6379/0")
+    assert "shillelagh_amplitude.superset.tasks" in config.CELERY_CONFIG.imports
+    entry = config.CELERY_CONFIG.beat_schedule["amplitude-sync"]
+    assert (entry["task"], entry["schedule"].total_seconds()) == ("amplitude.sync_stores", 900)
+    faster = load_config(monkeypatch, tmp_path, REDIS_URL="redis://r:6379/0", AMPLITUDE_SYNC_INTERVAL_S="30")
+    assert faster.CELERY_CONFIG.beat_schedule["amplitude-sync"]["schedule"].total_seconds() == 30

@@ -194,7 +194,9 @@ def test_no_predicate_reads_the_last_default_days(tmp_path):
     events = [make_event(amplitude_id=n, session_id=int(start.timestamp() * 1000), client_event_time=start,
                          server_upload_time=start + timedelta(minutes=1)) for n, start in enumerate(starts)]
     store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
-    load_archive(store, export_zip(tmp_path, events))
+    # loaded as covering the last 31 days (hours without events recorded as empty): offline, every default
+    # window below lies within what the store holds
+    load_archive(store, export_zip(tmp_path, events), now - timedelta(days=31), now)
     counts = {}
     for days in (3, 10, 30):
         cursor = sql_connection(cache_dir=str(tmp_path), offline=True, default_days=days).cursor()
@@ -202,15 +204,23 @@ def test_no_predicate_reads_the_last_default_days(tmp_path):
     assert counts == {3: 1, 10: 2, 30: 3}
 
 
-def test_offline_without_any_stored_hour_says_so(loaded_cache):
+def test_offline_without_any_stored_hour_says_so(loaded_cache, dataset):
     recent = sql_connection(cache_dir=str(loaded_cache), offline=True).cursor()
     with pytest.raises(ProgrammingError, match=r"offline and its store holds none of the upload hours .*amplitude-lo"):
         recent.execute("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2026-06-01' "
                        "AND session_start < '2026-06-02'")
-    # a range partly stored is answered from what is stored
-    assert recent.execute(
-        "SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2026-03-04' AND session_start < '2026-03-20'"
-    ).fetchall()[0][0] > 0
+    # a range partly stored is not answered from the part: the error names the stored span
+    span = HourStore(loaded_cache, "https://amplitude.com", API_KEY).stored_span()
+    with pytest.raises(ProgrammingError) as error:
+        recent.execute("SELECT count(*) FROM amplitude_sessions "
+                       "WHERE session_start >= '2026-03-04' AND session_start < '2026-03-20'")
+    assert (f"offline and its store holds upload hours {span[0]:%Y-%m-%dT%H:00} to {span[1]:%Y-%m-%dT%H:00} UTC only, "
+            "but this query's range needs 2026-03-04T00:00 to 2026-03-19T23:00") in str(error.value)
+    first_upload = min(parse_ts(r["server_upload_time"]) for r in dataset.records)
+    assert span[0] == first_upload.replace(minute=0, second=0, microsecond=0)
+    # the stored part itself is answered
+    assert recent.execute("SELECT count(*) FROM amplitude_sessions "
+                          "WHERE session_start >= '2026-03-04' AND session_start < '2026-03-05'").fetchall()[0][0] > 0
 
 
 def test_built_sessions_are_kept_for_other_processes(loaded_cache, offline_sql, monkeypatch):

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from .export.client import AmplitudeError, ExportClient, resolve_base_url
 from .export.loader import fill, load_archive
+from .export.sync import sync_project
 from .hours import HOUR, floor_hour, hour_count
 from .store.hour_store import HourStore
 
@@ -52,17 +53,35 @@ def _base_url(args: argparse.Namespace) -> str:
 
 
 def sync_main(argv: list[str] | None = None) -> int:
-    """Download every missing upload hour of a range into the store, with a progress bar."""
-    parser = argparse.ArgumentParser(prog="amplitude-sync", description=sync_main.__doc__)
-    parser.add_argument("--start", required=True, type=parse_time, help="first day or hour (UTC)")
-    parser.add_argument("--end", required=True, type=lambda text: parse_time(text, end=True),
+    """Download every missing upload hour of a range into the store, with a progress bar.
+
+    ``--days N`` (for cron, Kubernetes CronJobs, operators without Celery): the last N days through the newest
+    exportable hour, re-reading the recent hours that are not final yet, like the background sync.
+    """
+    parser = argparse.ArgumentParser(prog="amplitude-sync", description=sync_main.__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, help="the last N days through the newest exportable hour")
+    parser.add_argument("--start", type=parse_time, help="first day or hour (UTC)")
+    parser.add_argument("--end", type=lambda text: parse_time(text, end=True),
                         help="last day or hour (UTC), included")
     parser.add_argument("--window-hours", type=int, default=24, help="hours per Export API request (default 24)")
     _project_arguments(parser)
     args = parser.parse_args(argv)
+    if (args.days is None) == (args.start is None or args.end is None) or (args.days and (args.start or args.end)):
+        parser.error("give either --days N or both --start and --end")
+    if args.days is not None and args.days < 1:
+        parser.error("--days must be at least 1")
+    secret = os.environ.get("AMPLITUDE_SECRET_KEY", "")
     try:
+        if args.days is not None:
+            if not args.api_key:
+                raise AmplitudeError("an API key is needed: --api-key or $AMPLITUDE_API_KEY")
+            with tqdm(total=args.days * 24, unit="h", desc="upload hours") as bar:
+                result = sync_project(args.api_key, secret, region=args.region, base_url=args.base_url,
+                                      cache_dir=args.cache_dir, window_hours=args.window_hours, days=args.days,
+                                      progress=bar.update)
+            print(f"amplitude-sync: {result.summary()}")
+            return 0
         store = _store(args)
-        secret = os.environ.get("AMPLITUDE_SECRET_KEY", "")
         client = ExportClient(args.api_key, secret, base_url=_base_url(args))
         with tqdm(total=hour_count(args.start, args.end), unit="h", desc="upload hours") as bar:
             report = fill(store, client, args.start, args.end, now=datetime.now(UTC),
@@ -70,7 +89,7 @@ def sync_main(argv: list[str] | None = None) -> int:
             bar.update(bar.total - bar.n)
         if report.windows:  # Amplitude accepted the secret
             store.remember_secret(secret)
-    except AmplitudeError as exc:
+    except (AmplitudeError, OSError) as exc:
         print(f"amplitude-sync: error: {exc}", file=sys.stderr)
         return 2
     print(f"{report.hours_wanted} hours in range, {report.hours_downloaded} downloaded in "

@@ -270,15 +270,26 @@ def test_wrong_secret_is_a_readable_error_without_the_secret(superset: Superset,
     from selenium.webdriver.support.ui import WebDriverWait
 
     secret = f"wrong-{secrets.token_hex(8)}"
-    created = api.post(f"{superset.base}/api/v1/database/", json={
+    payload = {
         "database_name": "Amplitude (wrong secret)",
         "engine": "amplitude",
         "configuration_method": "dynamic_form",
         "parameters": {"username": "demo", "password": secret, "query": {"offline": "true"}},
         "expose_in_sqllab": True,
-    })
+    }
+    refused = api.post(f"{superset.base}/api/v1/database/", json=payload)  # "Connect" tests the keys first
+    assert refused.status_code == 400 and "secret key does not match" in refused.text, refused.text[:500]
+    assert secret not in refused.text
+    # created with the right secret, then the secret is changed (no connection test on edit): a stale key
+    payload["parameters"]["password"] = superset.env["AMPLITUDE_SECRET_KEY"]
+    created = api.post(f"{superset.base}/api/v1/database/", json=payload)
     assert created.status_code == 201, created.text[:500]
     database_id = created.json()["id"]
+    edited = api.put(f"{superset.base}/api/v1/database/{database_id}", json={
+        "engine": "amplitude", "configuration_method": "dynamic_form",
+        "parameters": {"username": "demo", "password": secret, "query": {"offline": "true"}},
+    })
+    assert edited.status_code == 200, edited.text[:500]
     stored = api.get(f"{superset.base}/api/v1/database/{database_id}/connection").text
     assert secret not in stored
 
@@ -329,13 +340,14 @@ def test_wrong_secret_against_the_export_api(superset: Superset, api, tmp_path) 
     generate_dataset(tmp_path, end - timedelta(hours=6), end, events=300, seed=5)
     secret = f"wrong-{secrets.token_hex(8)}"
     with ExportEmulator(tmp_path, api_key="live-key", secret_key="right-secret") as emulator:
+        form = {"engine": "amplitude", "configuration_method": "dynamic_form", "parameters": {
+            "username": "live-key", "password": "right-secret", "query": {"base_url": emulator.base_url}}}
         created = api.post(f"{superset.base}/api/v1/database/", json={
-            "database_name": "Amplitude (live, wrong secret)",
-            "engine": "amplitude",
-            "configuration_method": "dynamic_form",
-            "parameters": {"username": "live-key", "password": secret, "query": {"base_url": emulator.base_url}},
-        })
+            "database_name": "Amplitude (live, wrong secret)", **form})
         assert created.status_code == 201, created.text[:500]
+        form["parameters"]["password"] = secret  # the key rotated in Amplitude, the connection kept the old one
+        assert api.put(f"{superset.base}/api/v1/database/{created.json()['id']}", json=form).status_code == 200
+        emulator.clear_requests()
         response = api.post(f"{superset.base}/api/v1/sqllab/execute/", json={
             "database_id": created.json()["id"], "runAsync": False,
             "sql": "SELECT COUNT(*) FROM amplitude_sessions WHERE session_start >= "

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -39,6 +41,14 @@ class AmplitudeError(Exception):
 
 class AuthenticationError(AmplitudeError):
     """403: wrong API key / secret key, or a project of the other data region."""
+
+
+class HostNotFoundError(AmplitudeError):
+    """The API host's name does not resolve: a wrong region or ``base_url``."""
+
+
+class UnreachableError(AmplitudeError):
+    """The host resolved but did not accept a connection or answer in time (network, proxy, firewall, port)."""
 
 
 class TruncatedBodyError(AmplitudeError):
@@ -84,11 +94,12 @@ class Window:
         return f"{format_hour(self.start)}..{format_hour(self.end)}"
 
 
-def build_session(retries: int, backoff: float, max_retry_after: float) -> requests.Session:
+def build_session(retries: int, backoff: float, max_retry_after: float,
+                  connect_retries: int | None = None) -> requests.Session:
     """A requests session with bounded retries for 429/5xx and connection errors."""
     retry = BoundedRetry(
         total=retries,
-        connect=retries,
+        connect=retries if connect_retries is None else connect_retries,
         read=retries,
         status=retries,
         status_forcelist=RETRY_STATUSES,
@@ -122,7 +133,9 @@ class ExportClient:
         region: str = "us",
         base_url: str | None = None,
         timeout: float = 600.0,
+        connect_timeout: float = 10.0,
         retries: int = 5,
+        connect_retries: int = 2,
         backoff: float = 1.0,
         max_retry_after: float = 60.0,
         body_attempts: int = 3,
@@ -132,10 +145,11 @@ class ExportClient:
             raise AuthenticationError("Both api_key and secret_key are required to reach Amplitude.")
         self.base_url = resolve_base_url(region, base_url)
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.temp_dir = temp_dir
         self.body_attempts = body_attempts
         self._auth = (api_key, secret_key)
-        self._session = build_session(retries, backoff, max_retry_after)
+        self._session = build_session(retries, backoff, max_retry_after, min(connect_retries, retries))
 
     def export(self, start: datetime, end: datetime) -> Iterator[Window]:
         """Download ``start..end``, halving on 400-too-large/504; yields windows with their zip (or None).
@@ -187,9 +201,42 @@ class ExportClient:
         url = self.base_url + EXPORT_PATH
         _logger.info("GET %s start=%s end=%s", url, params["start"], params["end"])
         try:
-            return self._session.get(url, params=params, auth=self._auth, stream=True, timeout=(30, self.timeout))
+            return self._session.get(url, params=params, auth=self._auth, stream=True,
+                                     timeout=(self.connect_timeout, self.timeout))
         except requests.RequestException as exc:
-            raise AmplitudeError(f"Could not reach Amplitude at {self.base_url}: {type(exc).__name__}") from None
+            raise self._connection_error(exc) from None
+
+    def _connection_error(self, exc: requests.RequestException) -> AmplitudeError:
+        """A readable error telling an unknown host from an unreachable one (never the credentials)."""
+        host = urlsplit(self.base_url).hostname or self.base_url
+        causes = []
+        cause: BaseException | None = exc
+        while cause is not None and len(causes) < 10:
+            causes.append(cause)
+            cause = cause.__cause__ or cause.__context__ or next(
+                (arg for arg in getattr(cause, "args", ()) if isinstance(arg, BaseException)), None)
+            if cause is None and causes and getattr(causes[-1], "reason", None) is not None:
+                cause = causes[-1].reason
+        text = " ".join(f"{type(c).__name__} {c}" for c in causes)
+        if isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.ReadTimeout) or "timed out" in text:
+            return UnreachableError(
+                f"Amplitude's Export API at {self.base_url} did not answer within {self.connect_timeout:g} s "
+                f"(connect) / {self.timeout:g} s (read): check the network, a proxy or a firewall."
+            )
+        if any(isinstance(c, socket.gaierror) for c in causes) or "NameResolutionError" in text or (
+                "Name or service not known" in text or "nodename nor servname" in text):
+            return HostNotFoundError(
+                f"Unknown host {host!r}: its name does not resolve. Check the region ('us' or 'eu') or base_url "
+                "of this connection, and that this server can resolve internet names (DNS)."
+            )
+        if "Connection refused" in text or any(isinstance(c, ConnectionRefusedError) for c in causes):
+            return UnreachableError(
+                f"Could not reach Amplitude's Export API at {self.base_url}: the connection was refused "
+                "(wrong port, or nothing listening there)."
+            )
+        return UnreachableError(
+            f"Could not reach Amplitude's Export API at {self.base_url}: {type(exc).__name__}; check the network."
+        )
 
     def _non_200(self, window: Window, response: requests.Response) -> Window | None:
         """Empty window for 404, None for too large; any other status raises."""

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -22,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..hours import HOUR, contiguous_runs, floor_hour, format_hour, hour_range, tile_windows, to_utc
-from ..store.hour_store import EXPORT_LATENCY, HourStaging, HourStore, clean_stale_staging
+from ..store.hour_store import EXPORT_LATENCY, HourStaging, HourStore, LockTimeout, clean_stale_staging
 from .archive import ArchiveError, iter_batches, split_by_hour
 from .client import AmplitudeError, ExportClient, Window
 
@@ -42,6 +43,15 @@ class FillReport:
     hours_downloaded: int = 0
     windows: list[str] = field(default_factory=list)
     events: int = 0
+
+
+class DownloadBudgetExceeded(AmplitudeError):  # noqa: N818 - reads as what happened
+    """The download budget ran out before every hour of the range was stored (the complete ones are kept)."""
+
+    def __init__(self, stored: int, wanted: int, first: datetime, last: datetime, waiting_for: str = "") -> None:
+        self.stored, self.wanted, self.first, self.last, self.waiting_for = stored, wanted, first, last, waiting_for
+        super().__init__(f"{stored} of {wanted} upload hours {format_hour(first)}..{format_hour(last)} stored "
+                         f"when the download budget ran out{f' ({waiting_for})' if waiting_for else ''}")
 
 
 def newest_exportable_hour(now: datetime) -> datetime:
@@ -168,20 +178,56 @@ def fill(
     window_hours: int = 24,
     progress: Progress | None = None,
     decode_workers: int = DEFAULT_DECODE_WORKERS,
+    deadline: float | None = None,
+    refresh: bool = False,
 ) -> FillReport:
-    """Make every exportable upload hour of ``first..last`` available in the store."""
+    """Make every exportable upload hour of ``first..last`` available in the store.
+
+    Downloads run under the store's lock, so two processes never download the same hour at once: the second
+    waits, then finds the hours stored. ``refresh`` (the background sync) re-reads every hour not yet final,
+    unless another sync completed while this one waited. ``deadline`` (``time.monotonic()``): no new window
+    starts after it; the complete hours are kept and :class:`DownloadBudgetExceeded` says how far it got.
+    """
     last = min(floor_hour(last), newest_exportable_hour(now))
     wanted = list(hour_range(first, last)) if floor_hour(first) <= last else []
-    missing = store.missing(wanted, now)
     report = FillReport(hours_wanted=len(wanted))
-    if not missing:
+    if not store.missing(wanted, now, refresh=refresh):
         return report
+    asked_at = time.time()
+    lock = store.lock()
+    try:
+        lock.acquire(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except LockTimeout as exc:
+        raise _budget_exceeded(store, wanted, now, f"waiting for {exc}") from None
+    try:
+        refresh = refresh and store.synced_at() < asked_at  # else a sync completed meanwhile: nothing to re-read
+        missing = store.missing(wanted, now, refresh=refresh)
+        if missing:
+            _download(store, client, missing, now, window_hours, progress, decode_workers, deadline, report)
+        if refresh:
+            store.mark_synced()
+    finally:
+        lock.release()
+    if deadline is not None and report.hours_downloaded < len(missing):
+        raise _budget_exceeded(store, wanted, now)
+    return report
+
+
+def _budget_exceeded(store: HourStore, wanted: list[datetime], now: datetime, why: str = "") -> DownloadBudgetExceeded:
+    stored = len(wanted) - len(store.missing(wanted, now))
+    return DownloadBudgetExceeded(stored, len(wanted), wanted[0], wanted[-1], why)
+
+
+def _download(store: HourStore, client: ExportClient, missing: list[datetime], now: datetime, window_hours: int,
+              progress: Progress | None, decode_workers: int, deadline: float | None, report: FillReport) -> None:
     clean_stale_staging(store)
     windows = [w for run in contiguous_runs(missing) for w in tile_windows(*run, window_hours)]
     executor = _executor(len(windows), decode_workers)
     pipeline = _WindowPipeline(store, client, now, executor, max(1, decode_workers), report, progress)
     try:
         for start, end in windows:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             for part in client.export(start, end):
                 report.windows.append(f"{format_hour(part.start)}..{format_hour(part.end)}")
                 pipeline.add(part)
@@ -189,7 +235,6 @@ def fill(
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         pipeline.abandon()
-    return report
 
 
 def store_window(store: HourStore, client: ExportClient, part: Window, now: datetime) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -30,10 +31,11 @@ from shillelagh.typing import RequestedOrder, Row
 
 from .. import __version__
 from ..export.client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
-from ..export.loader import fill, newest_exportable_hour, store_window
+from ..export.loader import DownloadBudgetExceeded, fill, newest_exportable_hour, store_window
 from ..hours import HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
+from .freshness import budget_message, check_offline_span
 from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
 
@@ -133,6 +135,7 @@ class AmplitudeAPI(Adapter):
         late_hours: int = 48,
         default_days: int = 30,
         offline: bool = False,
+        download_budget_s: float | None = None,
     ) -> None:
         super().__init__()
         if table not in TABLES:
@@ -158,6 +161,9 @@ class AmplitudeAPI(Adapter):
         self.late_hours = late_hours
         self.default_days = default_days
         self.offline = offline
+        if download_budget_s is not None and (not isinstance(download_budget_s, int | float) or download_budget_s <= 0):
+            raise ProgrammingError(f"download_budget_s must be a positive number, not {download_budget_s!r}.")
+        self.download_budget_s = download_budget_s
         self._columns = self.spec.columns()
 
     def get_columns(self) -> dict[str, Field]:
@@ -312,9 +318,15 @@ class AmplitudeAPI(Adapter):
                 )
             if known:
                 _VERIFIED_SECRETS.add(memo)
+            check_offline_span(store, first, last, self.late_hours, self.table == SESSIONS_TABLE)
             return
         client = self._client()
-        downloaded = first <= last and fill(store, client, first, last, now=now, window_hours=self.window_hours).windows
+        deadline = None if self.download_budget_s is None else time.monotonic() + self.download_budget_s
+        try:
+            downloaded = first <= last and fill(store, client, first, last, now=now, window_hours=self.window_hours,
+                                                deadline=deadline).windows
+        except DownloadBudgetExceeded as exc:
+            raise AmplitudeError(budget_message(exc, self.download_budget_s, self.base_url)) from None
         if not downloaded and known is not True:
             probe = newest_exportable_hour(now)
             window = client.download(Window(probe, probe))

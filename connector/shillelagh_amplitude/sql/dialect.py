@@ -31,7 +31,8 @@ TABLES = ("amplitude_events", "amplitude_sessions")
 STRING_KWARGS = ("api_key", "secret_key", "region", "base_url", "cache_dir")
 INTEGER_KWARGS = ("window_hours", "late_hours", "default_days")
 BOOLEAN_KWARGS = ("offline",)
-ADAPTER_KWARGS = STRING_KWARGS + INTEGER_KWARGS + BOOLEAN_KWARGS
+FLOAT_KWARGS = ("download_budget_s",)
+ADAPTER_KWARGS = STRING_KWARGS + INTEGER_KWARGS + BOOLEAN_KWARGS + FLOAT_KWARGS
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
@@ -51,6 +52,14 @@ def coerce(name: str, value: Any) -> Any:
         if text not in TRUE | FALSE:
             raise ArgumentError(f"Amplitude parameter {name!r} must be true or false, got {value!r}")
         return text in TRUE
+    if name in FLOAT_KWARGS:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ArgumentError(f"Amplitude parameter {name!r} must be a number of seconds, got {value!r}") from None
+        if number <= 0:
+            raise ArgumentError(f"Amplitude parameter {name!r} must be positive, got {value!r}")
+        return number
     return value
 
 
@@ -84,6 +93,7 @@ class AmplitudeDialect(APSWDialect):
         late_hours: int | str | None = None,
         default_days: int | str | None = None,
         offline: bool | str | None = None,
+        download_budget_s: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -97,6 +107,7 @@ class AmplitudeDialect(APSWDialect):
             "late_hours": late_hours,
             "default_days": default_days,
             "offline": offline,
+            "download_budget_s": download_budget_s,
         }
         self.amplitude_kwargs = {name: coerce(name, value) for name, value in given.items() if value is not None}
 

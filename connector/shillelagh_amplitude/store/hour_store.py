@@ -19,17 +19,20 @@ the tables read hours back far more often than they write them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
+import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import platformdirs
@@ -39,7 +42,7 @@ import pyarrow.feather as feather
 from ..hours import HOUR, to_utc
 from ..schema import EVENT_SCHEMA
 from .hot_cache import HotCache, budget_bytes
-from .location import FileEntry, StoreLocation
+from .location import FileEntry, StoreLocation, write_atomically
 
 EXPORT_LATENCY = timedelta(hours=2)
 SAFETY_MARGIN = timedelta(hours=1)
@@ -120,9 +123,11 @@ class HourStore:
                 _COMPLETE_DAYS[key] = entries
         return entries
 
-    def _stored_in(self, entries: dict[str, FileEntry], hour: datetime, now: datetime) -> FileEntry | None:
-        """The file holding ``hour`` (``.arrow`` or ``.empty``) if it is stored and still valid."""
-        for final in (True, False):
+    @staticmethod
+    def _stored_in(entries: dict[str, FileEntry], hour: datetime, now: datetime,
+                   final_only: bool = False) -> FileEntry | None:
+        """The file holding ``hour`` (``.arrow`` or ``.empty``) if it is stored and still valid (and final)."""
+        for final in (True,) if final_only else (True, False):
             for kind in ("arrow", "empty"):
                 entry = entries.get(_name(hour, final, kind))
                 if entry is not None and (final or to_utc(now).timestamp() - entry.mtime_ns / 1e9 < FRESH_TTL
@@ -130,7 +135,8 @@ class HourStore:
                     return entry
         return None
 
-    def _stored(self, hours: Iterable[datetime], now: datetime) -> list[tuple[datetime, FileEntry | None]]:
+    def _stored(self, hours: Iterable[datetime], now: datetime,
+                final_only: bool = False) -> list[tuple[datetime, FileEntry | None]]:
         """Each hour with its valid stored file, or None; one listing per day (on object storage, in parallel)."""
         hours = [to_utc(hour) for hour in hours]
         names = sorted({f"{hour:%Y%m%d}" for hour in hours})
@@ -140,14 +146,27 @@ class HourStore:
             with ThreadPoolExecutor(PARALLEL_LISTINGS) as pool:
                 listings = list(pool.map(lambda day: self._day(day, now), names))
         days = dict(zip(names, listings, strict=True))
-        return [(hour, self._stored_in(days[f"{hour:%Y%m%d}"], hour, now)) for hour in hours]
+        return [(hour, self._stored_in(days[f"{hour:%Y%m%d}"], hour, now, final_only)) for hour in hours]
 
     def has(self, hour: datetime, now: datetime) -> bool:
         return self._stored([hour], now)[0][1] is not None
 
-    def missing(self, hours: Iterable[datetime], now: datetime) -> list[datetime]:
-        """The hours that must be downloaded (absent, or fresh and expired)."""
-        return [hour for hour, entry in self._stored(hours, now) if entry is None]
+    def missing(self, hours: Iterable[datetime], now: datetime, refresh: bool = False) -> list[datetime]:
+        """The hours that must be downloaded (absent, or fresh and expired; ``refresh``: every hour not final)."""
+        return [hour for hour, entry in self._stored(hours, now, final_only=refresh) if entry is None]
+
+    def stored_span(self) -> tuple[datetime, datetime] | None:
+        """The first and the last hour stored (final or fresh, with or without events), or None."""
+        days = sorted(name for name in self.location.folders(self.project) if name.isdigit() and len(name) == 8)
+        ends = []
+        for ordered in (days, days[::-1]):
+            for day in ordered:
+                hours = sorted(name[:2] for name in self.location.list(self.project, day) if name[:2].isdigit())
+                if hours:
+                    hour = hours[0] if ordered is days else hours[-1]
+                    ends.append(to_utc(datetime.strptime(day + hour, "%Y%m%d%H")))
+                    break
+        return (ends[0], ends[1]) if len(ends) == 2 else None
 
     # --- reading ------------------------------------------------------------------------------------
     def files(self, hours: Iterable[datetime], now: datetime) -> list[FileEntry]:
@@ -245,6 +264,25 @@ class HourStore:
         for stale in derived[DERIVED_KEPT:]:
             self.location.delete(stale.path)
 
+    # --- coordination between processes -----------------------------------------------------------
+    def lock(self) -> StoreLock:
+        """The lock a process holds while it downloads into this store (see :class:`StoreLock`).
+
+        It lives in the local working folder: on object storage it is held per host, so two hosts may both
+        download an hour (at most twice); each publishes it whole, and one complete object remains."""
+        return FileStoreLock(self.root / ".download.lock")
+
+    def mark_synced(self) -> None:
+        """Record that a sync (re-reading every hour not yet final) just completed."""
+        write_atomically(self.root / "synced", str(time.time()).encode())
+
+    def synced_at(self) -> float:
+        """When the last complete sync ended (epoch seconds; 0 if never)."""
+        try:
+            return float((self.root / "synced").read_text())
+        except (FileNotFoundError, ValueError):
+            return 0.0
+
     # --- the secret key verifier --------------------------------------------------------------------
     def secret_status(self, secret_key: str) -> bool | None:
         """True if the secret matches the one this store was filled with, False if not, None if unknown."""
@@ -260,6 +298,96 @@ class HourStore:
         salt = os.urandom(16)
         digest = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), salt, PBKDF2_ROUNDS)
         self.location.publish_bytes(self._path("secret.verifier"), f"{salt.hex()}:{digest.hex()}".encode())
+
+
+class LockTimeout(Exception):
+    """The store lock stayed held by another process for the whole wait."""
+
+    def __init__(self, holder: dict) -> None:
+        self.holder = holder
+        who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
+        super().__init__(f"the hour store is being filled by {who}")
+
+
+class StoreLock:
+    """Mutual exclusion of the processes downloading into one store (web, Celery workers, ``amplitude-sync``).
+
+    What a lock *is* stays here; how it is *held* is the subclass's: a local or shared POSIX file system uses
+    :class:`FileStoreLock`, an object-storage store would hold a lease object instead. The policy is the same:
+    waiting polls until a deadline, the holder's identity (host, pid, since when) is readable for messages, and a
+    holder that crashes cannot keep the lock.
+    """
+
+    poll_s = 0.1
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Wait for the lock, at most ``timeout`` seconds (None: as long as it takes); else :class:`LockTimeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._try_hold():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LockTimeout(self.holder())
+            time.sleep(self.poll_s)
+
+    def release(self) -> None:
+        self._let_go()
+
+    def __enter__(self) -> StoreLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    @staticmethod
+    def identity() -> dict:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "since": datetime.now(UTC).isoformat()}
+
+    # --- how it is held (per backend) ---------------------------------------------------------------
+    def _try_hold(self) -> bool:
+        raise NotImplementedError
+
+    def _let_go(self) -> None:
+        raise NotImplementedError
+
+    def holder(self) -> dict:
+        raise NotImplementedError
+
+
+class FileStoreLock(StoreLock):
+    """An exclusive ``flock`` on a lock file. The kernel drops it when its holder exits or crashes (even with
+    SIGKILL), so a stale holder never blocks the store; the file's content only names the holder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def _try_hold(self) -> bool:
+        if self._fd is not None:
+            raise RuntimeError("this lock is already held")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(self.identity()).encode(), 0)
+        self._fd = fd
+        return True
+
+    def _let_go(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (FileNotFoundError, ValueError):
+            return {}
 
 
 class HourStaging:

@@ -46,6 +46,15 @@ def is_uri(where: str | Path) -> bool:
     return isinstance(where, str) and "://" in where and not where.startswith("file://")
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a local file beside its place and rename it into place: readers see the old or the new content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temp, path)
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """A stored file: its path inside the file system, modification time and size."""
@@ -129,11 +138,7 @@ class StoreLocation:
     def publish_bytes(self, path: str, data: bytes) -> None:
         """Make ``data`` the content of ``path`` in one step."""
         if self.local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=Path(path).parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temp, path)
+            write_atomically(Path(path), data)
             return
         with self._errors("written"), self.filesystem.open_output_stream(path) as stream:
             stream.write(data)

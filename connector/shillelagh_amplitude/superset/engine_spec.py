@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from typing import Any, TypedDict
 
+from flask import has_request_context, request
 from flask_babel import gettext as __
 from marshmallow import Schema, fields
 from sqlalchemy.engine.url import URL
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlglot import exp
 from sqlglot.dialects.sqlite import SQLite
 from superset.databases.utils import make_url_safe
@@ -24,6 +25,8 @@ from superset.db_engine_specs.shillelagh import ShillelaghEngineSpec
 from superset.errors import ErrorLevel, SupersetError, SupersetErrorType
 from superset.sql.parse import SQLGLOT_DIALECTS
 
+from ..export.client import AmplitudeError
+from ..export.probe import check_connection
 from ..sql.dialect import coerce
 
 
@@ -53,6 +56,14 @@ FORBIDDEN_QUERY_PARAMS = {"api_key", "secret_key", "cache_dir"}
 AUTH_ERROR_REGEX = re.compile(
     r"(?P<message>(Amplitude rejected the credentials|The secret key does not match|"
     r"Both api_key and secret_key are required|The amplitude adapter needs api_key)[^\n]*)"
+)
+#: The connection test's (and queries') network errors: an unknown region or host, a closed port, no answer.
+HOST_ERROR_REGEX = re.compile(r"(?P<message>(Unknown host '|Unknown region ')[^\n]*)")
+PORT_ERROR_REGEX = re.compile(
+    r"(?P<message>Could not reach Amplitude's Export API at [^\n]*connection was refused[^\n]*)"
+)
+DOWN_ERROR_REGEX = re.compile(
+    r"(?P<message>(Amplitude's Export API at \S+ did not answer|Could not reach Amplitude's Export API)[^\n]*)"
 )
 
 
@@ -103,6 +114,9 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
             SupersetErrorType.CONNECTION_ACCESS_DENIED_ERROR,
             {},
         ),
+        HOST_ERROR_REGEX: ("%(message)s", SupersetErrorType.CONNECTION_INVALID_HOSTNAME_ERROR, {}),
+        PORT_ERROR_REGEX: ("%(message)s", SupersetErrorType.CONNECTION_PORT_CLOSED_ERROR, {}),
+        DOWN_ERROR_REGEX: ("%(message)s", SupersetErrorType.CONNECTION_HOST_DOWN_ERROR, {}),
     }
 
     metadata = {
@@ -174,3 +188,23 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
     def get_function_names(cls, database: Any) -> list[str]:
         """SQLite's functions plus the percentile aggregates of the SQLite bundled with apsw."""
         return super().get_function_names(database) + ["median", "percentile", "percentile_cont", "percentile_disc"]
+
+    @staticmethod
+    def mutate_db_for_connection_test(database: Any) -> None:
+        """"Test connection" and "Connect": ask Amplitude once (or look at the offline store) with the settings
+        the connection will really use (its decrypted keys, the environment's project, the operator's store).
+
+        Superset also calls this hook from ``validate_parameters``, which the form runs on every change of a field:
+        no request to Amplitude there (half-typed keys, one request per keystroke)."""
+        if has_request_context() and request.path.rstrip("/").endswith("/validate_parameters"):
+            return
+        with database.get_sqla_engine() as engine:
+            settings = engine.dialect.create_connect_args(engine.url)[1]["adapter_kwargs"]["amplitude"]
+        try:
+            check_connection(**settings)
+        except AmplitudeError as exc:
+            raise DBAPIError(None, None, AmplitudeConnectionError(str(exc))) from None
+
+
+class AmplitudeConnectionError(Exception):
+    """What the connection test found wrong (a readable message without the secret)."""

@@ -1,0 +1,59 @@
+"""The connection test: one small Export API request, or, offline, a look at the store the connection points to.
+
+Superset's "Test connection" and "Connect" run it (``AmplitudeEngineSpec.mutate_db_for_connection_test``), so
+a wrong key, an unknown region or host and an unreachable network show up at once, as distinct errors, within
+about ``CONNECT_TIMEOUT_S + READ_TIMEOUT_S`` seconds: no retries, short timeouts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ..hours import format_hour
+from ..store.hour_store import HourStore
+from .client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
+from .loader import newest_exportable_hour
+
+CONNECT_TIMEOUT_S = 4.0
+READ_TIMEOUT_S = 6.0
+
+
+def check_connection(
+    api_key: str | None = None,
+    secret_key: str | None = None,
+    *,
+    region: str = "us",
+    base_url: str | None = None,
+    cache_dir: str | None = None,
+    offline: bool = False,
+    now: datetime | None = None,
+    **_ignored: Any,
+) -> str:
+    """What was checked, or an :class:`AmplitudeError` saying what is wrong (never containing the secret)."""
+    host = resolve_base_url(region, base_url)
+    if not api_key or not secret_key:
+        raise AuthenticationError("Both api_key and secret_key are required to reach Amplitude.")
+    if offline:
+        store = HourStore(cache_dir, host, api_key)
+        span = store.stored_span()
+        if span is None:
+            raise AmplitudeError(
+                "This connection is offline and its store holds no upload hours for this API key yet: load them "
+                "with amplitude-load or amplitude-sync."
+            )
+        if store.secret_status(secret_key) is False:
+            raise AuthenticationError(
+                "The secret key does not match the one this project's local store was filled with."
+            )
+        return f"offline store with upload hours {format_hour(span[0])}..{format_hour(span[1])}"
+    client = ExportClient(api_key, secret_key, base_url=host, retries=0, connect_timeout=CONNECT_TIMEOUT_S,
+                          timeout=READ_TIMEOUT_S, body_attempts=1)
+    hour = newest_exportable_hour(now or datetime.now(UTC))
+    window = client.download(Window(hour, hour))
+    if window is not None and window.path is not None:
+        window.path.unlink(missing_ok=True)
+    return f"Amplitude at {host} accepted the keys (upload hour {format_hour(hour)})"
+
+
+__all__ = ["AmplitudeError", "check_connection"]

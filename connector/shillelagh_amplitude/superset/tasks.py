@@ -1,0 +1,112 @@
+"""Superset's Celery task keeping the hour store of every Amplitude connection current.
+
+``superset_config`` registers it when Celery is configured (``REDIS_URL``): the module is in
+``CeleryConfig.imports`` and ``CeleryConfig.beat_schedule`` runs it every ``AMPLITUDE_SYNC_INTERVAL_S`` seconds
+(15 minutes by default) on one beat. Each run covers every ``amplitude://`` database in Superset's metadata, with
+its own decrypted credentials and the operator's settings (``DB_CONNECTION_MUTATOR``), plus the environment's
+project; each store once, offline connections skipped. Interactive queries then find their hours stored.
+
+``python -m shillelagh_amplitude.superset.tasks enable-async`` turns on asynchronous SQL Lab execution (on the
+Celery workers) for the Amplitude connections, as docker compose's init does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from superset.extensions import celery_app
+
+from ..export.client import AmplitudeError, resolve_base_url
+from ..export.sync import sync_project
+from ..sql.dialect import ADAPTER, coerce
+
+_logger = logging.getLogger(__name__)
+
+TASK_NAME = "amplitude.sync_stores"
+
+
+def _settings_of(database: Any) -> dict[str, Any]:
+    """The adapter kwargs a database's queries would use (decrypted secret, environment, operator's store)."""
+    with database.get_sqla_engine() as engine:
+        return engine.dialect.create_connect_args(engine.url)[1]["adapter_kwargs"][ADAPTER]
+
+
+def _environment_project(config: dict) -> dict[str, Any]:
+    variables = config.get("AMPLITUDE_ENV", {})
+    settings = {kwarg: coerce(kwarg, os.environ[name]) for kwarg, name in variables.items() if os.environ.get(name)}
+    if config.get("AMPLITUDE_CACHE_DIR"):
+        settings["cache_dir"] = config["AMPLITUDE_CACHE_DIR"]
+    return settings
+
+
+def amplitude_projects() -> list[tuple[str, dict[str, Any]]]:
+    """(name, settings) of every project to keep current, one per hour store."""
+    from flask import current_app
+    from superset import db
+    from superset.models.core import Database
+
+    candidates = [(database.database_name, database) for database in db.session.query(Database).all()
+                  if database.backend == "amplitude"]
+    projects: dict[tuple, tuple[str, dict[str, Any]]] = {}
+    for name, source in [*candidates, ("the environment's project", None)]:
+        try:
+            settings = _settings_of(source) if source is not None else _environment_project(current_app.config)
+            if settings.get("offline") or not settings.get("api_key"):
+                continue
+            key = (settings.get("cache_dir"), resolve_base_url(settings.get("region", "us"), settings.get("base_url")),
+                   settings["api_key"])
+        except Exception as exc:  # noqa: BLE001 - one bad connection must not stop the others
+            _logger.warning("Amplitude sync: skipping %s: %s", name, exc)
+            continue
+        projects.setdefault(key, (name, settings))
+    return list(projects.values())
+
+
+@celery_app.task(name=TASK_NAME)
+def sync_amplitude_stores() -> list[dict[str, Any]]:
+    """Bring every Amplitude project's store current; one result per project (no credentials in it)."""
+    results = []
+    for name, settings in amplitude_projects():
+        try:
+            result = sync_project(**settings)
+        except (AmplitudeError, OSError) as exc:
+            _logger.warning("Amplitude sync of %s failed: %s", name, exc)
+            results.append({"database": name, "ok": False, "error": str(exc)})
+            continue
+        results.append({"database": name, "ok": True, "summary": result.summary(),
+                        "hours_downloaded": result.hours_downloaded, "requests": result.requests})
+    return results
+
+
+def enable_async_sql_lab() -> list[str]:
+    """Turn on "Asynchronous query execution" for every Amplitude database; their names."""
+    from superset import db
+    from superset.models.core import Database
+
+    changed = []
+    for database in db.session.query(Database).all():
+        if database.backend == "amplitude":
+            database.allow_run_async = True
+            changed.append(database.database_name)
+    db.session.commit()
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["enable-async"]:
+        print("usage: python -m shillelagh_amplitude.superset.tasks enable-async", file=sys.stderr)
+        return 2
+    from superset.app import create_app
+
+    with create_app().app_context():
+        names = enable_async_sql_lab()
+    print(f"asynchronous SQL Lab on for: {', '.join(names) or 'no Amplitude database'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
