@@ -6,8 +6,9 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
 - ``SUPERSET_SECRET_KEY`` (else a random key generated once into ``$SUPERSET_HOME/secret_key``);
 - ``SUPERSET_DATABASE_URI`` (else ``sqlite:///$SUPERSET_HOME/superset.db``), ``REDIS_URL`` (optional);
 - ``AMPLITUDE_API_KEY``, ``AMPLITUDE_SECRET_KEY``, ``AMPLITUDE_REGION`` (or ``AMPLITUDE_BASE_URL``: a proxy,
-  the local emulator), ``AMPLITUDE_OFFLINE``: the project of every ``amplitude://`` connection that names
-  no API key itself (the bundled one); ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default
+  the local emulator), ``AMPLITUDE_OFFLINE``, ``AMPLITUDE_DEFAULT_DAYS`` (the window read when a query has no
+  time predicate): the project of every ``amplitude://`` connection that names no API key itself (the bundled
+  one); ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default
   ``$SUPERSET_HOME/amplitude``).
 
 Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
@@ -86,6 +87,7 @@ AMPLITUDE_ENV = {
     "region": "AMPLITUDE_REGION",
     "base_url": "AMPLITUDE_BASE_URL",
     "offline": "AMPLITUDE_OFFLINE",
+    "default_days": "AMPLITUDE_DEFAULT_DAYS",
 }
 AMPLITUDE_CACHE_DIR = os.environ.get("AMPLITUDE_CACHE_DIR") or str(HOME / "amplitude")
 

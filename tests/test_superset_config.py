@@ -12,8 +12,8 @@ from sqlalchemy.engine.url import make_url
 
 CONFIG = Path(__file__).resolve().parents[1] / "superset_config" / "superset_config.py"
 AMPLITUDE_VARIABLES = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "AMPLITUDE_REGION", "AMPLITUDE_BASE_URL",
-                       "AMPLITUDE_OFFLINE", "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY", "SUPERSET_DATABASE_URI",
-                       "REDIS_URL")
+                       "AMPLITUDE_OFFLINE", "AMPLITUDE_DEFAULT_DAYS", "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY",
+                       "SUPERSET_DATABASE_URI", "REDIS_URL")
 
 
 def load_config(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> ModuleType:
@@ -58,7 +58,7 @@ def test_production_settings_come_from_the_environment(monkeypatch: pytest.Monke
 def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = load_config(
         monkeypatch, tmp_path, AMPLITUDE_API_KEY="env-key", AMPLITUDE_SECRET_KEY="env-secret",
-        AMPLITUDE_OFFLINE="true", AMPLITUDE_CACHE_DIR="/srv/store",
+        AMPLITUDE_OFFLINE="true", AMPLITUDE_DEFAULT_DAYS="31", AMPLITUDE_CACHE_DIR="/srv/store",
     )
     url = make_url("amplitude://")
     _, params = config.DB_CONNECTION_MUTATOR(url, {"secret_key": "from-secure-extra", "cache_dir": "/etc"},
@@ -67,6 +67,7 @@ def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatc
         "api_key": "env-key",
         "secret_key": "from-secure-extra",  # the connection's own setting wins
         "offline": "true",
+        "default_days": "31",
         "cache_dir": "/srv/store",  # the operator's choice, always
     }
     # a connection naming its own project gets none of the environment's (not its secret, not offline)
