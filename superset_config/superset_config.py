@@ -23,6 +23,11 @@ from typing import Any
 
 from sqlalchemy.engine.url import URL
 
+from shillelagh_amplitude.superset.logs import install as one_line_user_errors
+
+# A user's SQL mistake is logged as one line, without a traceback; real faults keep theirs.
+one_line_user_errors()
+
 HOME = Path(os.environ.get("SUPERSET_HOME") or Path(__file__).resolve().parents[1] / "var")
 HOME.mkdir(parents=True, exist_ok=True)
 DATA_DIR = str(HOME)

@@ -79,3 +79,35 @@ def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatc
     assert config.DB_CONNECTION_MUTATOR(other, {}, "admin", None, None) == (other, {})
     default_store = load_config(monkeypatch, tmp_path).DB_CONNECTION_MUTATOR(url, {}, None, None, None)[1]
     assert default_store == {"cache_dir": str(tmp_path / "amplitude")}
+
+
+def test_user_errors_are_logged_as_one_line_and_faults_keep_their_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import apsw
+    from shillelagh.exceptions import ProgrammingError
+
+    factory = logging.getLogRecordFactory()
+    try:
+        load_config(monkeypatch, tmp_path)
+        logger = logging.getLogger("superset.test")
+        for raised in (apsw.SQLError("SQLError: no such column: lenght_s"), KeyError("hour")):
+            try:
+                try:
+                    raise raised
+                except apsw.SQLError as exc:  # how shillelagh wraps SQLite's error
+                    raise ProgrammingError(str(exc)) from exc
+            except Exception:
+                logger.warning("Query %s failed", "SELECT lenght_s\nFROM amplitude_sessions", exc_info=True)
+        typo, fault = caplog.records
+        assert typo.getMessage() == (
+            "Query SELECT lenght_s FROM amplitude_sessions failed "
+            "(ProgrammingError: SQLError: no such column: lenght_s)"
+        )
+        assert typo.exc_info is None
+        assert fault.exc_info is not None and fault.exc_info[0] is KeyError
+        assert caplog.text.count("Traceback") == 1  # the fault's only
+    finally:
+        logging.setLogRecordFactory(factory)

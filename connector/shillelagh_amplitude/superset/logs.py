@@ -1,0 +1,59 @@
+"""Server log hygiene: a user's mistake (a typo in SQL Lab, a bad option) is logged as one line, without a
+traceback; real faults (anything else) keep theirs.
+
+Superset logs a failed query with ``exc_info`` wherever it catches it (SQL Lab, chart data, dataset
+refresh), so the filter sits where every record is made: :func:`install` wraps the log record factory.
+``superset_config.py`` calls it; importing this module imports nothing of Superset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import apsw
+from shillelagh.exceptions import ProgrammingError as ShillelaghProgrammingError
+from sqlalchemy.exc import ProgrammingError as SQLAlchemyProgrammingError
+
+#: Errors in what the user wrote: SQLite's "no such column" or syntax errors, and the adapter's own
+#: refusals (a range over 365 days, a bad option, hours missing offline), which it raises as ProgrammingError.
+USER_ERRORS: tuple[type[BaseException], ...] = (apsw.SQLError, ShillelaghProgrammingError, SQLAlchemyProgrammingError)
+#: Superset's and sqlglot's SQL parse errors, by class name (importing Superset here would be circular).
+USER_ERROR_NAMES = frozenset({"SupersetParseError", "ParseError", "TokenError"})
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def is_user_error(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or what it wraps) is a mistake in the query, not a fault of the system."""
+    return any(isinstance(e, USER_ERRORS) or type(e).__name__ in USER_ERROR_NAMES for e in _chain(exc))
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def install() -> None:
+    """Make every log record carrying a user error one line without a traceback (idempotent)."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "amplitude_one_line", False):
+        return
+
+    def make_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        if record.exc_info and record.exc_info[1] is not None and is_user_error(record.exc_info[1]):
+            exc, message = record.exc_info[1], record.getMessage()
+            record.msg = one_line(message if str(exc) in message else f"{message} ({type(exc).__name__}: {exc})")
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return record
+
+    make_record.amplitude_one_line = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)
