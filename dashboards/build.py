@@ -85,15 +85,28 @@ def uuid_for(kind: str, key: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{kind}/{key}"))
 
 
-def chart_params(viz_type: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Full form data: viz defaults, then the source's params. No time range of its own: the dashboard's
-    time filter is the only one, so clearing it ("No filter") really removes it."""
+def time_filter(column: str) -> dict[str, Any]:
+    """The chart's time filter, open ("No filter"): the slot the dashboard's time range fills (Superset applies
+    a native time filter to a chart's TEMPORAL_RANGE filters), so clearing the dashboard's really clears it."""
+    return {
+        "clause": "WHERE",
+        "subject": column,
+        "operator": "TEMPORAL_RANGE",
+        "comparator": NO_FILTER,
+        "expressionType": "SIMPLE",
+    }
+
+
+def chart_params(viz_type: str, params: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+    """Full form data: viz defaults, an open time filter on the dataset's time column, the source's params.
+    No time range of its own: the dashboard's time filter is the only one."""
+    dttm = dataset.get("main_dttm_col")
     return {
         "datasource": DATASOURCE_PLACEHOLDER,
         "viz_type": viz_type,
         **VIZ_DEFAULTS[viz_type],
         "time_range": NO_FILTER,
-        "adhoc_filters": [],
+        "adhoc_filters": [time_filter(dttm)] if dttm else [],
         "extra_form_data": {},
         **params,
     }
@@ -385,7 +398,7 @@ def bundle_files(sources: Path = SOURCES) -> dict[str, dict[str, Any]]:
     for key, source in datasets.items():
         files[f"datasets/{database['database_name']}/{key}.yaml"] = dataset_config(key, source, database_uuid)
     for key, chart in charts.items():
-        params = chart_params(chart["viz_type"], chart["params"])
+        params = chart_params(chart["viz_type"], chart["params"], datasets[chart["dataset"]])
         files[f"charts/{key}.yaml"] = {
             "slice_name": chart["slice_name"],
             "description": chart.get("description"),

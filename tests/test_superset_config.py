@@ -111,3 +111,20 @@ def test_user_errors_are_logged_as_one_line_and_faults_keep_their_traceback(
         assert caplog.text.count("Traceback") == 1  # the fault's only
     finally:
         logging.setLogRecordFactory(factory)
+
+
+def test_a_failed_query_re_raised_by_superset_counts_as_the_users_error() -> None:
+    """SQL Lab re-raises a failed query's errors as SupersetErrorsException, with no cause attached."""
+    from superset.errors import ErrorLevel, SupersetError, SupersetErrorType
+    from superset.exceptions import SupersetErrorsException
+
+    from shillelagh_amplitude.superset.logs import is_user_error
+
+    def raised(message: str) -> SupersetErrorsException:
+        error = SupersetError(message, SupersetErrorType.GENERIC_DB_ENGINE_ERROR, ErrorLevel.ERROR)
+        return SupersetErrorsException([error])
+
+    assert is_user_error(raised("no such column: lenght_s"))
+    assert is_user_error(raised('near "SELEC": syntax error'))
+    assert not is_user_error(raised("KeyError: 'hour'"))
+    assert not is_user_error(OSError("disk full"))

@@ -108,12 +108,17 @@ def test_dataset_names_and_segments_match_the_docs(files) -> None:
 
 
 def test_charts_carry_no_time_range_of_their_own(files) -> None:
-    """The dashboard's time filter is the only one: "No filter" on the dashboard really means none."""
+    """The dashboard's time filter is the only one: a chart's time filter is an open slot ("No filter") that
+    the dashboard's range fills, so "No filter" on the dashboard really means none."""
+    datasets = {config["uuid"]: config for config in of_kind(files, "datasets").values()}
     for name, chart in of_kind(files, "charts").items():
-        context = json.loads(chart["query_context"])
+        (query,) = json.loads(chart["query_context"])["queries"]
         assert chart["params"]["time_range"] == "No filter", name
-        assert chart["params"]["adhoc_filters"] == [], name
-        assert context["queries"][0]["filters"] == [], name
+        dttm = datasets[chart["dataset_uuid"]]["main_dttm_col"]
+        expected = [{"col": dttm, "op": "TEMPORAL_RANGE", "val": "No filter"}] if dttm else []
+        assert query["filters"] == expected, name
+        assert [(f["subject"], f["comparator"]) for f in chart["params"]["adhoc_filters"]] == [
+            (f["col"], f["val"]) for f in expected], name
 
 
 def test_series_colours_axes_and_labels(files) -> None:
