@@ -99,7 +99,7 @@ def test_import_via_rest_api_twice(superset: Superset, api) -> None:
 def test_amplitude_is_offered_in_connect_a_database(superset: Superset, api) -> None:
     available = api.get(f"{superset.base}/api/v1/database/available/").json()["databases"]
     (amplitude,) = [engine for engine in available if engine["engine"] == "amplitude"]
-    assert amplitude["name"] == "Amplitude"
+    assert amplitude["name"] == "Amplitude Export API"  # also the default display name: not the bundled "Amplitude"
     assert set(amplitude["parameters"]["properties"]) == {"username", "password", "query"}
     ok = api.post(f"{superset.base}/api/v1/database/validate_parameters/", json={
         "engine": "amplitude", "configuration_method": "dynamic_form",
