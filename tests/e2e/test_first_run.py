@@ -46,6 +46,12 @@ def sql_lab(superset: Superset, api, sql: str):
     })
 
 
+def sessions_dataset_id(superset: Superset, api) -> int:
+    """The id of the bundle's ``sessions`` dataset."""
+    datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
+    return next(d["id"] for d in datasets if d["table_name"] == "sessions")
+
+
 def readme_statements() -> list[str]:
     """Every statement of every ```sql block of the README, as written."""
     blocks = SQL_BLOCK.findall((REPO / "README.md").read_text())
@@ -101,8 +107,7 @@ def test_missing_values_are_none_in_charts_and_filters(
     superset: Superset, api, sessions: list[Session]
 ) -> None:
     """A session without a country is "(none)" in the country chart and in the country filter's values."""
-    dataset_id = next(d["id"] for d in api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
-                      if d["table_name"] == "sessions")
+    dataset_id = sessions_dataset_id(superset, api)
     window = started(sessions, today() - timedelta(days=30), today())
     unknown = sum(1 for s in window if s.first.get("country") is None)
     assert unknown > 0  # the sample has sessions whose country Amplitude could not tell
@@ -217,8 +222,7 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     browser.save_screenshot(str(OUTPUT / "first-run-7-days.png"))
 
     # 4. a new time-series chart in Explore: X axis pre-filled, a saved metric, "Plan" under Simple; saved
-    dataset_id = next(d["id"] for d in api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
-                      if d["table_name"] == "sessions")
+    dataset_id = sessions_dataset_id(superset, api)
     browser.get(f"{superset.base}/explore/?datasource_type=table&datasource_id={dataset_id}"
                 "&viz_type=echarts_timeseries_line")
     x_axis = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-test="x_axis"]'))[0]
