@@ -91,6 +91,28 @@ def test_a_typo_is_one_error_with_one_prefix_and_one_log_line(superset: Superset
     assert lines and "Traceback" not in new, new[-3000:]
 
 
+def test_default_range_holds_whole_days_only(superset: Superset, api, sessions: list[Session]) -> None:
+    """Per day, over the dashboard's default range: thirty whole UTC days, each as the raw sample counts it (the
+    first day too: it is not cut at the hour the sample was made)."""
+    response = api.post(f"{superset.base}/api/v1/chart/data", json={
+        "datasource": {"id": sessions_dataset_id(superset, api), "type": "table"}, "force": True,
+        "queries": [{"metrics": ["sessions"], "row_limit": 100, "orderby": [["session_start", True]],
+                     "columns": [{"columnType": "BASE_AXIS", "sqlExpression": "session_start", "label": "session_start",
+                                  "expressionType": "SQL", "timeGrain": "P1D"}],
+                     "filters": [{"col": "session_start", "op": "TEMPORAL_RANGE",
+                                  "val": 'DATEADD(DATETIME("today"), -30, day) : today'}]}],
+        "result_format": "json", "result_type": "full",
+    })
+    rows = {datetime.fromtimestamp(r["session_start"] / 1000, UTC): r["sessions"]
+            for r in response.json()["result"][0]["data"]}
+    expected = Counter(s.start.replace(hour=0, minute=0, second=0, microsecond=0)
+                       for s in started(sessions, today() - timedelta(days=30), today()))
+    assert rows == dict(expected)
+    assert sorted(rows) == [today() - timedelta(days=n) for n in range(30, 0, -1)]
+    # the sample's sessions start in the first hours of its first day, not at the hour the sample was made
+    assert min(s.start for s in started(sessions, min(rows))) < min(rows) + timedelta(hours=3)
+
+
 def test_dataset_default_time_column_and_segments(superset: Superset, api) -> None:
     datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
     assert {"sessions", "event_types", "data_status"} <= {d["table_name"] for d in datasets}

@@ -135,8 +135,9 @@ def test_series_colours_axes_and_labels(files) -> None:
         if params.get("y_axis_title"):
             # the widest tick label is "10,000" (6 characters of about 7 px at 12 px) plus a gap
             assert params["y_axis_title_margin"] >= 6 * 7 + 15, name
-    distribution = charts["charts/length_distribution.yaml"]["params"]
-    assert distribution["xAxisLabelInterval"] == 0
+    for key in ("length_distribution", "by_signup_month"):  # nine buckets, twelve months: none hidden
+        params = charts[f"charts/{key}.yaml"]["params"]
+        assert (params["xAxisLabelInterval"], params["xAxisLabelRotation"]) == (0, 45), key
 
 
 def test_dashboard_places_every_chart_and_filters_target_real_columns(files) -> None:
