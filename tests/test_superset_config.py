@@ -120,11 +120,11 @@ def test_a_failed_query_re_raised_by_superset_counts_as_the_users_error() -> Non
 
     from shillelagh_amplitude.superset.logs import is_user_error
 
-    def raised(message: str) -> SupersetErrorsException:
-        error = SupersetError(message, SupersetErrorType.GENERIC_DB_ENGINE_ERROR, ErrorLevel.ERROR)
-        return SupersetErrorsException([error])
+    def raised(message: str, error_type: SupersetErrorType = SupersetErrorType.GENERIC_DB_ENGINE_ERROR):
+        return SupersetErrorsException([SupersetError(message, error_type, ErrorLevel.ERROR)])
 
     assert is_user_error(raised("no such column: lenght_s"))
     assert is_user_error(raised('near "SELEC": syntax error'))
+    assert is_user_error(raised("Username: ...", SupersetErrorType.CONNECTION_MISSING_PARAMETERS_ERROR))  # the form
     assert not is_user_error(raised("KeyError: 'hour'"))
     assert not is_user_error(OSError("disk full"))

@@ -21,12 +21,12 @@ from sqlalchemy.exc import ProgrammingError as SQLAlchemyProgrammingError
 USER_ERRORS: tuple[type[BaseException], ...] = (apsw.SQLError, ShillelaghProgrammingError, SQLAlchemyProgrammingError)
 #: Superset's and sqlglot's SQL parse errors, by class name (importing Superset here would be circular).
 USER_ERROR_NAMES = frozenset({"SupersetParseError", "ParseError", "TokenError"})
-#: Superset re-raises a failed query's errors as ``SupersetErrorsException`` (no cause attached): these types
-#: and SQLite's compile-time messages are the query's fault, whatever the engine.
+#: Superset re-raises a failed query's errors as ``SupersetErrorsException`` (no cause attached), and a form's
+#: validation errors likewise: these types and SQLite's compile-time messages are the user's, whatever the engine.
 USER_ERROR_TYPES = frozenset({
     "SYNTAX_ERROR", "COLUMN_DOES_NOT_EXIST_ERROR", "TABLE_DOES_NOT_EXIST_ERROR", "CONNECTION_ACCESS_DENIED_ERROR",
     "INVALID_PAYLOAD_SCHEMA_ERROR", "INVALID_PAYLOAD_FORMAT_ERROR", "INVALID_TEMPLATE_PARAMS_ERROR",
-    "MISSING_TEMPLATE_PARAMS_ERROR", "INVALID_SQL_ERROR",
+    "MISSING_TEMPLATE_PARAMS_ERROR", "INVALID_SQL_ERROR", "CONNECTION_MISSING_PARAMETERS_ERROR",
 })
 SQLITE_USER_MESSAGE = re.compile(
     r"^(no such (column|table|function)|near \"[^\"]*\": syntax error|incomplete input|ambiguous column name|"
