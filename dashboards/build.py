@@ -30,6 +30,7 @@ ZIP_DATE = (2026, 1, 1, 0, 0, 0)
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/shillelagh-amplitude/dashboards/session_length")
 DATASOURCE_PLACEHOLDER = "0__table"  # the importer rewrites it to the imported dataset's id
 DEFAULT_ROW_LIMIT = 10000
+NO_FILTER = "No filter"
 
 ECHARTS_DEFAULTS: dict[str, Any] = {
     "groupby": [],
@@ -39,7 +40,8 @@ ECHARTS_DEFAULTS: dict[str, Any] = {
     "legendOrientation": "top",
     "rich_tooltip": True,
     "x_axis_time_format": "smart_date",
-    "y_axis_title_margin": 30,
+    # room for tick labels up to "10,000" beside the title (at 30 the title overlapped them)
+    "y_axis_title_margin": 75,
     "y_axis_title_position": "Left",
     "color_scheme": "supersetColors",
     "show_empty_columns": True,
@@ -56,7 +58,8 @@ VIZ_DEFAULTS: dict[str, dict[str, Any]] = {
         "time_format": "smart_date",
     },
     "echarts_timeseries_line": {**ECHARTS_DEFAULTS, "seriesType": "line", "markerEnabled": True, "markerSize": 4},
-    "echarts_timeseries_bar": {**ECHARTS_DEFAULTS, "orientation": "vertical"},
+    # every category label shown (ECharts' "auto" hides every other one when they are close)
+    "echarts_timeseries_bar": {**ECHARTS_DEFAULTS, "orientation": "vertical", "xAxisLabelInterval": 0},
     "table": {
         "query_mode": "aggregate",
         "groupby": [],
@@ -82,25 +85,28 @@ def uuid_for(kind: str, key: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{kind}/{key}"))
 
 
-def time_filter(column: str, time_range: str) -> dict[str, Any]:
-    """The chart's own time range (a dashboard's time filter overrides it)."""
+def time_filter(column: str) -> dict[str, Any]:
+    """The chart's time filter, open ("No filter"): the slot the dashboard's time range fills (Superset applies
+    a native time filter to a chart's TEMPORAL_RANGE filters), so clearing the dashboard's really clears it."""
     return {
         "clause": "WHERE",
         "subject": column,
         "operator": "TEMPORAL_RANGE",
-        "comparator": time_range,
+        "comparator": NO_FILTER,
         "expressionType": "SIMPLE",
     }
 
 
-def chart_params(viz_type: str, params: dict[str, Any], dataset: dict[str, Any], time_range: str) -> dict[str, Any]:
-    """Full form data: viz defaults, the dataset's time filter, then the source's params."""
+def chart_params(viz_type: str, params: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+    """Full form data: viz defaults, an open time filter on the dataset's time column, the source's params.
+    No time range of its own: the dashboard's time filter is the only one."""
     dttm = dataset.get("main_dttm_col")
     return {
         "datasource": DATASOURCE_PLACEHOLDER,
         "viz_type": viz_type,
         **VIZ_DEFAULTS[viz_type],
-        "adhoc_filters": [time_filter(dttm, time_range)] if dttm else [],
+        "time_range": NO_FILTER,
+        "adhoc_filters": [time_filter(dttm)] if dttm else [],
         "extra_form_data": {},
         **params,
     }
@@ -195,7 +201,7 @@ def dataset_config(key: str, source: dict[str, Any], database_uuid: str) -> dict
             "type": column["type"],
             "is_dttm": column.get("is_dttm", False),
             "is_active": True,
-            "groupby": True,
+            "groupby": column.get("groupby", True),
             "filterable": True,
             "expression": column.get("expression"),
             "description": column.get("description"),
@@ -289,6 +295,18 @@ def position(dashboard: dict[str, Any], chart_ids: dict[str, int], charts: dict[
     return tree
 
 
+def label_colors(datasets: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Fixed series colours, by metric name and by its label: a metric keeps its colour whatever the filters."""
+    colors = {}
+    for dataset in datasets.values():
+        for metric in dataset["metrics"]:
+            if color := metric.get("color"):
+                colors[metric["metric_name"]] = color
+                if metric.get("verbose_name"):
+                    colors[metric["verbose_name"]] = color
+    return colors
+
+
 def native_filter(source: dict[str, Any], default_time_range: str, excluded: list[int]) -> dict[str, Any]:
     """One native filter: the time range (with its default) or a value select on a dataset column."""
     key = source.get("column", "time_range")
@@ -328,7 +346,9 @@ def native_filter(source: dict[str, Any], default_time_range: str, excluded: lis
     }
 
 
-def dashboard_config(dashboard: dict[str, Any], charts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def dashboard_config(
+    dashboard: dict[str, Any], charts: dict[str, dict[str, Any]], datasets: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     """The dashboard file; chart ids are placeholders the importer remaps through ``position``."""
     chart_ids = {key: number for number, key in enumerate(sorted(charts), start=1)}
     excluded = [chart_ids[key] for key in dashboard.get("unfiltered_charts", [])]
@@ -347,7 +367,7 @@ def dashboard_config(dashboard: dict[str, Any], charts: dict[str, dict[str, Any]
             "color_scheme": "supersetColors",
             "refresh_frequency": 0,
             "expanded_slices": {},
-            "label_colors": {},
+            "label_colors": label_colors(datasets),
             "shared_label_colors": [],
             "timed_refresh_immune_slices": [],
             "cross_filters_enabled": False,
@@ -378,8 +398,7 @@ def bundle_files(sources: Path = SOURCES) -> dict[str, dict[str, Any]]:
     for key, source in datasets.items():
         files[f"datasets/{database['database_name']}/{key}.yaml"] = dataset_config(key, source, database_uuid)
     for key, chart in charts.items():
-        params = chart_params(chart["viz_type"], chart["params"], datasets[chart["dataset"]],
-                              dashboard["default_time_range"])
+        params = chart_params(chart["viz_type"], chart["params"], datasets[chart["dataset"]])
         files[f"charts/{key}.yaml"] = {
             "slice_name": chart["slice_name"],
             "description": chart.get("description"),
@@ -393,7 +412,7 @@ def bundle_files(sources: Path = SOURCES) -> dict[str, dict[str, Any]]:
             "version": VERSION,
             "dataset_uuid": uuid_for("dataset", chart["dataset"]),
         }
-    files[f"dashboards/{dashboard['slug']}.yaml"] = dashboard_config(dashboard, charts)
+    files[f"dashboards/{dashboard['slug']}.yaml"] = dashboard_config(dashboard, charts, datasets)
     return files
 
 

@@ -2,8 +2,9 @@
 
     make demo                      # or: .venv/bin/python scripts/demo.py [--port 8088]
 
-Without credentials it generates the last 30 days of realistic events, loads them into a local hour store
-through the real decode path (``amplitude-load``) and serves them offline: no account, no network. With
+Without credentials it generates 30 whole UTC days of realistic events (exported as Amplitude would serve
+them now), loads them into a local hour store through the real decode path (``amplitude-load``) and serves
+them offline: no account, no network. With
 ``AMPLITUDE_API_KEY`` and ``AMPLITUDE_SECRET_KEY`` (and ``AMPLITUDE_REGION``) set, it pre-fills the store from
 the live project with ``amplitude-sync`` and the same dashboard shows it.
 
@@ -93,8 +94,12 @@ def live_credentials() -> bool:
     return bool(os.environ.get("AMPLITUDE_API_KEY") and os.environ.get("AMPLITUDE_SECRET_KEY"))
 
 
-def superset_env(layout: Layout, live: bool) -> dict[str, str]:
-    """Environment of every Superset command and of the server: our config, our home, the project."""
+def superset_env(layout: Layout, live: bool, days: int = 30) -> dict[str, str]:
+    """Environment of every Superset command and of the server: our config, our home, the project.
+
+    Offline, a query without a time predicate reads one day more than the sample's ``days`` whole UTC days
+    (the window is counted back from now), so the dashboard's "No filter" shows the whole sample.
+    """
     env = {
         **os.environ,
         "SUPERSET_CONFIG_PATH": str(REPO / "superset_config" / "superset_config.py"),
@@ -105,12 +110,14 @@ def superset_env(layout: Layout, live: bool) -> dict[str, str]:
     if live:
         env["AMPLITUDE_CACHE_DIR"] = str(layout.live_store)
         env.pop("AMPLITUDE_OFFLINE", None)
+        env.pop("AMPLITUDE_DEFAULT_DAYS", None)
     else:
         env.update(
             AMPLITUDE_API_KEY=DEMO_API_KEY,
             AMPLITUDE_SECRET_KEY=DEMO_SECRET_KEY,
             AMPLITUDE_OFFLINE="true",
             AMPLITUDE_CACHE_DIR=str(layout.demo_store),
+            AMPLITUDE_DEFAULT_DAYS=str(days + 1),
         )
         for variable in ("AMPLITUDE_REGION", "AMPLITUDE_BASE_URL"):
             env.pop(variable, None)
@@ -276,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` stops the server
     layout = Layout(args.var.resolve())
     live = live_credentials()
-    env = superset_env(layout, live)
+    env = superset_env(layout, live, args.days)
     stop_previous(layout)
     if port_in_use(args.host, args.port):
         raise SystemExit(f"{args.host}:{args.port} is already in use: stop what runs there or pass --port")

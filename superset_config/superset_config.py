@@ -6,9 +6,9 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
 - ``SUPERSET_SECRET_KEY`` (else a random key generated once into ``$SUPERSET_HOME/secret_key``);
 - ``SUPERSET_DATABASE_URI`` (else ``sqlite:///$SUPERSET_HOME/superset.db``), ``REDIS_URL`` (optional);
 - ``AMPLITUDE_API_KEY``, ``AMPLITUDE_SECRET_KEY``, ``AMPLITUDE_REGION`` (or ``AMPLITUDE_BASE_URL``: a proxy,
-  the local emulator), ``AMPLITUDE_OFFLINE``: the project of every ``amplitude://`` connection that names
-  no API key itself (the bundled one); ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default
-  ``$SUPERSET_HOME/amplitude``);
+  the local emulator), ``AMPLITUDE_OFFLINE``, ``AMPLITUDE_DEFAULT_DAYS`` (the window read when a query has no
+  time predicate): the project of every ``amplitude://`` connection that names no API key itself (the bundled
+  one); ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default ``$SUPERSET_HOME/amplitude``);
 - ``AMPLITUDE_DOWNLOAD_BUDGET_S`` (default 20; ``0``: unlimited): the longest a web request's query may spend
   downloading from Amplitude before it fails with a clear message (Celery workers are not limited);
 - ``AMPLITUDE_SYNC_INTERVAL_S`` (default 900): how often Celery beat runs the background sync (with Celery).
@@ -24,6 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine.url import URL
+
+from shillelagh_amplitude.superset.explore import register as prefill_time_column
+from shillelagh_amplitude.superset.logs import install as one_line_user_errors
+
+# A user's SQL mistake is logged as one line, without a traceback; real faults keep theirs.
+one_line_user_errors()
 
 HOME = Path(os.environ.get("SUPERSET_HOME") or Path(__file__).resolve().parents[1] / "var")
 HOME.mkdir(parents=True, exist_ok=True)
@@ -89,6 +95,9 @@ if REDIS_URL:
     CELERY_CONFIG = CeleryConfig
     RESULTS_BACKEND = RedisCache(host=redis.from_url(REDIS_URL), key_prefix="superset_results_")
 
+# A new chart on an Amplitude dataset starts with session_start (the dataset's time column) on its X axis.
+FLASK_APP_MUTATOR = prefill_time_column
+
 # Dataset creation would otherwise scan a time column with no time bound (a full export download).
 DATASET_AUTO_DETECT_DATETIME_FORMATS = False
 PREVENT_UNSAFE_DB_CONNECTIONS = True
@@ -102,6 +111,7 @@ AMPLITUDE_ENV = {
     "region": "AMPLITUDE_REGION",
     "base_url": "AMPLITUDE_BASE_URL",
     "offline": "AMPLITUDE_OFFLINE",
+    "default_days": "AMPLITUDE_DEFAULT_DAYS",
 }
 AMPLITUDE_CACHE_DIR = os.environ.get("AMPLITUDE_CACHE_DIR") or str(HOME / "amplitude")
 _budget = (os.environ.get("AMPLITUDE_DOWNLOAD_BUDGET_S") or "20").strip().lower()

@@ -7,7 +7,7 @@ import json
 import re
 import zipfile
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from shillelagh_amplitude.sample.generator import (
     make_event,
     member_name,
     parse_member_name,
+    sample_window,
     write_events,
     write_export_zip,
 )
@@ -349,9 +350,11 @@ def test_write_export_zip_selects_an_inclusive_hour_range(generated, tmp_path):
     assert write_export_zip(data_dir, tmp_path / "all.zip") == len(summary.files)
 
 
-def test_command_line_writes_a_sample_zip(tmp_path, capsys):
+def test_command_line_writes_whole_utc_days_through_the_newest_exportable_hour(tmp_path, capsys):
+    """Exported at 2024-03-03 05:40 UTC: Amplitude serves upload hours through 02:00 (about 3 h behind), so the
+    sample's sessions fill the two whole days 03-01 and 03-02, and uploads run on to 03-03 02:00."""
     out = tmp_path / "sample.zip"
-    main(["--days", "1", "--events", "1500", "--seed", "1", "--out", str(out), "--end", "2024-03-02T00"])
+    main(["--days", "2", "--events", "3000", "--seed", "1", "--out", str(out), "--now", "2024-03-03T05:40"])
     with zipfile.ZipFile(out) as archive:
         hours = {parse_member_name(name)[1] for name in archive.namelist()}
         events = [
@@ -359,8 +362,26 @@ def test_command_line_writes_a_sample_zip(tmp_path, capsys):
             for name in archive.namelist()
             for line in gzip.decompress(archive.read(name)).splitlines()
         ]
-    assert min(hours) == datetime(2024, 3, 1, tzinfo=UTC) and max(hours) == datetime(
-        2024, 3, 1, 23, tzinfo=UTC
-    )
-    assert 1000 < len(events) < 2000
-    assert "sample.zip" in capsys.readouterr().out
+    assert min(hours) == datetime(2024, 3, 1, tzinfo=UTC)
+    assert max(hours) == datetime(2024, 3, 3, 2, tzinfo=UTC)
+    starts = {datetime.fromtimestamp(e["session_id"] / 1000, UTC) for e in events if e["session_id"] != -1}
+    # every hour of both days holds session starts (the first day is as full as the other); none after them
+    # (a session id can run a few minutes early or late: about 2 % of devices have a skewed clock)
+    assert max(starts) < datetime(2024, 3, 3, 1, tzinfo=UTC)
+    by_day_hour = {(s.date(), s.hour) for s in starts if s >= datetime(2024, 3, 1, tzinfo=UTC)}
+    assert by_day_hour == {(date(2024, 3, d), h) for d in (1, 2) for h in range(24)}
+    assert 2000 < len(events) < 4000
+    assert "2024-03-01 .. 2024-03-02 (UTC days)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        ("2024-03-03T05:40", ("2024-03-01", "2024-03-03", "2024-03-03T02")),
+        ("2024-03-03T02:00", ("2024-03-01", "2024-03-03", "2024-03-02T23")),  # 23:00 just exportable
+        ("2024-03-03T01:59", ("2024-02-29", "2024-03-02", "2024-03-02T22")),  # yesterday not complete yet
+    ],
+)
+def test_sample_window(now, expected):
+    start, end, last = sample_window(2, datetime.fromisoformat(now).replace(tzinfo=UTC))
+    assert (f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}", f"{last:%Y-%m-%dT%H}") == expected

@@ -12,8 +12,8 @@ from sqlalchemy.engine.url import make_url
 
 CONFIG = Path(__file__).resolve().parents[1] / "superset_config" / "superset_config.py"
 AMPLITUDE_VARIABLES = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "AMPLITUDE_REGION", "AMPLITUDE_BASE_URL",
-                       "AMPLITUDE_OFFLINE", "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY", "SUPERSET_DATABASE_URI",
-                       "REDIS_URL", "AMPLITUDE_DOWNLOAD_BUDGET_S", "AMPLITUDE_SYNC_INTERVAL_S")
+                       "AMPLITUDE_OFFLINE", "AMPLITUDE_DEFAULT_DAYS", "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY",
+                       "SUPERSET_DATABASE_URI", "REDIS_URL", "AMPLITUDE_DOWNLOAD_BUDGET_S", "AMPLITUDE_SYNC_INTERVAL_S")
 
 
 def load_config(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> ModuleType:
@@ -58,7 +58,7 @@ def test_production_settings_come_from_the_environment(monkeypatch: pytest.Monke
 def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = load_config(
         monkeypatch, tmp_path, AMPLITUDE_API_KEY="env-key", AMPLITUDE_SECRET_KEY="env-secret",
-        AMPLITUDE_OFFLINE="true", AMPLITUDE_CACHE_DIR="/srv/store",
+        AMPLITUDE_OFFLINE="true", AMPLITUDE_DEFAULT_DAYS="31", AMPLITUDE_CACHE_DIR="/srv/store",
     )
     url = make_url("amplitude://")
     _, params = config.DB_CONNECTION_MUTATOR(url, {"secret_key": "from-secure-extra", "cache_dir": "/etc"},
@@ -67,6 +67,7 @@ def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatc
         "api_key": "env-key",
         "secret_key": "from-secure-extra",  # the connection's own setting wins
         "offline": "true",
+        "default_days": "31",
         "cache_dir": "/srv/store",  # the operator's choice, always
         "download_budget_s": 20.0,  # the web process's default budget
     }
@@ -109,3 +110,52 @@ def test_celery_beat_runs_the_amplitude_sync(monkeypatch, tmp_path) -> None:
     assert (entry["task"], entry["schedule"].total_seconds()) == ("amplitude.sync_stores", 900)
     faster = load_config(monkeypatch, tmp_path, REDIS_URL="redis://r:6379/0", AMPLITUDE_SYNC_INTERVAL_S="30")
     assert faster.CELERY_CONFIG.beat_schedule["amplitude-sync"]["schedule"].total_seconds() == 30
+
+
+def test_user_errors_are_logged_as_one_line_and_faults_keep_their_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import apsw
+    from shillelagh.exceptions import ProgrammingError
+
+    factory = logging.getLogRecordFactory()
+    try:
+        load_config(monkeypatch, tmp_path)
+        logger = logging.getLogger("superset.test")
+        for raised in (apsw.SQLError("SQLError: no such column: lenght_s"), KeyError("hour")):
+            try:
+                try:
+                    raise raised
+                except apsw.SQLError as exc:  # how shillelagh wraps SQLite's error
+                    raise ProgrammingError(str(exc)) from exc
+            except Exception:
+                logger.warning("Query %s failed", "SELECT lenght_s\nFROM amplitude_sessions", exc_info=True)
+        typo, fault = caplog.records
+        assert typo.getMessage() == (
+            "Query SELECT lenght_s FROM amplitude_sessions failed "
+            "(ProgrammingError: SQLError: no such column: lenght_s)"
+        )
+        assert typo.exc_info is None
+        assert fault.exc_info is not None and fault.exc_info[0] is KeyError
+        assert caplog.text.count("Traceback") == 1  # the fault's only
+    finally:
+        logging.setLogRecordFactory(factory)
+
+
+def test_a_failed_query_re_raised_by_superset_counts_as_the_users_error() -> None:
+    """SQL Lab re-raises a failed query's errors as SupersetErrorsException, with no cause attached."""
+    from superset.errors import ErrorLevel, SupersetError, SupersetErrorType
+    from superset.exceptions import SupersetErrorsException
+
+    from shillelagh_amplitude.superset.logs import is_user_error
+
+    def raised(message: str, error_type: SupersetErrorType = SupersetErrorType.GENERIC_DB_ENGINE_ERROR):
+        return SupersetErrorsException([SupersetError(message, error_type, ErrorLevel.ERROR)])
+
+    assert is_user_error(raised("no such column: lenght_s"))
+    assert is_user_error(raised('near "SELEC": syntax error'))
+    assert is_user_error(raised("Username: ...", SupersetErrorType.CONNECTION_MISSING_PARAMETERS_ERROR))  # the form
+    assert not is_user_error(raised("KeyError: 'hour'"))
+    assert not is_user_error(OSError("disk full"))

@@ -81,9 +81,10 @@ def test_demo_serves_the_live_project_then_reruns(tmp_path: Path, live_project: 
         assert stop(process) == 0
     assert not demo.port_in_use("127.0.0.1", port)  # the server went with it
 
-    start = datetime.fromtimestamp(result["from_dttm"] / 1000, UTC)
-    end = datetime.fromtimestamp(result["to_dttm"] / 1000, UTC)
-    expected = [s for s in sessions_from_records(read_dataset(live_project.data_dir)) if start <= s.start < end]
+    # the chart carries no time range: the connection's default window, the last 30 days (live, no override)
+    assert (result["from_dttm"], result["to_dttm"]) == (None, None)
+    start = floor_hour(datetime.now(UTC) - timedelta(days=30))
+    expected = [s for s in sessions_from_records(read_dataset(live_project.data_dir)) if start <= s.start]
     assert result["data"] == [{"sessions": len(expected)}] and expected
     assert live_project.requests and {r.status for r in live_project.requests} <= {200, 404}
     assert not layout.sample.exists() and any(layout.live_store.iterdir())

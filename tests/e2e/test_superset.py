@@ -16,11 +16,12 @@ from shillelagh_amplitude.sample.generator import generate_dataset
 
 from ..expected import Session, kpis, percentile, sessions_from_records, user_property
 from ..helpers import read_zip
-from .conftest import OUTPUT, Superset
+from .conftest import OUTPUT, SAMPLE_DAYS, Superset
 
 pytestmark = pytest.mark.e2e
 
 SLUG = "session-length"
+DEFAULT_RANGE = 'DATEADD(DATETIME("today"), -30, day) : today'
 CHART_LOAD_TIMEOUT_S = 120
 #: Grouping columns of the charts (they may hold NULL, e.g. an unknown country); every other value is a metric.
 DIMENSIONS = {"session_start", "length_bucket", "plan", "user_type", "company_size", "platform", "signup_month",
@@ -54,10 +55,20 @@ def amplitude_database(superset: Superset, api) -> dict:
 
 
 def in_range(sessions: list[Session], result: dict) -> list[Session]:
-    """The sessions a chart result covers: started in its [from_dttm, to_dttm) (epoch ms)."""
-    start = datetime.fromtimestamp(result["from_dttm"] / 1000, UTC)
-    end = datetime.fromtimestamp(result["to_dttm"] / 1000, UTC)
+    """The sessions a chart result covers: started in its [from_dttm, to_dttm) (epoch ms); with no time range,
+    the adapter's default window (the demo's: the sample's days plus one, back from now)."""
+    if result["from_dttm"] is None:
+        start, end = floor_hour(datetime.now(UTC) - timedelta(days=SAMPLE_DAYS + 1)), datetime.max.replace(tzinfo=UTC)
+    else:
+        start = datetime.fromtimestamp(result["from_dttm"] / 1000, UTC)
+        end = datetime.fromtimestamp(result["to_dttm"] / 1000, UTC)
     return [s for s in sessions if start <= s.start < end]
+
+
+def default_window() -> tuple[datetime, datetime]:
+    """The dashboard's default range, computed here: the 30 whole UTC days before today."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=30), today
 
 
 def value(result: dict) -> float:
@@ -88,7 +99,7 @@ def test_import_via_rest_api_twice(superset: Superset, api) -> None:
 def test_amplitude_is_offered_in_connect_a_database(superset: Superset, api) -> None:
     available = api.get(f"{superset.base}/api/v1/database/available/").json()["databases"]
     (amplitude,) = [engine for engine in available if engine["engine"] == "amplitude"]
-    assert amplitude["name"] == "Amplitude"
+    assert amplitude["name"] == "Amplitude Export API"  # also the default display name: not the bundled "Amplitude"
     assert set(amplitude["parameters"]["properties"]) == {"username", "password", "query"}
     ok = api.post(f"{superset.base}/api/v1/database/validate_parameters/", json={
         "engine": "amplitude", "configuration_method": "dynamic_form",
@@ -110,7 +121,7 @@ def test_tables_time_grains_and_functions(superset: Superset, api) -> None:
     functions = api.get(f"{superset.base}/api/v1/database/{database['id']}/function_names/").json()
     assert {"median", "percentile"} <= set(functions["function_names"])
     datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
-    sessions_dataset = next(d for d in datasets if d["table_name"] == "amplitude_session_lengths")
+    sessions_dataset = next(d for d in datasets if d["table_name"] == "sessions")
     explore = api.get(
         f"{superset.base}/api/v1/explore/?datasource_id={sessions_dataset['id']}&datasource_type=table"
     ).json()["result"]["dataset"]
@@ -164,11 +175,9 @@ def test_dashboard_filters_plan_and_contains_event(
 ) -> None:
     """The filters as the dashboard sends them: a plan, and an event type applied through the dataset's Jinja."""
     datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
-    dataset_id = next(d["id"] for d in datasets if d["table_name"] == "amplitude_session_lengths")
-    window = in_range(sessions, chart_data["Sessions"])
+    dataset_id = next(d["id"] for d in datasets if d["table_name"] == "sessions")
     event = "invite_sent"
-    expected = sum(1 for s in window if user_property(s, "plan") == "free" and event in s.event_types)
-    time_filter = {"col": "session_start", "op": "TEMPORAL_RANGE", "val": "Last 30 days"}
+    time_filter = {"col": "session_start", "op": "TEMPORAL_RANGE", "val": DEFAULT_RANGE}
     response = api.post(f"{superset.base}/api/v1/chart/data", json={
         "datasource": {"id": dataset_id, "type": "table"},
         "force": True,
@@ -186,6 +195,9 @@ def test_dashboard_filters_plan_and_contains_event(
     })
     assert response.status_code == 200, response.text[:500]
     result = response.json()["result"][0]
+    assert (result["from_dttm"], result["to_dttm"]) == tuple(int(t.timestamp() * 1000) for t in default_window())
+    window = in_range(sessions, result)
+    expected = sum(1 for s in window if user_property(s, "plan") == "free" and event in s.event_types)
     assert value(result) == expected > 0
     assert {f["column"] for f in result["applied_filters"]} >= {"plan", "session_start"}
     assert result["rejected_filters"] == []
@@ -193,9 +205,9 @@ def test_dashboard_filters_plan_and_contains_event(
 
 def test_sql_lab_percentiles(superset: Superset, api, chart_data: dict[str, dict], sessions: list[Session]) -> None:
     database = amplitude_database(superset, api)
-    result = chart_data["Sessions"]
-    start = datetime.fromtimestamp(result["from_dttm"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    end = datetime.fromtimestamp(result["to_dttm"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    first, last = default_window()
+    result = {"from_dttm": first.timestamp() * 1000, "to_dttm": last.timestamp() * 1000}
+    start, end = f"{first:%Y-%m-%d %H:%M:%S}", f"{last:%Y-%m-%d %H:%M:%S}"
     sql = (
         "SELECT COUNT(*) AS sessions, median(length_s) AS p50, percentile(length_s, 95) AS p95, "
         "percentile_disc(length_s, 0.9) AS p90_disc FROM amplitude_sessions "
@@ -254,7 +266,9 @@ def test_connect_a_database_form_in_the_browser(superset: Superset, api, browser
     connection = api.get(f"{superset.base}/api/v1/database/{database['id']}/connection").json()["result"]
     assert connection["sqlalchemy_uri"] == "amplitude://demo:XXXXXXXXXX@?offline=true"
     assert secret not in json.dumps(connection)
-    sql = "SELECT COUNT(*) AS n, percentile(length_s, 95) AS p95 FROM amplitude_sessions"
+    # same range on both (the bundled connection's default window is the demo's, one day longer)
+    sql = ("SELECT COUNT(*) AS n, percentile(length_s, 95) AS p95 FROM amplitude_sessions "
+           "WHERE session_start >= date('now', '-29 days')")
     rows = [
         api.post(f"{superset.base}/api/v1/sqllab/execute/", json={
             "database_id": database_id, "sql": sql, "runAsync": False,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ..scripts import load_script
+from ..scripts import REPO, load_script
 
 build = load_script("dashboards/build.py")
 
@@ -88,6 +88,58 @@ def test_datasets_carry_columns_and_percentile_metrics(files) -> None:
     }
 
 
+def test_dataset_names_and_segments_match_the_docs(files) -> None:
+    """The names dashboards/README.md uses; segments are plain columns (Explore's "Simple" tab lists only
+    columns without an expression), "(none)" when missing; measures, ids and JSON are not offered to group by."""
+    datasets = {config["table_name"]: config for config in of_kind(files, "datasets").values()}
+    assert set(datasets) == {"sessions", "event_types", "data_status"}
+    readme = (REPO / "dashboards" / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in datasets)
+    sessions = datasets["sessions"]
+    assert sessions["main_dttm_col"] == "session_start"
+    segments = {"plan", "user_type", "company_size", "signup_month", "country", "platform", "os_name",
+                "device_type", "region", "city", "language", "version_name", "length_bucket", "first_event_type",
+                "last_event_type", "session_start"}
+    columns = {column["column_name"]: column for column in sessions["columns"]}
+    assert {name for name, column in columns.items() if column["groupby"]} == segments
+    assert all(column["expression"] is None for column in columns.values())
+    for segment in ("plan", "user_type", "company_size", "signup_month", "country", "platform"):
+        assert f"'(none)') AS {segment}" in sessions["sql"], segment
+
+
+def test_charts_carry_no_time_range_of_their_own(files) -> None:
+    """The dashboard's time filter is the only one: a chart's time filter is an open slot ("No filter") that
+    the dashboard's range fills, so "No filter" on the dashboard really means none."""
+    datasets = {config["uuid"]: config for config in of_kind(files, "datasets").values()}
+    for name, chart in of_kind(files, "charts").items():
+        (query,) = json.loads(chart["query_context"])["queries"]
+        assert chart["params"]["time_range"] == "No filter", name
+        dttm = datasets[chart["dataset_uuid"]]["main_dttm_col"]
+        expected = [{"col": dttm, "op": "TEMPORAL_RANGE", "val": "No filter"}] if dttm else []
+        assert query["filters"] == expected, name
+        assert [(f["subject"], f["comparator"]) for f in chart["params"]["adhoc_filters"]] == [
+            (f["col"], f["val"]) for f in expected], name
+
+
+def test_series_colours_axes_and_labels(files) -> None:
+    """Median and p95 keep one colour each on every chart; axis titles clear the tick labels; every bucket
+    label of the distribution is drawn."""
+    (dashboard,) = of_kind(files, "dashboards").values()
+    colors = dashboard["metadata"]["label_colors"]
+    assert len({colors["avg_length_s"], colors["p50_length_s"], colors["p95_length_s"]}) == 3
+    assert colors["Median length (s)"] == colors["p50_length_s"]
+    assert colors["p95 length (s)"] == colors["p95_length_s"]
+    charts = of_kind(files, "charts")
+    for name, chart in charts.items():
+        params = chart["params"]
+        if params.get("y_axis_title"):
+            # the widest tick label is "10,000" (6 characters of about 7 px at 12 px) plus a gap
+            assert params["y_axis_title_margin"] >= 6 * 7 + 15, name
+    for key in ("length_distribution", "by_signup_month"):  # nine buckets, twelve months: none hidden
+        params = charts[f"charts/{key}.yaml"]["params"]
+        assert (params["xAxisLabelInterval"], params["xAxisLabelRotation"]) == (0, 45), key
+
+
 def test_dashboard_places_every_chart_and_filters_target_real_columns(files) -> None:
     (dashboard,) = of_kind(files, "dashboards").values()
     charts = of_kind(files, "charts")
@@ -103,7 +155,9 @@ def test_dashboard_places_every_chart_and_filters_target_real_columns(files) -> 
     assert [f["name"] for f in filters] == [
         "Time range", "Plan", "Country", "Platform", "Sessions that contain event"
     ]
-    assert filters[0]["defaultDataMask"]["extraFormData"] == {"time_range": "Last 30 days"}
+    # 30 whole UTC days ending at midnight, a closed range that Superset's time filter shows as "Custom"
+    default_range = 'DATEADD(DATETIME("today"), -30, day) : today'
+    assert filters[0]["defaultDataMask"]["extraFormData"] == {"time_range": default_range}
     for native_filter in filters:
         assert set(native_filter["scope"]["excluded"]) <= chart_ids
         for target in native_filter["targets"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from sqlalchemy.engine.url import make_url
@@ -10,6 +11,8 @@ from superset.errors import SupersetErrorType
 from superset.sql.parse import SQLGLOT_DIALECTS, SQLScript
 
 from shillelagh_amplitude.superset.engine_spec import AUTH_ERROR_REGEX, AmplitudeEngineSpec
+
+from ..scripts import REPO
 
 
 def test_form_fields_are_ones_superset_renders() -> None:
@@ -45,7 +48,9 @@ def test_validate_parameters() -> None:
         {"parameters": {"username": "k", "query": {"region": "mars", "secret_key": "s", "late": "1"}}}
     )
     assert missing.error_type == SupersetErrorType.CONNECTION_MISSING_PARAMETERS_ERROR
-    assert missing.extra["missing"] == ["password"]
+    assert missing.extra["invalid"] == ["password"]  # the form shows the message under that field
+    assert missing.message.startswith("Password: the Amplitude project's secret key")
+    assert "region=eu in Additional parameters" in missing.message
     assert invalid.extra["invalid"] == ["query"]
     for problem in ("secret_key cannot be an additional parameter", "'late'", "region must be one of us, eu"):
         assert problem in invalid.message
@@ -89,3 +94,36 @@ def test_sql_is_rewritten_as_sqlite_keeping_json_extract() -> None:
 )
 def test_authentication_errors_are_recognised(message: str) -> None:
     assert AUTH_ERROR_REGEX.search(f"amplitude error: {message}")["message"] == message
+
+
+def test_form_help_names_every_field_and_links_the_readme_section() -> None:
+    """What the engine spec can say in Superset 6.1's form: the per-field messages, the URI placeholder, the
+    schema's descriptions and the docs metadata, all pointing to the README's "In Superset" section."""
+    from shillelagh_amplitude.superset.engine_spec import HELP_URL
+
+    readme = (REPO / "README.md").read_text()
+    anchor = HELP_URL.split("#", 1)[1]
+    headings = {
+        re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in readme.splitlines() if line.startswith("#")
+    }
+    assert anchor in headings  # GitHub's anchor of a README heading
+    errors = AmplitudeEngineSpec.validate_parameters({"parameters": {}})
+    messages = {error.extra["invalid"][0]: error.message for error in errors}
+    assert messages["username"].startswith("Username: the Amplitude project's API key")
+    assert messages["password"].startswith("Password: the Amplitude project's secret key")
+    assert all("region=eu in Additional parameters" in m and HELP_URL in m for m in messages.values())
+    properties = AmplitudeEngineSpec.parameters_json_schema()["properties"]
+    assert "API key" in properties["username"]["description"]
+    assert "secret key" in properties["password"]["description"]
+    assert "region=eu" in properties["query"]["description"]
+    assert AmplitudeEngineSpec.sqlalchemy_uri_placeholder == "amplitude://<API key>:<secret key>@?region=eu"
+    assert AmplitudeEngineSpec.metadata["docs_url"] == HELP_URL
+    assert AmplitudeEngineSpec.engine_name != "Amplitude"  # the form's default display name; the demo's is that
+
+
+def test_errors_carry_one_prefix(superset_app) -> None:
+    """Superset titles an error "<engine name> Error"; the message adds no "amplitude error: " of its own."""
+    (error,) = AmplitudeEngineSpec.extract_errors(Exception("no such column: lenght_s"))
+    assert error.message == "no such column: lenght_s"
+    assert error.extra["engine_name"] == "Amplitude Export API"

@@ -7,7 +7,8 @@ from 0), each a gzip NDJSON file with ``\\n``-terminated lines. Every record has
 ``generate_dataset`` simulates a product's users and sessions; ``make_event`` and ``write_events`` build small
 hand-crafted datasets; ``write_export_zip`` packs an hour range into a zip like the Export API's answer.
 
-Run ``python -m shillelagh_amplitude.sample.generator --days 30 --events 200000 --out sample.zip`` for a demo sample.
+Run ``python -m shillelagh_amplitude.sample.generator --days 30 --events 200000 --out sample.zip`` for a demo sample:
+30 whole UTC days of sessions, exported as Amplitude would serve them now.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import IO, NamedTuple
 
 import orjson
 
+from ..export.loader import newest_exportable_hour
 from ..hours import floor_hour, to_utc
 from ..schema import EVENT_KEYS, TIMESTAMP_KEYS
 
@@ -857,12 +859,17 @@ def generate_dataset(
 # --- command line -------------------------------------------------------------------------------------------
 
 
-def _parse_end(text: str) -> datetime:
-    return floor_hour(datetime.now(UTC) if text == "now" else datetime.fromisoformat(text))
+def sample_window(days: int, now: datetime) -> tuple[datetime, datetime, datetime]:
+    """``(start, end, last_upload_hour)`` of a sample exported at ``now``: sessions start in ``days`` whole UTC
+    days ``[start, end)``, ``end`` being the midnight at or before the end of the newest exportable hour, and
+    the export holds the upload hours through that newest exportable hour (late uploads included)."""
+    last_upload_hour = newest_exportable_hour(now)
+    end = (last_upload_hour + timedelta(hours=1)).replace(hour=0)
+    return end - timedelta(days=days), end, last_upload_hour
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Write a zip of the last ``--days`` days of generated events, shaped like an Export API answer."""
+    """Write a zip of ``--days`` whole UTC days of generated events, shaped like an Export API answer."""
     parser = argparse.ArgumentParser(
         prog="python -m shillelagh_amplitude.sample.generator", description=main.__doc__
     )
@@ -872,19 +879,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--app", type=int, default=DEFAULT_APP)
     parser.add_argument("--out", type=Path, required=True, help="zip file to write")
     parser.add_argument(
-        "--end", default="now", help="'now' (current hour) or an ISO hour, e.g. 2024-03-01T00"
+        "--now", default="now", help="when the export is made: 'now' or an ISO time, e.g. 2024-03-02T05:00"
     )
     args = parser.parse_args(argv)
-    end = _parse_end(args.end)
-    start = end - timedelta(days=args.days)
+    now = datetime.now(UTC) if args.now == "now" else to_utc(datetime.fromisoformat(args.now))
+    start, end, last_upload_hour = sample_window(args.days, now)
     with tempfile.TemporaryDirectory() as data_dir:
         summary = generate_dataset(
             Path(data_dir), start, end, events=args.events, seed=args.seed, app=args.app
         )
-        # Like a real export made at ``end``: nothing uploaded after it.
-        members = write_export_zip(Path(data_dir), args.out, start, end - timedelta(hours=1))
+        # Like a real export made at ``now``: the upload hours Amplitude can serve, nothing newer.
+        members = write_export_zip(Path(data_dir), args.out, start, last_upload_hour)
     print(
-        f"{args.out}: {members} files, {summary.events} events, {summary.sessions} sessions, {start} .. {end}"
+        f"{args.out}: {members} files, {summary.events} events, {summary.sessions} sessions started "
+        f"{start:%Y-%m-%d} .. {end - timedelta(days=1):%Y-%m-%d} (UTC days), uploads through {last_upload_hour}"
     )
 
 

@@ -48,6 +48,16 @@ class AmplitudeSQLite(SQLite):
 # Superset looks the SQL dialect up by engine name (``shillelagh`` and ``gsheets`` map to plain SQLite).
 SQLGLOT_DIALECTS.setdefault("amplitude", AmplitudeSQLite)
 
+#: The project's home; the one place its URL is written (the placeholder until the repository is published).
+PROJECT_URL = "https://github.com/shillelagh-amplitude/shillelagh-amplitude"
+#: The README section on connecting in Superset (GitHub's anchor of "### In Superset").
+HELP_URL = f"{PROJECT_URL}#in-superset"
+#: What goes where in "Connect a database" (Superset 6.1 draws its own labels for these fields).
+FORM_HELP = {
+    "username": "Username: the Amplitude project's API key",
+    "password": "Password: the Amplitude project's secret key (stored encrypted)",
+    "query": "Additional parameters: region=eu for an EU project",
+}
 REGIONS = ("us", "eu")
 #: Not accepted in a URI's query string: credentials would show unmasked, and the hour store's location is the
 #: operator's choice (``AMPLITUDE_CACHE_DIR``), not a connection's.
@@ -70,12 +80,12 @@ DOWN_ERROR_REGEX = re.compile(
 class AmplitudeParametersSchema(Schema):
     """The dynamic form: Superset 6.1 shows only known field names, with their built-in labels."""
 
-    username = fields.String(required=True, metadata={"description": __("Amplitude project API key")})
-    password = fields.String(required=True, metadata={"description": __("Amplitude project secret key")})
+    username = fields.String(required=True, metadata={"description": __(FORM_HELP["username"])})
+    password = fields.String(required=True, metadata={"description": __(FORM_HELP["password"])})
     query = fields.Dict(
         keys=fields.Str(),
         values=fields.Raw(),
-        metadata={"description": __("region=us or region=eu, and other adapter options")},
+        metadata={"description": __(FORM_HELP["query"] + " (and other adapter options)")},
     )
 
 
@@ -97,10 +107,11 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
     """Amplitude's Export API as the tables ``amplitude_events`` and ``amplitude_sessions``."""
 
     engine = "amplitude"
-    engine_name = "Amplitude"
+    # Also the form's default display name: not "Amplitude", the bundled connection's name.
+    engine_name = "Amplitude Export API"
     drivers = {"apsw": "Amplitude Export API through shillelagh"}
     default_driver = "apsw"
-    sqlalchemy_uri_placeholder = "amplitude://?region=us"
+    sqlalchemy_uri_placeholder = "amplitude://<API key>:<secret key>@?region=eu"
     parameters_schema = AmplitudeParametersSchema()
 
     disable_ssh_tunneling = True
@@ -110,7 +121,8 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
 
     custom_errors = {
         AUTH_ERROR_REGEX: (
-            "%(message)s",
+            "%(message)s (Username = API key, Password = secret key, Additional parameters: region=eu for an "
+            f"EU project; see {HELP_URL})",
             SupersetErrorType.CONNECTION_ACCESS_DENIED_ERROR,
             {},
         ),
@@ -121,12 +133,19 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
 
     metadata = {
         "description": "Amplitude product analytics events and sessions, read through the Export API.",
-        "homepage_url": "https://amplitude.com/docs/apis/analytics/export",
+        "homepage_url": PROJECT_URL,
+        "docs_url": HELP_URL,
         "categories": [DatabaseCategory.OTHER, DatabaseCategory.OPEN_SOURCE],
         "pypi_packages": ["shillelagh-amplitude"],
-        "connection_string": "amplitude://?region=us",
+        "connection_string": "amplitude://<API key>:<secret key>@?region=eu",
+        "parameters": dict(FORM_HELP),
         "notes": "API key and secret key go in the form, or in the secure extra as api_key / secret_key.",
     }
+
+    @classmethod
+    def extract_error_message(cls, ex: Exception) -> str:
+        """The error itself: Superset already titles it with the engine's name (no "amplitude error: ")."""
+        return cls._extract_error_message(ex)
 
     @classmethod
     def build_sqlalchemy_uri(
@@ -155,15 +174,18 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
         """Missing keys, an unknown region or an unknown/ill-typed option; no network call."""
         parameters = properties.get("parameters", {})
         errors: list[SupersetError] = []
-        if missing := sorted(name for name in ("username", "password") if not parameters.get(name)):
-            errors.append(
-                SupersetError(
-                    message=f"One or more parameters are missing: {', '.join(missing)}",
-                    error_type=SupersetErrorType.CONNECTION_MISSING_PARAMETERS_ERROR,
-                    level=ErrorLevel.WARNING,
-                    extra={"missing": missing},
+        # Under the empty field, the form shows what goes there (Superset 6.1 draws no help text of ours).
+        for name in ("username", "password"):
+            if not parameters.get(name):
+                errors.append(
+                    SupersetError(
+                        message=f"{FORM_HELP[name]}; for an EU project add region=eu in Additional parameters. "
+                        f"Help: {HELP_URL}",
+                        error_type=SupersetErrorType.CONNECTION_MISSING_PARAMETERS_ERROR,
+                        level=ErrorLevel.WARNING,
+                        extra={"missing_parameter": name, "invalid": [name]},
+                    )
                 )
-            )
         query = parameters.get("query") or {}
         problems = [f"{name} cannot be an additional parameter" for name in sorted(FORBIDDEN_QUERY_PARAMS & set(query))]
         for name, value in query.items():
