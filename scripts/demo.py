@@ -94,11 +94,11 @@ def live_credentials() -> bool:
     return bool(os.environ.get("AMPLITUDE_API_KEY") and os.environ.get("AMPLITUDE_SECRET_KEY"))
 
 
-def superset_env(layout: Layout, live: bool, days: int = 30) -> dict[str, str]:
+def superset_env(layout: Layout, live: bool) -> dict[str, str]:
     """Environment of every Superset command and of the server: our config, our home, the project.
 
-    Offline, a query without a time predicate reads one day more than the sample's ``days`` whole UTC days
-    (the window is counted back from now), so the dashboard's "No filter" shows the whole sample.
+    Offline, a query without a time predicate reads from midnight 30 days ago (the connection's default
+    window), exactly the sample's 30 whole UTC days: the dashboard's "No filter" shows the whole sample.
     """
     env = {
         **os.environ,
@@ -110,14 +110,12 @@ def superset_env(layout: Layout, live: bool, days: int = 30) -> dict[str, str]:
     if live:
         env["AMPLITUDE_CACHE_DIR"] = str(layout.live_store)
         env.pop("AMPLITUDE_OFFLINE", None)
-        env.pop("AMPLITUDE_DEFAULT_DAYS", None)
     else:
         env.update(
             AMPLITUDE_API_KEY=DEMO_API_KEY,
             AMPLITUDE_SECRET_KEY=DEMO_SECRET_KEY,
             AMPLITUDE_OFFLINE="true",
             AMPLITUDE_CACHE_DIR=str(layout.demo_store),
-            AMPLITUDE_DEFAULT_DAYS=str(days + 1),
         )
         for variable in ("AMPLITUDE_REGION", "AMPLITUDE_BASE_URL"):
             env.pop(variable, None)
@@ -165,9 +163,7 @@ def prepare_sample(layout: Layout, env: dict[str, str], days: int, events: int) 
     shutil.rmtree(layout.demo_store, ignore_errors=True)
     partial = layout.sample.with_suffix(".partial.zip")
     partial.parent.mkdir(parents=True, exist_ok=True)
-    # One day more than shown: "Last N days" starts at midnight, and offline a range reaching beyond the stored
-    # hours is refused rather than answered from part of it.
-    run([str(BIN / "python"), "-m", "shillelagh_amplitude.sample.generator", "--days", str(days + 1), "--events",
+    run([str(BIN / "python"), "-m", "shillelagh_amplitude.sample.generator", "--days", str(days), "--events",
          str(events), "--out", str(partial)], env, log)
     run([str(BIN / "amplitude-load"), str(partial), "--api-key", env["AMPLITUDE_API_KEY"], "--cache-dir",
          env["AMPLITUDE_CACHE_DIR"]], env, log)
@@ -283,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` stops the server
     layout = Layout(args.var.resolve())
     live = live_credentials()
-    env = superset_env(layout, live, args.days)
+    env = superset_env(layout, live)
     stop_previous(layout)
     if port_in_use(args.host, args.port):
         raise SystemExit(f"{args.host}:{args.port} is already in use: stop what runs there or pass --port")

@@ -70,7 +70,7 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
     """Initialise, load the sample, build the bundle, serve; stop the server afterwards."""
     OUTPUT.mkdir(parents=True, exist_ok=True)
     layout = demo.Layout(tmp_path_factory.mktemp("var"))
-    env = demo.superset_env(layout, live=False, days=SAMPLE_DAYS)
+    env = demo.superset_env(layout, live=False)
     timings: dict[str, float] = {}
     password = timed(timings, "superset_init_s", demo.init_superset, layout, env)
     timed(timings, "sample_generate_and_load_s", demo.prepare_sample, layout, env, SAMPLE_DAYS, SAMPLE_EVENTS)

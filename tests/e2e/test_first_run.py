@@ -11,8 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shillelagh_amplitude.hours import floor_hour
-
 from ..expected import Session, percentile, sessions_from_records, user_property
 from ..helpers import read_zip
 from .conftest import OUTPUT, REPO, SAMPLE_DAYS, Superset
@@ -227,7 +225,7 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     browser.find_element(By.CSS_SELECTOR, '[data-test="filter-bar__clear-button"]').click()
     assert trigger.text == "No filter"
     browser.find_element(By.CSS_SELECTOR, '[data-test="filter-bar__apply-button"]').click()
-    window_start = floor_hour(datetime.now(UTC) - timedelta(days=SAMPLE_DAYS + 1))
+    window_start = today() - timedelta(days=SAMPLE_DAYS)  # the default window: from midnight, whole days
     wait_for_kpis(browser, shown(started(sessions, window_start)))
 
     # 3. a 7-day range, picked as a person does: Range type "Last", "Last week"

@@ -16,7 +16,7 @@ from shillelagh_amplitude.sample.generator import generate_dataset
 
 from ..expected import Session, kpis, percentile, sessions_from_records, user_property
 from ..helpers import read_zip
-from .conftest import OUTPUT, SAMPLE_DAYS, Superset
+from .conftest import OUTPUT, Superset
 
 pytestmark = pytest.mark.e2e
 
@@ -56,9 +56,9 @@ def amplitude_database(superset: Superset, api) -> dict:
 
 def in_range(sessions: list[Session], result: dict) -> list[Session]:
     """The sessions a chart result covers: started in its [from_dttm, to_dttm) (epoch ms); with no time range,
-    the adapter's default window (the demo's: the sample's days plus one, back from now)."""
+    the adapter's default window (from midnight UTC 30 days ago: the demo's sample)."""
     if result["from_dttm"] is None:
-        start, end = floor_hour(datetime.now(UTC) - timedelta(days=SAMPLE_DAYS + 1)), datetime.max.replace(tzinfo=UTC)
+        start, end = default_window()[0], datetime.max.replace(tzinfo=UTC)
     else:
         start = datetime.fromtimestamp(result["from_dttm"] / 1000, UTC)
         end = datetime.fromtimestamp(result["to_dttm"] / 1000, UTC)

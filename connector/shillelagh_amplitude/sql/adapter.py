@@ -228,7 +228,8 @@ class AmplitudeAPI(Adapter):
 
     # --- reading ------------------------------------------------------------------------------------
     def _effective_ranges(self, ranges: dict[str, TimeRange], now: datetime) -> dict[str, TimeRange]:
-        """Close open starts with the ``default_days`` window; with no time predicate, bound the main column."""
+        """Close open starts with the ``default_days`` window; with no time predicate, read the main column from
+        midnight (UTC) ``default_days`` days ago: whole days, as the background sync and the dashboard cover them."""
         default_span = timedelta(days=self.default_days)
         bounded = {
             column: replace(bound, start=bound.start or floor_hour((bound.end or now) - default_span))
@@ -237,7 +238,7 @@ class AmplitudeAPI(Adapter):
         }
         if not bounded:
             main = self.spec.time_columns[0]
-            bounded[main] = TimeRange(floor_hour(now - default_span), None)
+            bounded[main] = TimeRange(floor_hour(now).replace(hour=0) - default_span, None)
         for bound in bounded.values():
             if (bound.end or now) - bound.start > timedelta(days=MAX_QUERY_DAYS):
                 raise AmplitudeError(
