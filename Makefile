@@ -37,6 +37,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/fetch_benchmark.py
 	$(PY) benchmarks/query_benchmark.py
+	$(PY) benchmarks/store_benchmark.py
 
 clean:
 	rm -rf $(VENV) var test-output
