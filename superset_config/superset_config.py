@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy.engine.url import URL
 
 from shillelagh_amplitude.superset.explore import register as prefill_time_column
+from shillelagh_amplitude.superset.help_link import register as retarget_help_link
 from shillelagh_amplitude.superset.logs import install as one_line_user_errors
 
 # A user's SQL mistake is logged as one line, without a traceback; real faults keep theirs.
@@ -95,8 +96,13 @@ if REDIS_URL:
     CELERY_CONFIG = CeleryConfig
     RESULTS_BACKEND = RedisCache(host=redis.from_url(REDIS_URL), key_prefix="superset_results_")
 
-# A new chart on an Amplitude dataset starts with session_start (the dataset's time column) on its X axis.
-FLASK_APP_MUTATOR = prefill_time_column
+
+def FLASK_APP_MUTATOR(app: Any) -> None:  # noqa: N802 - Superset's name
+    """A new chart on an Amplitude dataset starts with session_start (the dataset's time column) on its X axis;
+    the connection form's help link leads to the README's "In Superset" section."""
+    prefill_time_column(app)
+    retarget_help_link(app)
+
 
 # Dataset creation would otherwise scan a time column with no time bound (a full export download).
 DATASET_AUTO_DETECT_DATETIME_FORMATS = False
