@@ -9,8 +9,9 @@ them offline: no account, no network. With
 the live project with ``amplitude-sync`` and the same dashboard shows it.
 
 Everything lives under ``var/`` (metadata DB, secret key, admin password, hour stores, logs). Re-running is
-safe: Superset is initialised once, the sample is regenerated only when a day old, the bundle re-imported with
-overwrite, and a demo server still running from a previous run is stopped first.
+safe: Superset is initialised once, the sample is regenerated only when the newest whole day the export holds
+has moved on, the bundle re-imported with overwrite, and a demo server still running from a previous run is
+stopped first.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from importlib import metadata
 from pathlib import Path
 
 import requests
+
+from shillelagh_amplitude.export.loader import whole_days_end
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -155,10 +158,12 @@ def init_superset(layout: Layout, env: dict[str, str]) -> str:
 
 
 def prepare_sample(layout: Layout, env: dict[str, str], days: int, events: int) -> bool:
-    """Generate and load the sample unless today's is already loaded; True if (re)loaded."""
-    today = datetime.now(UTC).date()
-    if layout.sample.exists() and datetime.fromtimestamp(layout.sample.stat().st_mtime, UTC).date() == today:
-        return False
+    """Generate and load the sample unless one ending where a sample made now would is already loaded (the same
+    newest whole UTC day the Export API serves); True if (re)loaded."""
+    if layout.sample.exists():
+        made = datetime.fromtimestamp(layout.sample.stat().st_mtime, UTC)
+        if whole_days_end(made) == whole_days_end(datetime.now(UTC)):
+            return False
     log = layout.var / "sample" / "load.log"
     shutil.rmtree(layout.demo_store, ignore_errors=True)
     partial = layout.sample.with_suffix(".partial.zip")

@@ -15,11 +15,13 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 import requests
+import yaml
 
 from ..scripts import REPO, load_script
 
@@ -48,6 +50,18 @@ class Superset:
 
     def session(self) -> requests.Session:
         return demo.api_session(self.base, "admin", self.password)
+
+
+def whole_days_end() -> datetime:
+    """Where the demo's sample and the dashboard's default range end: the midnight at or before the end of the
+    newest hour the Export API serves (hour H from H + 3 h), i.e. of now less 2 h."""
+    return (datetime.now(UTC) - timedelta(hours=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def default_range() -> tuple[str, datetime, datetime]:
+    """The dashboard's default time range as its YAML writes it, and the 30 whole UTC days it means now."""
+    written = yaml.safe_load((REPO / "dashboards/session_length/dashboard.yaml").read_text())["default_time_range"]
+    return written, whole_days_end() - timedelta(days=30), whole_days_end()
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ from shillelagh_amplitude.sample.generator import generate_dataset
 
 from ..expected import sessions_from_records
 from ..helpers import read_dataset
-from .conftest import OUTPUT, REPO, demo, free_port
+from .conftest import OUTPUT, REPO, demo, free_port, whole_days_end
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +83,7 @@ def test_demo_serves_the_live_project_then_reruns(tmp_path: Path, live_project: 
 
     # the chart carries no time range: the connection's default window, the last 30 days (live, no override)
     assert (result["from_dttm"], result["to_dttm"]) == (None, None)
-    start = floor_hour(datetime.now(UTC) - timedelta(days=30))
+    start = whole_days_end() - timedelta(days=30)  # whole days: those whose 23:00 is exportable
     expected = [s for s in sessions_from_records(read_dataset(live_project.data_dir)) if start <= s.start]
     assert result["data"] == [{"sessions": len(expected)}] and expected
     assert live_project.requests and {r.status for r in live_project.requests} <= {200, 404}

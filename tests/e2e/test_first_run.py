@@ -13,7 +13,7 @@ import pytest
 
 from ..expected import Session, percentile, sessions_from_records, user_property
 from ..helpers import read_zip
-from .conftest import OUTPUT, REPO, SAMPLE_DAYS, Superset
+from .conftest import OUTPUT, REPO, SAMPLE_DAYS, Superset, default_range, whole_days_end
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +29,7 @@ def sessions(superset: Superset) -> list[Session]:
 
 
 def today() -> datetime:
+    """Midnight UTC: where SQLite's ``date('now')`` and Superset's "Last week" end."""
     return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -92,21 +93,21 @@ def test_a_typo_is_one_error_with_one_prefix_and_one_log_line(superset: Superset
 def test_default_range_holds_whole_days_only(superset: Superset, api, sessions: list[Session]) -> None:
     """Per day, over the dashboard's default range: thirty whole UTC days, each as the raw sample counts it (the
     first day too: it is not cut at the hour the sample was made)."""
+    written, first, end = default_range()
     response = api.post(f"{superset.base}/api/v1/chart/data", json={
         "datasource": {"id": sessions_dataset_id(superset, api), "type": "table"}, "force": True,
         "queries": [{"metrics": ["sessions"], "row_limit": 100, "orderby": [["session_start", True]],
                      "columns": [{"columnType": "BASE_AXIS", "sqlExpression": "session_start", "label": "session_start",
                                   "expressionType": "SQL", "timeGrain": "P1D"}],
-                     "filters": [{"col": "session_start", "op": "TEMPORAL_RANGE",
-                                  "val": 'DATEADD(DATETIME("today"), -30, day) : today'}]}],
+                     "filters": [{"col": "session_start", "op": "TEMPORAL_RANGE", "val": written}]}],
         "result_format": "json", "result_type": "full",
     })
     rows = {datetime.fromtimestamp(r["session_start"] / 1000, UTC): r["sessions"]
             for r in response.json()["result"][0]["data"]}
     expected = Counter(s.start.replace(hour=0, minute=0, second=0, microsecond=0)
-                       for s in started(sessions, today() - timedelta(days=30), today()))
+                       for s in started(sessions, first, end))
     assert rows == dict(expected)
-    assert sorted(rows) == [today() - timedelta(days=n) for n in range(30, 0, -1)]
+    assert sorted(rows) == [end - timedelta(days=n) for n in range(30, 0, -1)]
     # the sample's sessions start in the first hours of its first day, not at the hour the sample was made
     assert min(s.start for s in started(sessions, min(rows))) < min(rows) + timedelta(hours=3)
 
@@ -128,14 +129,14 @@ def test_missing_values_are_none_in_charts_and_filters(
 ) -> None:
     """A session without a country is "(none)" in the country chart and in the country filter's values."""
     dataset_id = sessions_dataset_id(superset, api)
-    window = started(sessions, today() - timedelta(days=30), today())
+    written, first, end = default_range()
+    window = started(sessions, first, end)
     unknown = sum(1 for s in window if s.first.get("country") is None)
     assert unknown > 0  # the sample has sessions whose country Amplitude could not tell
     response = api.post(f"{superset.base}/api/v1/chart/data", json={
         "datasource": {"id": dataset_id, "type": "table"}, "force": True,
         "queries": [{"metrics": ["sessions"], "columns": ["country"], "row_limit": 100,
-                     "filters": [{"col": "session_start", "op": "TEMPORAL_RANGE",
-                                  "val": 'DATEADD(DATETIME("today"), -30, day) : today'}]}],
+                     "filters": [{"col": "session_start", "op": "TEMPORAL_RANGE", "val": written}]}],
         "result_format": "json", "result_type": "full",
     })
     rows = {row["country"]: row["sessions"] for row in response.json()["result"][0]["data"]}
@@ -212,9 +213,9 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     from selenium.webdriver.support.ui import WebDriverWait
 
     wait = WebDriverWait(browser, LOAD_TIMEOUT_S)
-    first, last = today() - timedelta(days=30), today()
+    _, first, last = default_range()
 
-    # 1. the dashboard opens on the 30 whole UTC days before today, shown as a closed range
+    # 1. the dashboard opens on the 30 whole UTC days the export holds, shown as a closed range
     browser.get(f"{superset.base}/superset/dashboard/{SLUG}/")
     trigger = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-test="time-range-trigger"]'))[0]
     assert trigger.text == f"{first:%Y-%m-%d} ≤ col < {last:%Y-%m-%d}"
@@ -226,7 +227,7 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     browser.find_element(By.CSS_SELECTOR, '[data-test="filter-bar__clear-button"]').click()
     assert trigger.text == "No filter"
     browser.find_element(By.CSS_SELECTOR, '[data-test="filter-bar__apply-button"]').click()
-    window_start = today() - timedelta(days=SAMPLE_DAYS)  # the default window: from midnight, whole days
+    window_start = whole_days_end() - timedelta(days=SAMPLE_DAYS)  # the default window: whole days
     wait_for_kpis(browser, shown(started(sessions, window_start)))
 
     # 3. a 7-day range, picked as a person does: Range type "Last", "Last week"

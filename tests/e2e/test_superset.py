@@ -16,12 +16,12 @@ from shillelagh_amplitude.sample.generator import generate_dataset
 
 from ..expected import Session, kpis, percentile, sessions_from_records, user_property
 from ..helpers import read_zip
-from .conftest import OUTPUT, Superset
+from .conftest import OUTPUT, Superset, default_range
 
 pytestmark = pytest.mark.e2e
 
 SLUG = "session-length"
-DEFAULT_RANGE = 'DATEADD(DATETIME("today"), -30, day) : today'
+DEFAULT_RANGE = default_range()[0]
 CHART_LOAD_TIMEOUT_S = 120
 #: Grouping columns of the charts (they may hold NULL, e.g. an unknown country); every other value is a metric.
 DIMENSIONS = {"session_start", "length_bucket", "plan", "user_type", "company_size", "platform", "signup_month",
@@ -56,7 +56,7 @@ def amplitude_database(superset: Superset, api) -> dict:
 
 def in_range(sessions: list[Session], result: dict) -> list[Session]:
     """The sessions a chart result covers: started in its [from_dttm, to_dttm) (epoch ms); with no time range,
-    the adapter's default window (from midnight UTC 30 days ago: the demo's sample)."""
+    the adapter's default window (the 30 whole UTC days the export holds, and on: the demo's sample)."""
     if result["from_dttm"] is None:
         start, end = default_window()[0], datetime.max.replace(tzinfo=UTC)
     else:
@@ -66,9 +66,8 @@ def in_range(sessions: list[Session], result: dict) -> list[Session]:
 
 
 def default_window() -> tuple[datetime, datetime]:
-    """The dashboard's default range, computed here: the 30 whole UTC days before today."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return today - timedelta(days=30), today
+    """The dashboard's default range, computed here: the 30 whole UTC days the export holds."""
+    return default_range()[1:]
 
 
 def value(result: dict) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ build = load_script("dashboards/build.py")
 @pytest.fixture(scope="module")
 def files() -> dict[str, dict[str, Any]]:
     return build.bundle_files()
+
+
+def default_time_range() -> str:
+    return yaml.safe_load((REPO / "dashboards/session_length/dashboard.yaml").read_text())["default_time_range"]
 
 
 def of_kind(files: dict[str, dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -155,11 +160,30 @@ def test_dashboard_places_every_chart_and_filters_target_real_columns(files) -> 
     assert [f["name"] for f in filters] == [
         "Time range", "Plan", "Country", "Platform", "Sessions that contain event"
     ]
-    # 30 whole UTC days ending at midnight, a closed range that Superset's time filter shows as "Custom"
-    default_range = 'DATEADD(DATETIME("today"), -30, day) : today'
+    default_range = default_time_range()
     assert filters[0]["defaultDataMask"]["extraFormData"] == {"time_range": default_range}
     for native_filter in filters:
         assert set(native_filter["scope"]["excluded"]) <= chart_ids
         for target in native_filter["targets"]:
             if target:
                 assert target["column"]["name"] in columns[target["datasetUuid"]]
+
+
+@pytest.mark.parametrize(
+    ("now", "first", "end"),
+    [
+        ("2026-12-01T14:10:00", "2026-11-01", "2026-12-01"),
+        ("2026-12-01T02:00:00", "2026-11-01", "2026-12-01"),  # 2026-11-30T23 exportable: the day is whole
+        ("2026-12-01T01:59:00", "2026-10-31", "2026-11-30"),  # 2026-11-30T23 not yet: the day is not whole
+        ("2026-12-01T00:00:00", "2026-10-31", "2026-11-30"),
+    ],
+)
+def test_default_time_range_is_the_30_whole_days_the_export_holds(superset_app, now, first, end) -> None:
+    """Superset evaluates the dashboard's default range (here at a given "now") to 30 whole UTC days ending at
+    the midnight at or before the end of the newest exportable hour (hour H is served from H + 3 h)."""
+    from superset.utils.date_parser import get_since_until
+
+    default_range = default_time_range()
+    assert default_range.count('DATETIME("now")') == 2
+    since, until = get_since_until(default_range.replace('DATETIME("now")', f'DATETIME("{now}")'))
+    assert (since, until) == (datetime.fromisoformat(first), datetime.fromisoformat(end))

@@ -59,6 +59,13 @@ def newest_exportable_hour(now: datetime) -> datetime:
     return floor_hour(to_utc(now) - EXPORT_LATENCY) - HOUR
 
 
+def whole_days_end(now: datetime) -> datetime:
+    """The end of the newest whole UTC day the Export API can serve at ``now``: the midnight at or before the end
+    of its newest exportable hour (today's from 02:00 UTC, yesterday's before). The sample's days, the default
+    window, the background sync and the dashboard's default range all count whole days back from it."""
+    return (newest_exportable_hour(now) + HOUR).replace(hour=0)
+
+
 def stage_archive(
     path: Path, folder: Path, first: datetime | None, last: datetime | None
 ) -> tuple[list[datetime], int]:

@@ -16,7 +16,7 @@ from typing import Any
 from ..hours import HOUR, floor_hour, format_hour
 from ..store.hour_store import HourStore
 from .client import ExportClient, resolve_base_url
-from .loader import fill, newest_exportable_hour
+from .loader import fill, newest_exportable_hour, whole_days_end
 
 _logger = logging.getLogger(__name__)
 
@@ -48,12 +48,12 @@ class SyncResult:
 def sync_range(
     store: HourStore, now: datetime, default_days: int, days: int | None = None
 ) -> tuple[datetime, datetime]:
-    """The upload hours a sync covers: from midnight UTC ``days`` (else ``default_days``) days ago, and the hour
-    before it (devices whose clock runs ahead), through the newest exportable hour; further back, from the newest
-    stored final hour, when the store fell behind. Midnight, because that is where Superset's "Last 30 days"
-    starts: the dashboard's default range is then stored entirely."""
+    """The upload hours a sync covers: the ``days`` (else ``default_days``) whole UTC days before
+    :func:`whole_days_end`, and the hour before them (devices whose clock runs ahead), through the newest
+    exportable hour; further back, from the newest stored final hour, when the store fell behind. Whole days,
+    because the dashboard's default range is made of them: it is then stored entirely."""
     last = newest_exportable_hour(now)
-    first = floor_hour(now).replace(hour=0) - timedelta(days=days or default_days) - CLOCK_SKEW
+    first = whole_days_end(now) - timedelta(days=days or default_days) - CLOCK_SKEW
     newest = store.newest_final_hour()
     if days is None and newest is not None and newest + HOUR < first:
         first = max(newest + HOUR, floor_hour(now) - MAX_CATCH_UP)

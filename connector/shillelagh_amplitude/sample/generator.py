@@ -35,7 +35,7 @@ from typing import IO, NamedTuple
 
 import orjson
 
-from ..export.loader import newest_exportable_hour
+from ..export.loader import newest_exportable_hour, whole_days_end
 from ..hours import floor_hour, to_utc
 from ..schema import EVENT_KEYS, TIMESTAMP_KEYS
 
@@ -863,9 +863,8 @@ def sample_window(days: int, now: datetime) -> tuple[datetime, datetime, datetim
     """``(start, end, last_upload_hour)`` of a sample exported at ``now``: sessions start in ``days`` whole UTC
     days ``[start, end)``, ``end`` being the midnight at or before the end of the newest exportable hour, and
     the export holds the upload hours through that newest exportable hour (late uploads included)."""
-    last_upload_hour = newest_exportable_hour(now)
-    end = (last_upload_hour + timedelta(hours=1)).replace(hour=0)
-    return end - timedelta(days=days), end, last_upload_hour
+    end = whole_days_end(now)
+    return end - timedelta(days=days), end, newest_exportable_hour(now)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,7 @@ from shillelagh.typing import RequestedOrder, Row
 
 from .. import __version__
 from ..export.client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
-from ..export.loader import DownloadBudgetExceeded, fill, newest_exportable_hour, store_window
+from ..export.loader import DownloadBudgetExceeded, fill, newest_exportable_hour, store_window, whole_days_end
 from ..hours import HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
@@ -228,8 +228,9 @@ class AmplitudeAPI(Adapter):
 
     # --- reading ------------------------------------------------------------------------------------
     def _effective_ranges(self, ranges: dict[str, TimeRange], now: datetime) -> dict[str, TimeRange]:
-        """Close open starts with the ``default_days`` window; with no time predicate, read the main column from
-        midnight (UTC) ``default_days`` days ago: whole days, as the background sync and the dashboard cover them."""
+        """Close open starts with the ``default_days`` window; with no time predicate, read the main column over
+        the ``default_days`` whole UTC days before :func:`whole_days_end` and on: as the background sync and the
+        dashboard cover them."""
         default_span = timedelta(days=self.default_days)
         bounded = {
             column: replace(bound, start=bound.start or floor_hour((bound.end or now) - default_span))
@@ -238,7 +239,7 @@ class AmplitudeAPI(Adapter):
         }
         if not bounded:
             main = self.spec.time_columns[0]
-            bounded[main] = TimeRange(floor_hour(now).replace(hour=0) - default_span, None)
+            bounded[main] = TimeRange(whole_days_end(now) - default_span, None)
         for bound in bounded.values():
             if (bound.end or now) - bound.start > timedelta(days=MAX_QUERY_DAYS):
                 raise AmplitudeError(
