@@ -233,3 +233,17 @@ def test_built_sessions_are_kept_for_other_processes(loaded_cache, offline_sql, 
     monkeypatch.setattr(adapter, "build_sessions", lambda *_: pytest.fail("sessions built twice"))
     assert offline_sql(sql) == first
     assert set(Path(loaded_cache).glob("*/derived/*.arrow")) == derived
+
+
+@pytest.mark.parametrize("column", ["server_upload_time", "event_time"])
+def test_an_inclusive_end_on_the_hour_reads_the_hour_that_starts_there(tmp_path, column):
+    """``BETWEEN '2026-03-01' AND '2026-03-02'`` includes 2026-03-02 00:00:00: that upload hour is read too."""
+    at = datetime(2026, 3, 2, tzinfo=UTC)
+    times = {n: at + timedelta(minutes=n) for n in (0, 1)}  # on the boundary, and a minute after it (outside)
+    events = [make_event(amplitude_id=n, client_event_time=t, server_upload_time=t) for n, t in times.items()]
+    store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
+    load_archive(store, export_zip(tmp_path, events), at - timedelta(days=2), at + timedelta(days=2))
+    cursor = sql_connection(cache_dir=str(tmp_path), offline=True, late_hours=0).cursor()
+    rows = cursor.execute(f"SELECT amplitude_id FROM amplitude_events "
+                          f"WHERE {column} BETWEEN '2026-03-01' AND '2026-03-02'").fetchall()
+    assert rows == [(0,)]

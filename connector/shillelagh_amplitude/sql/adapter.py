@@ -257,7 +257,9 @@ class AmplitudeAPI(Adapter):
         spans = []
         for column, bound in ranges.items():
             first = floor_hour(bound.start)
-            last = max(first, ceil_hour(bound.end or now) - HOUR)
+            # an inclusive end on the hour (BETWEEN ... AND '2026-03-02') needs the hour that starts there
+            end_hour = floor_hour(bound.end) if bound.end and bound.include_end else ceil_hour(bound.end or now) - HOUR
+            last = max(first, end_hour)
             if column != "server_upload_time":
                 first -= CLOCK_SKEW
                 last += timedelta(hours=self.late_hours)
