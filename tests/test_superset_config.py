@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
 import stat
 from pathlib import Path
 from types import ModuleType
@@ -159,3 +160,40 @@ def test_a_failed_query_re_raised_by_superset_counts_as_the_users_error() -> Non
     assert is_user_error(raised("Username: ...", SupersetErrorType.CONNECTION_MISSING_PARAMETERS_ERROR))  # the form
     assert not is_user_error(raised("KeyError: 'hour'"))
     assert not is_user_error(OSError("disk full"))
+
+
+def test_a_fault_raised_while_handling_a_typo_keeps_its_traceback() -> None:
+    import apsw
+
+    from shillelagh_amplitude.superset.logs import is_user_error
+
+    try:
+        try:
+            raise apsw.SQLError("SQLError: no such column: lenght_s")
+        except apsw.SQLError:
+            raise KeyError("hour")  # noqa: B904 - a bug in an error handler, as it would happen
+    except KeyError as exc:
+        assert not is_user_error(exc)
+
+
+def test_amplitude_failing_is_a_fault_and_a_refused_range_the_users_error(tmp_path) -> None:
+    """Through SQL: Amplitude unreachable is logged with its traceback; a range over 365 days is one line."""
+    from sqlalchemy import create_engine, exc, text
+
+    from shillelagh_amplitude.superset.logs import is_user_error
+
+    with socket.socket() as closed:  # a port with nothing listening
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    engine = create_engine("amplitude://", connect_args={"adapter_kwargs": {"amplitude": {
+        "api_key": "key", "secret_key": "secret", "base_url": f"http://127.0.0.1:{port}", "cache_dir": str(tmp_path)}}})
+    raised = {}
+    for name, where in (("fault", "session_start >= '2026-03-01' AND session_start < '2026-03-02'"),
+                        ("refusal", "session_start >= '2024-01-01' AND session_start < '2026-03-02'")):
+        with pytest.raises(exc.DBAPIError) as error, engine.connect() as connection:
+            connection.execute(text(f"SELECT count(*) FROM amplitude_sessions WHERE {where}"))
+        raised[name] = error.value
+    assert isinstance(raised["fault"], exc.OperationalError) and "connection was refused" in str(raised["fault"])
+    assert not is_user_error(raised["fault"])
+    assert isinstance(raised["refusal"], exc.ProgrammingError) and "over 365 days" in str(raised["refusal"])
+    assert is_user_error(raised["refusal"])

@@ -39,6 +39,11 @@ class AmplitudeError(Exception):
     """An Export API failure, with a message fit for the SQL user (never contains the secret)."""
 
 
+class AmplitudeFault(AmplitudeError):
+    """A failure of the system, not of the query or the connection's settings (the network, Amplitude's servers,
+    the store): servers log it with its traceback, while a refused query is one log line."""
+
+
 class AuthenticationError(AmplitudeError):
     """403: wrong API key / secret key, or a project of the other data region."""
 
@@ -47,15 +52,15 @@ class HostNotFoundError(AmplitudeError):
     """The API host's name does not resolve: a wrong region or ``base_url``."""
 
 
-class UnreachableError(AmplitudeError):
+class UnreachableError(AmplitudeFault):
     """The host resolved but did not accept a connection or answer in time (network, proxy, firewall, port)."""
 
 
-class TruncatedBodyError(AmplitudeError):
+class TruncatedBodyError(AmplitudeFault):
     """The body ended before its announced length (the window is downloaded again)."""
 
 
-class ExportTooLargeError(AmplitudeError):
+class ExportTooLargeError(AmplitudeFault):
     """One hour is more than the Export API can return (400 too large or 504 at one hour)."""
 
 
@@ -192,7 +197,7 @@ class ExportClient:
                 except TruncatedBodyError as exc:
                     problem = str(exc)
                     _logger.warning("Export %s: %s; downloading again", window, problem)
-        raise AmplitudeError(
+        raise AmplitudeFault(
             f"The export of upload hours {window} broke off {self.body_attempts} times ({problem}); try again later."
         )
 
@@ -252,8 +257,8 @@ class ExportClient:
                 "Amplitude's EU data center needs region 'eu' (a US one, 'us')."
             )
         if status in RETRY_STATUSES:
-            raise AmplitudeError(f"Amplitude kept answering {status} for {window} after retrying; try again later.")
-        raise AmplitudeError(f"Amplitude answered {status} for {window}: {response.text[:200].strip()}")
+            raise AmplitudeFault(f"Amplitude kept answering {status} for {window} after retrying; try again later.")
+        raise AmplitudeFault(f"Amplitude answered {status} for {window}: {response.text[:200].strip()}")
 
     def _save_body(self, response: requests.Response) -> Path:
         """Stream the body to a temporary file; a short or broken body raises AmplitudeError."""

@@ -24,13 +24,20 @@ from typing import Any
 
 import pyarrow as pa
 from shillelagh.adapters.base import Adapter
-from shillelagh.exceptions import ProgrammingError
+from shillelagh.exceptions import OperationalError, ProgrammingError
 from shillelagh.fields import Boolean, DateTime, Field, Float, Integer, String
 from shillelagh.filters import Filter, Impossible, Operator, Range
 from shillelagh.typing import RequestedOrder, Row
 
 from .. import __version__
-from ..export.client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
+from ..export.client import (
+    AmplitudeError,
+    AmplitudeFault,
+    AuthenticationError,
+    ExportClient,
+    Window,
+    resolve_base_url,
+)
 from ..export.loader import DownloadBudgetExceeded, fill, newest_exportable_hour, store_window, whole_days_end
 from ..hours import HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
 from ..schema import EVENT_SCHEMA, TIMESTAMP
@@ -218,11 +225,13 @@ class AmplitudeAPI(Adapter):
         try:
             ranges = self._effective_ranges(ranges, now)
             key, scan = self._load(ranges, now)
-        except AmplitudeError as exc:
+            selection = scan.select(ranges)
+            if len(selection):
+                scan.columns(columns)
+        except AmplitudeFault as exc:  # the network, Amplitude or the store failed: the traceback is kept
+            raise OperationalError(str(exc)) from exc
+        except AmplitudeError as exc:  # a refusal (a range too long, hours missing offline, wrong keys)
             raise ProgrammingError(str(exc)) from None
-        selection = scan.select(ranges)
-        if len(selection):
-            scan.columns(columns)
         TABLE_CACHE.put(key, scan)  # again: the columns read may have grown it past the budget
         return selection
 

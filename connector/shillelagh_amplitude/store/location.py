@@ -20,13 +20,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pyarrow import fs
 
-from ..export.client import AmplitudeError
+from ..export.client import AmplitudeFault
 
 #: Query parameters never shown (pyarrow accepts some of them in S3 URIs).
 SECRET_PARAMETERS = ("access_key", "secret_key", "session_token", "token", "password", "credentials")
 
 
-class StoreError(AmplitudeError):
+class StoreError(AmplitudeFault):
     """The store could not be read or written (network, permissions, throttling); nothing partial was kept."""
 
 

@@ -1,6 +1,10 @@
 """Server log hygiene: a user's mistake (a typo in SQL Lab, a bad option) is logged as one line, without a
 traceback; real faults (anything else) keep theirs.
 
+An exception is the user's when it, or what it wraps, is a known user error. The walk down its causes passes
+only through the wrappers of Superset, SQLAlchemy and shillelagh: a fault met on the way (Amplitude or the store
+failing, a ``KeyError`` raised while handling a typo) makes it a fault.
+
 Superset logs a failed query with ``exc_info`` wherever it catches it (SQL Lab, chart data, dataset
 refresh), so the filter sits where every record is made: :func:`install` wraps the log record factory.
 ``superset_config.py`` calls it; importing this module imports nothing of Superset.
@@ -17,7 +21,8 @@ from shillelagh.exceptions import ProgrammingError as ShillelaghProgrammingError
 from sqlalchemy.exc import ProgrammingError as SQLAlchemyProgrammingError
 
 #: Errors in what the user wrote: SQLite's "no such column" or syntax errors, and the adapter's own
-#: refusals (a range over 365 days, a bad option, hours missing offline), which it raises as ProgrammingError.
+#: refusals (a range over 365 days, a bad option, hours missing offline), which it raises as ProgrammingError
+#: (its faults, as OperationalError).
 USER_ERRORS: tuple[type[BaseException], ...] = (apsw.SQLError, ShillelaghProgrammingError, SQLAlchemyProgrammingError)
 #: Superset's and sqlglot's SQL parse errors, by class name (importing Superset here would be circular).
 USER_ERROR_NAMES = frozenset({"SupersetParseError", "ParseError", "TokenError"})
@@ -28,6 +33,8 @@ USER_ERROR_TYPES = frozenset({
     "INVALID_PAYLOAD_SCHEMA_ERROR", "INVALID_PAYLOAD_FORMAT_ERROR", "INVALID_TEMPLATE_PARAMS_ERROR",
     "MISSING_TEMPLATE_PARAMS_ERROR", "INVALID_SQL_ERROR", "CONNECTION_MISSING_PARAMETERS_ERROR",
 })
+#: Packages whose exceptions wrap another one (the walk goes on through them); anything else is a fault.
+WRAPPER_PACKAGES = frozenset({"superset", "sqlalchemy", "shillelagh", "flask_appbuilder"})
 SQLITE_USER_MESSAGE = re.compile(
     r"^(no such (column|table|function)|near \"[^\"]*\": syntax error|incomplete input|ambiguous column name|"
     r"wrong number of arguments|misuse of (aggregate|window) function|.* syntax error)"
@@ -63,6 +70,8 @@ def is_user_error(exc: BaseException | None) -> bool:
             return True
         if (errors := _superset_errors(e)) and all(_user_superset_error(error) for error in errors):
             return True
+        if type(e).__module__.split(".")[0] not in WRAPPER_PACKAGES:
+            return False
     return False
 
 
