@@ -187,3 +187,46 @@ def test_region_hosts():
     assert resolve_base_url("eu", "http://proxy.local/") == "http://proxy.local"
     with pytest.raises(AmplitudeError, match="Unknown region"):
         resolve_base_url("apac")
+
+
+def test_the_connection_test_does_not_read_the_hour_it_asks_for(tmp_path):
+    """Amplitude answers 200 with a whole hour of events (here 1 GB announced, sent slowly): the connection test
+    takes the status and leaves at once, instead of downloading the hour inside a web request."""
+    import http.server
+    import threading
+    import time
+
+    from shillelagh_amplitude.export.probe import READ_TIMEOUT_S, check_connection
+
+    sent: list[int] = []
+
+    class Hour(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(1 << 30))
+            self.end_headers()
+            try:
+                for _ in range(int(READ_TIMEOUT_S * 4)):
+                    self.wfile.write(b"PK" + bytes(4094))
+                    self.wfile.flush()
+                    sent.append(4096)
+                    time.sleep(0.5)
+            except OSError:
+                pass  # the client left
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hour)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        result = check_connection("key", SECRET_KEY, base_url=f"http://127.0.0.1:{server.server_address[1]}",
+                                   cache_dir=str(tmp_path))
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+    assert result.startswith("Amplitude at http://127.0.0.1:") and "accepted the keys" in result
+    assert took < READ_TIMEOUT_S / 2, took  # reading the body would take READ_TIMEOUT_S at least
+    assert sum(sent) < 1 << 20

@@ -201,6 +201,15 @@ class ExportClient:
             f"The export of upload hours {window} broke off {self.body_attempts} times ({problem}); try again later."
         )
 
+    def answer(self, window: Window) -> int:
+        """The status the Export API answers for ``window`` (200, or 404: no data), its body left unread; other
+        answers raise as in :meth:`download` (a hour too large to export counts as an answer)."""
+        response = self._get(window)
+        with response:
+            if response.status_code != 200:
+                self._non_200(window, response)
+            return response.status_code
+
     def _get(self, window: Window) -> requests.Response:
         params = {"start": format_hour(window.start), "end": format_hour(window.end)}
         url = self.base_url + EXPORT_PATH

@@ -2,7 +2,8 @@
 
 Superset's "Test connection" and "Connect" run it (``AmplitudeEngineSpec.mutate_db_for_connection_test``), so
 a wrong key, an unknown region or host and an unreachable network show up at once, as distinct errors, within
-about ``CONNECT_TIMEOUT_S + READ_TIMEOUT_S`` seconds: no retries, short timeouts.
+about ``CONNECT_TIMEOUT_S + READ_TIMEOUT_S`` seconds: no retries, short timeouts, and the answer's body (an
+hour of the project's events) is never read.
 """
 
 from __future__ import annotations
@@ -50,9 +51,7 @@ def check_connection(
     client = ExportClient(api_key, secret_key, base_url=host, retries=0, connect_timeout=CONNECT_TIMEOUT_S,
                           timeout=READ_TIMEOUT_S, body_attempts=1)
     hour = newest_exportable_hour(now or datetime.now(UTC))
-    window = client.download(Window(hour, hour))
-    if window is not None and window.path is not None:
-        window.path.unlink(missing_ok=True)
+    client.answer(Window(hour, hour))
     return f"Amplitude at {host} accepted the keys (upload hour {format_hour(hour)})"
 
 
