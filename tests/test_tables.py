@@ -247,3 +247,19 @@ def test_an_inclusive_end_on_the_hour_reads_the_hour_that_starts_there(tmp_path,
     rows = cursor.execute(f"SELECT amplitude_id FROM amplitude_events "
                           f"WHERE {column} BETWEEN '2026-03-01' AND '2026-03-02'").fetchall()
     assert rows == [(0,)]
+
+
+def test_offline_with_none_of_the_hours_lists_each_day_once(loaded_cache, monkeypatch):
+    """The "holds none of the upload hours" check lists a day folder once, not once per hour (a LIST request
+    each on object storage)."""
+    from shillelagh_amplitude.store.location import StoreLocation
+
+    listed: list[tuple[str, ...]] = []
+    original = StoreLocation.list
+    monkeypatch.setattr(StoreLocation, "list", lambda self, *names: listed.append(names) or original(self, *names))
+    cursor = sql_connection(cache_dir=str(loaded_cache), offline=True).cursor()
+    with pytest.raises(ProgrammingError, match="holds none of the upload hours"):
+        cursor.execute("SELECT count(*) FROM amplitude_events WHERE server_upload_time >= '2025-06-01' "
+                       "AND server_upload_time < '2025-07-01'")
+    june = [names[-1] for names in listed if names[-1].startswith("202506")]
+    assert len(june) == len(set(june)) * 2 == 60  # June's 30 days: files() lists each once, the check once more

@@ -285,7 +285,7 @@ class AmplitudeAPI(Adapter):
         store = HourStore(self.cache_dir, self.base_url, self.api_key)
         self._fill_and_verify(store, first, last, now)
         files = store.files(hours, now)
-        if self.offline and hours and not files and not any(store.has(hour, now) for hour in hours):
+        if self.offline and hours and not files and len(store.missing(hours, now)) == len(hours):
             raise AmplitudeError(
                 f"This connection is offline and its store holds none of the upload hours {format_hour(hours[0])}.."
                 f"{format_hour(hours[-1])} this query needs; load them with amplitude-load or amplitude-sync."
