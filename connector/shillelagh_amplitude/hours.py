@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 HOUR = timedelta(hours=1)
 EXPORT_HOUR_FORMAT = "%Y%m%dT%H"
+#: How far ahead of real time a device clock may run (client times, session ids) and still be read whole:
+#: queries, and so the sync, read one upload hour before a range.
+CLOCK_SKEW = HOUR
 
 
 def to_utc(value: datetime) -> datetime:

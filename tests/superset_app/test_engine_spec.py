@@ -127,3 +127,14 @@ def test_errors_carry_one_prefix(superset_app) -> None:
     (error,) = AmplitudeEngineSpec.extract_errors(Exception("no such column: lenght_s"))
     assert error.message == "no such column: lenght_s"
     assert error.extra["engine_name"] == "Amplitude Export API"
+
+
+@pytest.mark.parametrize(("region", "problems"), [("EU", 0), ("eu", 0), ("Us", 0), ("mars", 1)])
+def test_the_form_takes_a_region_in_any_case_as_connections_do(region: str, problems: int) -> None:
+    from shillelagh_amplitude.export.client import REGION_BASE_URLS, resolve_base_url
+
+    parameters = {"username": "key", "password": "secret", "query": {"region": region}}
+    errors = AmplitudeEngineSpec.validate_parameters({"parameters": parameters})
+    assert len(errors) == problems
+    if not problems:
+        assert resolve_base_url(region) == REGION_BASE_URLS[region.lower()]

@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..hours import HOUR, floor_hour, format_hour
+from ..hours import CLOCK_SKEW, HOUR, floor_hour, format_hour
 from ..store.hour_store import HourStore
 from .client import ExportClient, resolve_base_url
 from .loader import fill, newest_exportable_hour, whole_days_end
 
 _logger = logging.getLogger(__name__)
 
-#: Queries read one upload hour before their range (a device clock running ahead), so the sync does too.
-CLOCK_SKEW = HOUR
 #: How far back a store that fell behind is caught up (the Export API's limit per request, too).
 MAX_CATCH_UP = timedelta(days=365)
 

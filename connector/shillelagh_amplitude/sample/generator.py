@@ -88,11 +88,6 @@ def _format_us(us: int) -> str:
     return _minute_prefix(minute) + _SECONDS[second] + _MILLISECONDS[milli]
 
 
-def format_timestamp(value: datetime) -> str:
-    """Export timestamp text of ``value``: ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, no zone."""
-    return _format_us(_to_us(value))
-
-
 def _parse_us(value: str | datetime) -> int:
     if isinstance(value, datetime):
         return _to_us(value)

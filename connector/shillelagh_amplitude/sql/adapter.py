@@ -39,7 +39,7 @@ from ..export.client import (
     resolve_base_url,
 )
 from ..export.loader import DownloadBudgetExceeded, fill, newest_exportable_hour, store_window, whole_days_end
-from ..hours import HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
+from ..hours import CLOCK_SKEW, HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
 from .freshness import budget_message, check_offline_span
@@ -51,8 +51,6 @@ _logger = logging.getLogger(__name__)
 EVENTS_TABLE = "amplitude_events"
 SESSIONS_TABLE = "amplitude_sessions"
 MAX_QUERY_DAYS = 365
-#: How far ahead of real time a device clock may run (client times, session ids) and still be read whole.
-CLOCK_SKEW = timedelta(hours=1)
 
 
 class UTCDateTime(DateTime):

@@ -11,10 +11,9 @@ from datetime import datetime, timedelta
 
 from ..export.client import REGION_BASE_URLS, AmplitudeError
 from ..export.loader import DownloadBudgetExceeded
+from ..hours import CLOCK_SKEW
 from ..store.hour_store import HourStore
 
-#: How far ahead of real time a device clock may run (the adapter reads one upload hour before a range).
-CLOCK_SKEW = timedelta(hours=1)
 SESSION_SPAN = timedelta(days=1)
 
 

@@ -193,7 +193,7 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
                 coerce(name, value)
             except ArgumentError as ex:
                 problems.append(str(ex))
-        if query.get("region", "us") not in REGIONS:
+        if str(query.get("region", "us")).lower() not in REGIONS:
             problems.append(f"region must be one of {', '.join(REGIONS)}")
         if problems:
             errors.append(
