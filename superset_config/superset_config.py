@@ -50,6 +50,24 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+
+
+def _seconds(variable: str, default: float, unlimited: bool = False) -> float | None:
+    """A number of seconds from the environment (``0``/``none``/``unlimited``: None when ``unlimited`` allows);
+    anything else stops Superset's start with a message naming the variable."""
+    text = (os.environ.get(variable) or str(default)).strip().lower()
+    if unlimited and text in ("0", "none", "unlimited"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        allowed = " (0, none or unlimited: no limit)" if unlimited else ""
+        raise ValueError(f"{variable} must be a positive number of seconds{allowed}, not {text!r}")
+    return value
+
+
 SQLALCHEMY_DATABASE_URI = os.environ.get("SUPERSET_DATABASE_URI") or f"sqlite:///{HOME / 'superset.db'}"
 
 CACHE_DEFAULT_TIMEOUT = int(os.environ.get("SUPERSET_CACHE_TIMEOUT", "3600"))
@@ -67,7 +85,7 @@ CACHE_CONFIG = _cache("metadata")
 # Chart data: without it every dashboard load would re-read the hour store (or Amplitude).
 DATA_CACHE_CONFIG = _cache("data")
 
-AMPLITUDE_SYNC_INTERVAL_S = float(os.environ.get("AMPLITUDE_SYNC_INTERVAL_S") or 15 * 60)
+AMPLITUDE_SYNC_INTERVAL_S = _seconds("AMPLITUDE_SYNC_INTERVAL_S", 15 * 60)
 
 if REDIS_URL:
     from datetime import timedelta
@@ -120,8 +138,7 @@ AMPLITUDE_ENV = {
     "default_days": "AMPLITUDE_DEFAULT_DAYS",
 }
 AMPLITUDE_CACHE_DIR = os.environ.get("AMPLITUDE_CACHE_DIR") or str(HOME / "amplitude")
-_budget = (os.environ.get("AMPLITUDE_DOWNLOAD_BUDGET_S") or "20").strip().lower()
-AMPLITUDE_DOWNLOAD_BUDGET_S = None if _budget in ("0", "none", "unlimited") else float(_budget)
+AMPLITUDE_DOWNLOAD_BUDGET_S = _seconds("AMPLITUDE_DOWNLOAD_BUDGET_S", 20, unlimited=True)
 
 
 def _in_celery_task() -> bool:

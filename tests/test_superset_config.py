@@ -197,3 +197,11 @@ def test_amplitude_failing_is_a_fault_and_a_refused_range_the_users_error(tmp_pa
     assert not is_user_error(raised["fault"])
     assert isinstance(raised["refusal"], exc.ProgrammingError) and "over 365 days" in str(raised["refusal"])
     assert is_user_error(raised["refusal"])
+
+
+@pytest.mark.parametrize("variable", ["AMPLITUDE_DOWNLOAD_BUDGET_S", "AMPLITUDE_SYNC_INTERVAL_S"])
+@pytest.mark.parametrize("value", ["-5", "soon", "inf"])
+def test_a_bad_number_of_seconds_stops_the_start_naming_the_variable(monkeypatch, tmp_path, variable, value) -> None:
+    with pytest.raises(ValueError, match=f"^{variable} must be a positive number of seconds.*not '{value}'$"):
+        load_config(monkeypatch, tmp_path, **{variable: value})
+    assert load_config(monkeypatch, tmp_path, **{variable: "30"}) is not None
