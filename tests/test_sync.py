@@ -96,6 +96,8 @@ def test_two_syncs_at_once_download_each_hour_once_then_only_non_final_hours(tmp
                      rf"{format_hour(expected[0])}..{format_hour(expected[-1])} \({len(expected)} hours\) current; "
                      rf"0 hours downloaded in 0 requests", summaries[0]), summaries
     assert f"{len(expected)} hours downloaded in" in summaries[1]
+    # both progress bars end complete over the hours of the range, stored already or downloaded
+    assert all(f" {len(expected)}/{len(expected)} " in err.strip().split("\r")[-1] for _, err in outputs), outputs
 
     # the store is current: a second sync re-reads only the hours that are not final yet (hour + 4 h > now)
     live_project.clear_requests()

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .export.client import AmplitudeError, ExportClient, resolve_base_url
 from .export.loader import fill, load_archive
-from .export.sync import sync_project
+from .export.sync import days_range, sync_project
 from .hours import HOUR, floor_hour, hour_count
 from .store.hour_store import HourStore
 
@@ -75,10 +75,12 @@ def sync_main(argv: list[str] | None = None) -> int:
         if args.days is not None:
             if not args.api_key:
                 raise AmplitudeError("an API key is needed: --api-key or $AMPLITUDE_API_KEY")
-            with tqdm(total=args.days * 24, unit="h", desc="upload hours") as bar:
+            total = hour_count(*days_range(datetime.now(UTC), args.days))
+            with tqdm(total=total, unit="h", desc="upload hours") as bar:
                 result = sync_project(args.api_key, secret, region=args.region, base_url=args.base_url,
                                       cache_dir=args.cache_dir, window_hours=args.window_hours, days=args.days,
                                       progress=bar.update)
+                bar.update(bar.total - bar.n)  # the hours stored already count as done
             print(f"amplitude-sync: {result.summary()}")
             return 0
         store = _store(args)

@@ -43,15 +43,19 @@ class SyncResult:
                 f"downloaded in {self.requests} requests, {self.events} events stored")
 
 
+def days_range(now: datetime, days: int) -> tuple[datetime, datetime]:
+    """The upload hours of the ``days`` whole UTC days before :func:`whole_days_end`, and of the hour before them
+    (devices whose clock runs ahead), through the newest exportable hour. Whole days, because the dashboard's
+    default range is made of them: it is then stored entirely."""
+    return whole_days_end(now) - timedelta(days=days) - CLOCK_SKEW, newest_exportable_hour(now)
+
+
 def sync_range(
     store: HourStore, now: datetime, default_days: int, days: int | None = None
 ) -> tuple[datetime, datetime]:
-    """The upload hours a sync covers: the ``days`` (else ``default_days``) whole UTC days before
-    :func:`whole_days_end`, and the hour before them (devices whose clock runs ahead), through the newest
-    exportable hour; further back, from the newest stored final hour, when the store fell behind. Whole days,
-    because the dashboard's default range is made of them: it is then stored entirely."""
-    last = newest_exportable_hour(now)
-    first = whole_days_end(now) - timedelta(days=days or default_days) - CLOCK_SKEW
+    """The upload hours a sync covers: :func:`days_range` of ``days`` (else ``default_days``); further back,
+    from the newest stored final hour, when the store fell behind."""
+    first, last = days_range(now, days or default_days)
     newest = store.newest_final_hour()
     if days is None and newest is not None and newest + HOUR < first:
         first = max(newest + HOUR, floor_hour(now) - MAX_CATCH_UP)
