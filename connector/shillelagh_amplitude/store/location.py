@@ -11,12 +11,13 @@ location by :attr:`StoreLocation.display`, which never holds credentials.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from pyarrow import fs
 
@@ -30,15 +31,57 @@ class StoreError(AmplitudeError):
     """The store could not be read or written (network, permissions, throttling); nothing partial was kept."""
 
 
+#: The start of a query: a '?' followed by a parameter's name and '='. A '?' typed into a secret is not one.
+QUERY_START = re.compile(r"\?(?=[A-Za-z_][\w.-]*=)")
+#: Why ``from_uri`` rejects a URI it cannot parse (its own message quotes the URI and the offending character).
+UNPARSABLE = ("it is not a valid URI; percent-encode any '/', '@', ':', '?', '%' or space in its credentials "
+              "(e.g. '/' as %2F)")
+
+
+def _split(uri: str) -> tuple[str, str, str, str | None]:
+    """``uri`` as (scheme, user info, host and path, query or None); never fails.
+
+    Secrets are often typed unencoded and may hold '/', '@', ':', '?' or spaces, so the user info is everything
+    before the last '@' ahead of the query: a host never holds '@' (a path that does is shown from after it:
+    too little is shown, never a secret).
+    """
+    scheme, separator, rest = uri.partition("://")
+    if not separator:
+        scheme, rest = "", uri
+    query_start = QUERY_START.search(rest)
+    at = rest.rfind("@", 0, query_start.start() if query_start else len(rest))
+    user_info, rest = rest[:max(at, 0)], rest[at + 1:]
+    location, question, query = rest.partition("?")
+    return scheme, user_info, location, query if question else None
+
+
+def _is_secret(name: str) -> bool:
+    return any(word in name.lower() for word in SECRET_PARAMETERS)
+
+
 def redact(uri: str) -> str:
-    """``uri`` without user info or credential parameters."""
-    parts = urlsplit(uri)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    query = [(name, "***" if any(word in name.lower() for word in SECRET_PARAMETERS) else value)
-             for name, value in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=":/*"), ""))
+    """``uri`` without user info or credential parameters (never fails, whatever the URI holds)."""
+    scheme, _, location, query = _split(uri)
+    shown = f"{scheme}://{location}" if scheme else location
+    if query:
+        parameters = [(name, "***" if _is_secret(name) else value)
+                      for name, value in parse_qsl(query, keep_blank_values=True)]
+        shown += f"?{urlencode(parameters, safe=':/*')}" if parameters else ""
+    return shown
+
+
+def scrub(text: str, uri: str) -> str:
+    """``text`` (a library's message about ``uri``) with ``uri`` shown redacted and every credential in it hidden."""
+    _, user_info, _, query = _split(uri)
+    secrets = {user_info, *user_info.split(":", 1)}
+    secrets |= {value for name, value in parse_qsl(query or "", keep_blank_values=True) if _is_secret(name)}
+    secrets |= {piece for secret in secrets for piece in (unquote(secret), quote(secret, safe=""))}
+    parts = [text]
+    for whole in (uri, unquote(uri)):
+        parts = [piece for part in parts for piece in part.split(whole)]  # the URI itself, not redacted yet
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        parts = [part.replace(secret, "***") for part in parts]
+    return redact(uri).join(parts)
 
 
 def is_uri(where: str | Path) -> bool:
@@ -87,8 +130,9 @@ class StoreLocation:
         display = redact(where)
         try:
             filesystem, root = fs.FileSystem.from_uri(where)
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"The hour store {display} cannot be opened: {exc}") from None
+        except (OSError, ValueError) as exc:  # its message quotes the URI, credentials included
+            reason = UNPARSABLE if str(exc).startswith("Cannot parse URI") else scrub(str(exc), where)
+            raise StoreError(f"The hour store {display} cannot be opened: {reason}") from None
         return cls(filesystem, root.rstrip("/"), display, False)
 
     def path(self, *names: str) -> str:
