@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
+import resource
+import signal
 import string
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from shillelagh_amplitude.store.location import StoreError, StoreLocation, redact, scrub
+from shillelagh_amplitude.store.location import StoreError, StoreLocation, redact, scrub, write_atomically
 
 #: Secrets as people type them into URIs: AWS secret keys hold '/' and '+', passwords anything.
 SECRETS = [
@@ -96,3 +101,60 @@ def test_redact_never_fails_nor_shows_a_secret_whatever_it_holds():
         marker = f"{secret[:10]}S3CRET{secret[10:]}"
         uri = f"s3://AKIAEXAMPLE:{marker}@bucket/prefix?region=us-east-1"
         assert redact(uri) == "s3://bucket/prefix?region=us-east-1", uri
+
+
+def test_a_failed_local_write_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "synced"
+    (target / "inside").mkdir(parents=True)  # a folder in the way: the rename into place fails
+    with pytest.raises(IsADirectoryError):
+        write_atomically(target, b"content")
+    assert [path.name for path in tmp_path.iterdir()] == ["synced"]
+
+
+def test_a_failed_delete_says_it_was_a_delete(tmp_path):
+    location = StoreLocation.open(tmp_path)
+    (tmp_path / "20260301" / "05.fresh.arrow").mkdir(parents=True)  # a folder where the file is expected
+    with pytest.raises(StoreError) as failure:
+        location.delete(location.path("20260301", "05.fresh.arrow"))
+    assert str(failure.value) == (
+        f"The hour store {tmp_path} could not be deleted: [Errno 21] Cannot delete file "
+        f"'{tmp_path}/20260301/05.fresh.arrow'. Detail: [errno 21] Is a directory")
+
+
+def test_a_failed_read_leaves_no_partial_copy(tmp_path):
+    location = StoreLocation.open(tmp_path / "store")
+    (tmp_path / "store" / "20260301" / "05.arrow").mkdir(parents=True)
+    target = tmp_path / "hot" / "20260301" / "05.arrow.1"
+    with pytest.raises(StoreError) as failure:
+        location.download(location.path("20260301", "05.arrow"), target)
+    assert str(failure.value) == (f"The hour store {tmp_path / 'store'} could not be read: Cannot open for reading: "
+                                  f"path '{tmp_path}/store/20260301/05.arrow' is a directory")
+    assert list(target.parent.iterdir()) == []
+
+
+def _download_with_a_file_size_limit(location: StoreLocation, path: str, target: Path, answer) -> None:
+    """In a child process: local files may not grow past 64 KiB (writes beyond fail with EFBIG)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    try:
+        location.download(path, target)
+        answer.put("downloaded")
+    except StoreError as exc:
+        answer.put(str(exc))
+
+
+def test_a_failed_local_write_is_not_called_a_read(tmp_path):
+    location = StoreLocation.open(tmp_path / "store")
+    (tmp_path / "store" / "20260301").mkdir()
+    (tmp_path / "store" / "20260301" / "05.arrow").write_bytes(os.urandom(1 << 20))
+    target = tmp_path / "hot" / "20260301" / "05.arrow.1"
+    context = multiprocessing.get_context("fork")
+    answer = context.Queue()
+    child = context.Process(target=_download_with_a_file_size_limit,
+                            args=(location, location.path("20260301", "05.arrow"), target, answer))
+    child.start()
+    message = answer.get(timeout=60)
+    child.join(60)
+    assert message == (f"A local copy of the hour store {tmp_path / 'store'} could not be written in {target.parent}: "
+                       "[Errno 27] File too large")
+    assert list(target.parent.iterdir()) == []

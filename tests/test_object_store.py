@@ -24,7 +24,7 @@ from shillelagh.exceptions import ProgrammingError
 from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import hour_range, parse_hour
 from shillelagh_amplitude.store.hour_store import HourStore, project_key
-from shillelagh_amplitude.store.location import StoreLocation, redact
+from shillelagh_amplitude.store.location import StoreError, StoreLocation, redact
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import kpis, sessions_from_records
@@ -247,6 +247,23 @@ def test_secret_verifier_and_projects_on_object_storage(s3, filled, monkeypatch)
     assert projects == {project_key("https://amplitude.com", API_KEY)}
     verifier = s3.get_object(bucket_of(filled), f"store/{next(iter(projects))}/secret.verifier")
     assert SECRET_KEY.encode() not in verifier
+
+
+def test_a_failed_delete_on_object_storage_says_it_was_a_delete(s3, bucket):
+    location = StoreLocation.open(bucket)
+    path = location.path("project", "20260301", "05.fresh.empty")
+    location.publish_bytes(path, b"")
+    s3.clear_log()
+    s3.faults.fail = 10_000
+    try:
+        with pytest.raises(StoreError) as failure:
+            location.delete(path)
+    finally:
+        s3.faults.fail = 0
+    assert str(failure.value).startswith(f"The hour store {bucket} could not be deleted: ")
+    key = "store/project/20260301/05.fresh.empty"
+    assert set(s3.requests_made()) == {("HEAD", f"/{bucket_of(bucket)}/{key}", 500)}  # pyarrow looks before it deletes
+    assert list(s3.keys(bucket_of(bucket))) == [key]
 
 
 def test_local_paths_and_file_uris_stay_local(tmp_path):

@@ -14,15 +14,18 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from pyarrow import fs
 
 from ..export.client import AmplitudeError
 
+#: Names of local files being written (skipped by clean-ups: another process may be writing them).
+TEMP_PREFIX = ".tmp-"
 #: Query parameters never shown (pyarrow accepts some of them in S3 URIs).
 SECRET_PARAMETERS = ("access_key", "secret_key", "session_token", "token", "password", "credentials")
 
@@ -89,13 +92,23 @@ def is_uri(where: str | Path) -> bool:
     return isinstance(where, str) and "://" in where and not where.startswith("file://")
 
 
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file written beside ``path`` and renamed into place once complete; removed if anything fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write a local file beside its place and rename it into place: readers see the old or the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as handle:
+    with atomic_file(path) as handle:
         handle.write(data)
-    os.replace(temp, path)
 
 
 @dataclass(frozen=True)
@@ -167,17 +180,23 @@ class StoreLocation:
         with self._errors("read"), self.filesystem.open_input_stream(path) as stream:
             return stream.read()
 
+    def _chunks(self, path: str) -> Iterator[bytes]:
+        """A stored file's content, 4 MiB at a time."""
+        with self._errors("read"), self.filesystem.open_input_stream(path) as stream:
+            while chunk := stream.read(1 << 22):
+                yield chunk
+
     def download(self, path: str, target: Path) -> None:
-        """Copy a stored file to a local path, atomically (a partial copy is never visible)."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        """Copy a stored file to a local path, atomically (a partial copy is never visible, nor left behind)."""
         try:
-            with os.fdopen(fd, "wb") as out, self._errors("read"), self.filesystem.open_input_stream(path) as stream:
-                while chunk := stream.read(1 << 22):
+            with atomic_file(target) as out, closing(self._chunks(path)) as chunks:
+                for chunk in chunks:
                     out.write(chunk)
-            os.replace(temp, target)
-        finally:
-            Path(temp).unlink(missing_ok=True)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # the store's own errors are StoreErrors already: this one is local
+            raise StoreError(f"A local copy of the hour store {self.display} could not be written in "
+                             f"{target.parent}: {exc}") from None
 
     def publish_bytes(self, path: str, data: bytes) -> None:
         """Make ``data`` the content of ``path`` in one step."""
@@ -200,5 +219,5 @@ class StoreLocation:
 
     def delete(self, path: str) -> None:
         """Remove a file if it exists."""
-        with self._errors("written"), suppress(FileNotFoundError):
+        with self._errors("deleted"), suppress(FileNotFoundError):
             self.filesystem.delete_file(path)
