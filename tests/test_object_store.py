@@ -23,6 +23,7 @@ from shillelagh.exceptions import ProgrammingError
 
 from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import hour_range, parse_hour
+from shillelagh_amplitude.store.hot_cache import HotCache
 from shillelagh_amplitude.store.hour_store import HourStore, project_key
 from shillelagh_amplitude.store.location import StoreError, StoreLocation, redact
 
@@ -236,6 +237,32 @@ def test_warm_reads_come_from_the_bounded_local_copy(s3, filled, monkeypatch, tm
     copies = {path.name.split(".")[0] for path in (store.root / "hot").glob("*/*")}
     assert {path.parent.name for path in (store.root / "hot").glob("*/*")} == {"20260302"}  # day one trimmed
     assert len(copies) == len(store.files(day_two, now))
+
+
+def test_copies_trimmed_by_another_process_before_they_are_read_are_fetched_again(s3, filled, dataset, monkeypatch,
+                                                                                 tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    fetches: list[int] = []
+    fetch = HotCache.fetch
+
+    def fetch_then_lose_the_copies(cache, location, entries):
+        copies = fetch(cache, location, entries)
+        fetches.append(len(copies))
+        if len(fetches) in (1, 3):  # another process trims the folder right before the first read of each column
+            for copy in copies:
+                copy.unlink()
+        return copies
+
+    monkeypatch.setattr(HotCache, "fetch", fetch_then_lose_the_copies)
+    s3.clear_log()
+    rows = sql_connection(cache_dir=filled, offline=True).cursor().execute(
+        "SELECT event_type, count(*) FROM amplitude_events "
+        "WHERE event_time >= '2026-03-02' AND event_time < '2026-03-03' GROUP BY 1 ORDER BY 1").fetchall()
+    expected = Counter(r["event_type"] for r in dataset.records if START <= parse_ts(r["event_time"]) < END)
+    assert rows == sorted(expected.items())
+    assert len(fetches) == 4 and len(set(fetches)) == 1  # event_time, once more, event_type, once more
+    downloads = Counter(path for method, path, _ in s3.requests_made("GET") if ".arrow" in path)
+    assert set(downloads.values()) == {3}  # every hour file: downloaded on first use, then again after each loss
 
 
 def test_secret_verifier_and_projects_on_object_storage(s3, filled, monkeypatch):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import random
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -11,7 +15,9 @@ from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import hour_range
 from shillelagh_amplitude.sample.generator import make_event
 from shillelagh_amplitude.schema import EVENT_SCHEMA
+from shillelagh_amplitude.store.hot_cache import HotCache
 from shillelagh_amplitude.store.hour_store import FRESH_TTL, HourStore, is_final
+from shillelagh_amplitude.store.location import FileEntry, StoreLocation
 
 from .helpers import export_zip
 
@@ -106,3 +112,61 @@ def test_concurrent_writers_leave_one_complete_copy(tmp_path):
     assert table.num_rows == 5000  # not doubled, not partial
     assert len(store.files([T0], T0 + 30 * HOUR)) == 1
     assert not list(store.root.glob(".staging-*"))
+
+
+def _source_files(tmp_path: Path, count: int, size: int) -> tuple[StoreLocation, list[FileEntry]]:
+    """``count`` stored files of ``size`` random bytes in a local location (read through a hot cache in tests)."""
+    location = StoreLocation.open(tmp_path / "store")
+    for number in range(count):
+        location.publish_bytes(location.path("project", f"202603{number // 24 + 1:02}", f"{number % 24:02}.arrow"),
+                               os.urandom(size))
+    entries = [entry for day in location.folders("project") for entry in location.list("project", day).values()]
+    return location, entries
+
+
+def test_trimming_leaves_other_processes_downloads_alone(tmp_path):
+    location, entries = _source_files(tmp_path, 4, 1000)
+    cache = HotCache(tmp_path / "hot", max_bytes=2500)
+    in_progress = tmp_path / "hot" / "20260301" / ".tmp-another-process"
+    in_progress.parent.mkdir(parents=True)
+    in_progress.write_bytes(b"x" * 5000)
+    os.utime(in_progress, (0, 0))  # the oldest file of all, and far over budget
+    copies = cache.fetch(location, entries[:2])
+    cache.fetch(location, entries[2:])
+    assert in_progress.read_bytes() == b"x" * 5000
+    assert not any(copy.exists() for copy in copies)  # the least recently used copies made room
+
+
+def _fetch_repeatedly(location: StoreLocation, entries: list[FileEntry], folder: Path, seed: int, answer) -> None:
+    """In a child process: fetch random sets of files through a hot cache too small for two of them at once."""
+    chance = random.Random(seed)
+    cache = HotCache(folder, max_bytes=6 * 16_384)
+    contents = {entry.path: Path(entry.path).read_bytes() for entry in entries}
+    problems = []
+    for _ in range(150):
+        chosen = chance.sample(entries, 4)
+        try:
+            copies = cache.fetch(location, chosen)
+        except OSError as exc:
+            problems.append(repr(exc))
+            continue
+        for entry, copy in zip(chosen, copies, strict=True):
+            with suppress(FileNotFoundError):  # trimmed by another process since: a reader fetches it again
+                if copy.read_bytes() != contents[entry.path]:
+                    problems.append(f"{copy} differs from {entry.path}")
+    answer.put(problems)
+
+
+def test_processes_sharing_a_hot_cache_never_trip_over_each_other(tmp_path):
+    location, entries = _source_files(tmp_path, 40, 16_384)
+    context = multiprocessing.get_context("fork")
+    answer = context.Queue()
+    workers = [context.Process(target=_fetch_repeatedly, args=(location, entries, tmp_path / "hot", seed, answer))
+               for seed in range(4)]
+    for worker in workers:
+        worker.start()
+    problems = [answer.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+    assert problems == [[]] * 4
+    assert not list((tmp_path / "hot").glob("*/.tmp-*"))

@@ -91,6 +91,22 @@ def _sort_keys(column: pa.ChunkedArray) -> np.ndarray:
     return pc.fill_null(pc.cast(column, pa.int64()), np.iinfo(np.int64).max).to_numpy()
 
 
+def _read(read: Reader, names: list[str], rows: int | None = None) -> pa.Table:
+    """``read(names)``, holding ``rows`` rows when given; tried once more when a file is gone, as a local copy
+    another process trimmed is fetched again. Still gone, or other rows: an hour was re-published (fresh -> final)
+    since the files were listed."""
+    try:
+        table = read(names)
+    except FileNotFoundError:
+        try:
+            table = read(names)
+        except FileNotFoundError:
+            table = None
+    if table is None or (rows is not None and table.num_rows != rows):
+        raise ProgrammingError("The hour store changed while this query read it; run the query again.")
+    return table
+
+
 class ScanTable:
     """The columns of one set of stored hours, sorted by ``sort_column``; each column is read on first use."""
 
@@ -99,7 +115,7 @@ class ScanTable:
         self.sort_column = sort_column
         self._lock = threading.Lock()
         self._columns = dict(columns or {})
-        keys = _sort_keys(self._columns[sort_column] if columns else read([sort_column])[sort_column])
+        keys = _sort_keys(self._columns[sort_column] if columns else _read(read, [sort_column])[sort_column])
         self._order = np.argsort(keys, kind="stable") if np.any(keys[1:] < keys[:-1]) else None
         self._keys = keys if self._order is None else keys[self._order]
         if self._order is not None:
@@ -125,12 +141,7 @@ class ScanTable:
         with self._lock:
             missing = [name for name in names if name not in self._columns]
             if missing:
-                try:
-                    table = self._read(missing)
-                except FileNotFoundError:
-                    table = None  # an hour was re-published (fresh -> final) since this table was built
-                if table is None or table.num_rows != len(self._keys):
-                    raise ProgrammingError("The hour store changed while this query read it; run the query again.")
+                table = _read(self._read, missing, len(self._keys))
                 for name in missing:
                     self._columns[name] = table[name] if self._order is None else table[name].take(self._order)
             return {name: self._columns[name] for name in names}
