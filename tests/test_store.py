@@ -1,10 +1,12 @@
-"""The hour store: final and fresh hours, separation of projects, secrets, atomic and concurrent writes."""
+"""The hour store: final and fresh hours, separation of projects, secrets, atomic and concurrent writes; the hot
+cache of a store on object storage; the scan tables read from a store and their cache."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import random
+import threading
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import hour_range
 from shillelagh_amplitude.sample.generator import make_event
 from shillelagh_amplitude.schema import EVENT_SCHEMA
+from shillelagh_amplitude.sql import scan
 from shillelagh_amplitude.store.hot_cache import HotCache
 from shillelagh_amplitude.store.hour_store import FRESH_TTL, HourStore, is_final
 from shillelagh_amplitude.store.location import FileEntry, StoreLocation
@@ -170,3 +173,57 @@ def test_processes_sharing_a_hot_cache_never_trip_over_each_other(tmp_path):
         worker.join(30)
     assert problems == [[]] * 4
     assert not list((tmp_path / "hot").glob("*/.tmp-*"))
+
+
+def _int_table(rows: int) -> pa.Table:
+    stamps = pa.array(range(rows), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return pa.table({"t": stamps, "x": pa.array(range(rows), pa.int64()), "y": pa.array(range(rows), pa.int64())})
+
+
+def test_a_slow_column_read_holds_up_no_other_query():
+    """One query reads a column from a slow store; meanwhile every other use of the cache answers at once."""
+    stored = _int_table(1_000)
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_read(names: list[str]) -> pa.Table:
+        if names == ["x"]:
+            reading.set()
+            release.wait(30)
+        return stored.select(names)
+
+    slow, other = scan.ScanTable(slow_read, "t"), scan.ScanTable.of(stored, "t")
+    cache = scan.TableCache(max_bytes=10 * 8 * 1_000)
+    slow.columns(["y"])
+    cache.put("slow", slow)
+    reader = threading.Thread(target=slow.columns, args=(["x"],))
+    reader.start()
+    assert reading.wait(30)
+    answers: list[object] = []
+
+    def other_query() -> None:
+        cache.put("other", other)
+        answers.extend([cache.get("slow"), cache.get("other"), slow.nbytes])
+        answers.append(slow.columns(["y"])["y"].equals(stored["y"]))
+
+    try:
+        worker = threading.Thread(target=other_query)
+        worker.start()
+        worker.join(5)
+        assert not worker.is_alive() and not release.is_set()  # done within 5 s, while the read still goes on
+        assert answers == [slow, other, 2 * 8 * 1_000, True]
+    finally:
+        release.set()
+        reader.join(30)
+    assert slow.nbytes == 3 * 8 * 1_000  # the sort keys, y and x
+
+
+def test_the_cache_counts_growth_when_a_table_reports_it():
+    stored = _int_table(1_000)
+    lazy, whole = scan.ScanTable(stored.select, "t"), scan.ScanTable.of(stored, "t")  # 8 KB, 32 KB
+    cache = scan.TableCache(max_bytes=5 * 8 * 1_000)
+    cache.put("lazy", lazy)
+    lazy.columns(["x", "y"])  # grows to 24 KB, counted without another put of it
+    cache.put("whole", whole)  # 56 KB in all: the least recent goes
+    assert cache.get("lazy") is None and cache.get("whole") is whole
+    cache.put("lazy", lazy)  # 24 KB + 32 KB: over budget again, the least recent goes
+    assert cache.get("whole") is None and cache.get("lazy") is lazy
