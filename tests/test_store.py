@@ -227,3 +227,22 @@ def test_the_cache_counts_growth_when_a_table_reports_it():
     assert cache.get("lazy") is None and cache.get("whole") is whole
     cache.put("lazy", lazy)  # 24 KB + 32 KB: over budget again, the least recent goes
     assert cache.get("whole") is None and cache.get("lazy") is lazy
+
+
+def test_only_timestamp_values_are_iso_timestamps():
+    """The generic row path wraps TIMESTAMP text as IsoTimestamp; other text, even ISO-like, stays plain str."""
+    table = pa.table({
+        "event_time": pa.array([T0, None, T0 + HOUR], EVENT_SCHEMA.field("event_time").type),
+        "user_id": ["2026-03-01T05:00:00+00:00", None, "user-7"],
+        "event_type": ["search", "view", None],
+    })
+    rows = list(scan.ScanTable.of(table, "event_time").select({}).rows(["event_time", "user_id", "event_type"]))
+    assert rows == [
+        {"event_time": "2026-03-01T05:00:00.000000+00:00", "user_id": "2026-03-01T05:00:00+00:00",
+         "event_type": "search", "rowid": 0},
+        {"event_time": "2026-03-01T06:00:00.000000+00:00", "user_id": "user-7", "event_type": None, "rowid": 1},
+        {"event_time": None, "user_id": None, "event_type": "view", "rowid": 2},
+    ]
+    assert [[type(value).__name__ for value in row.values()] for row in rows] == [
+        ["IsoTimestamp", "str", "str", "int"], ["IsoTimestamp", "str", "NoneType", "int"],
+        ["NoneType", "NoneType", "str", "int"]]

@@ -62,18 +62,20 @@ class IsoTimestamp(str):
 
 
 def sqlite_values(column: pa.Array | pa.ChunkedArray, text: type[str] = str) -> list[Any]:
-    """A column as the values SQLite stores: int, float, 0/1, ISO text for timestamps (``text`` wraps it), None.
+    """A column as the values SQLite stores: int, float, 0/1, text, ISO text for timestamps (wrapped in ``text``),
+    None.
 
     Made through numpy (``to_numpy().tolist()``), about 20 times faster than ``to_pylist()``'s scalar per value.
     """
     if column.type == TIMESTAMP:
         naive = pc.cast(pc.cast(column, pa.timestamp("us")), pa.string())  # "2026-03-01 05:03:12.123000"
         column = pc.binary_join_element_wise(pc.utf8_replace_slice(naive, 10, 11, "T"), "+00:00", "")
-    elif pa.types.is_boolean(column.type):
-        column = pc.cast(column, pa.int8())
-    if pa.types.is_string(column.type):
         values = column.to_numpy(zero_copy_only=False).tolist()  # nulls come out as None
         return values if text is str else [None if value is None else text(value) for value in values]
+    if pa.types.is_boolean(column.type):
+        column = pc.cast(column, pa.int8())
+    if pa.types.is_string(column.type):
+        return column.to_numpy(zero_copy_only=False).tolist()
     if not column.null_count:
         return column.to_numpy().tolist()
     values = pc.fill_null(column, 0).to_numpy().tolist()
