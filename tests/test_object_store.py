@@ -23,8 +23,9 @@ from shillelagh.exceptions import OperationalError, ProgrammingError
 
 from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import hour_range, parse_hour
+from shillelagh_amplitude.store.hot_cache import HotCache
 from shillelagh_amplitude.store.hour_store import HourStore, project_key
-from shillelagh_amplitude.store.location import StoreLocation, redact
+from shillelagh_amplitude.store.location import StoreError, StoreLocation, redact
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import kpis, sessions_from_records
@@ -238,6 +239,32 @@ def test_warm_reads_come_from_the_bounded_local_copy(s3, filled, monkeypatch, tm
     assert len(copies) == len(store.files(day_two, now))
 
 
+def test_copies_trimmed_by_another_process_before_they_are_read_are_fetched_again(s3, filled, dataset, monkeypatch,
+                                                                                 tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    fetches: list[int] = []
+    fetch = HotCache.fetch
+
+    def fetch_then_lose_the_copies(cache, location, entries):
+        copies = fetch(cache, location, entries)
+        fetches.append(len(copies))
+        if len(fetches) in (1, 3):  # another process trims the folder right before the first read of each column
+            for copy in copies:
+                copy.unlink()
+        return copies
+
+    monkeypatch.setattr(HotCache, "fetch", fetch_then_lose_the_copies)
+    s3.clear_log()
+    rows = sql_connection(cache_dir=filled, offline=True).cursor().execute(
+        "SELECT event_type, count(*) FROM amplitude_events "
+        "WHERE event_time >= '2026-03-02' AND event_time < '2026-03-03' GROUP BY 1 ORDER BY 1").fetchall()
+    expected = Counter(r["event_type"] for r in dataset.records if START <= parse_ts(r["event_time"]) < END)
+    assert rows == sorted(expected.items())
+    assert len(fetches) == 4 and len(set(fetches)) == 1  # event_time, once more, event_type, once more
+    downloads = Counter(path for method, path, _ in s3.requests_made("GET") if ".arrow" in path)
+    assert set(downloads.values()) == {3}  # every hour file: downloaded on first use, then again after each loss
+
+
 def test_secret_verifier_and_projects_on_object_storage(s3, filled, monkeypatch):
     with pytest.raises(ProgrammingError, match="secret key does not match"):
         sql_connection(cache_dir=filled, offline=True, secret_key="wrong-secret").cursor().execute(KPI_SQL)
@@ -247,6 +274,23 @@ def test_secret_verifier_and_projects_on_object_storage(s3, filled, monkeypatch)
     assert projects == {project_key("https://amplitude.com", API_KEY)}
     verifier = s3.get_object(bucket_of(filled), f"store/{next(iter(projects))}/secret.verifier")
     assert SECRET_KEY.encode() not in verifier
+
+
+def test_a_failed_delete_on_object_storage_says_it_was_a_delete(s3, bucket):
+    location = StoreLocation.open(bucket)
+    path = location.path("project", "20260301", "05.fresh.empty")
+    location.publish_bytes(path, b"")
+    s3.clear_log()
+    s3.faults.fail = 10_000
+    try:
+        with pytest.raises(StoreError) as failure:
+            location.delete(path)
+    finally:
+        s3.faults.fail = 0
+    assert str(failure.value).startswith(f"The hour store {bucket} could not be deleted: ")
+    key = "store/project/20260301/05.fresh.empty"
+    assert set(s3.requests_made()) == {("HEAD", f"/{bucket_of(bucket)}/{key}", 500)}  # pyarrow looks before it deletes
+    assert list(s3.keys(bucket_of(bucket))) == [key]
 
 
 def test_local_paths_and_file_uris_stay_local(tmp_path):

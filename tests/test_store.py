@@ -1,9 +1,15 @@
-"""The hour store: final and fresh hours, separation of projects, secrets, atomic and concurrent writes."""
+"""The hour store: final and fresh hours, separation of projects, secrets, atomic and concurrent writes; the hot
+cache of a store on object storage; the scan tables read from a store and their cache."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import random
+import threading
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -11,7 +17,10 @@ from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import hour_range
 from shillelagh_amplitude.sample.generator import make_event
 from shillelagh_amplitude.schema import EVENT_SCHEMA
+from shillelagh_amplitude.sql import scan
+from shillelagh_amplitude.store.hot_cache import HotCache
 from shillelagh_amplitude.store.hour_store import FRESH_TTL, HourStore, is_final
+from shillelagh_amplitude.store.location import FileEntry, StoreLocation
 
 from .helpers import export_zip
 
@@ -106,3 +115,134 @@ def test_concurrent_writers_leave_one_complete_copy(tmp_path):
     assert table.num_rows == 5000  # not doubled, not partial
     assert len(store.files([T0], T0 + 30 * HOUR)) == 1
     assert not list(store.root.glob(".staging-*"))
+
+
+def _source_files(tmp_path: Path, count: int, size: int) -> tuple[StoreLocation, list[FileEntry]]:
+    """``count`` stored files of ``size`` random bytes in a local location (read through a hot cache in tests)."""
+    location = StoreLocation.open(tmp_path / "store")
+    for number in range(count):
+        location.publish_bytes(location.path("project", f"202603{number // 24 + 1:02}", f"{number % 24:02}.arrow"),
+                               os.urandom(size))
+    entries = [entry for day in location.folders("project") for entry in location.list("project", day).values()]
+    return location, entries
+
+
+def test_trimming_leaves_other_processes_downloads_alone(tmp_path):
+    location, entries = _source_files(tmp_path, 4, 1000)
+    cache = HotCache(tmp_path / "hot", max_bytes=2500)
+    in_progress = tmp_path / "hot" / "20260301" / ".tmp-another-process"
+    in_progress.parent.mkdir(parents=True)
+    in_progress.write_bytes(b"x" * 5000)
+    os.utime(in_progress, (0, 0))  # the oldest file of all, and far over budget
+    copies = cache.fetch(location, entries[:2])
+    cache.fetch(location, entries[2:])
+    assert in_progress.read_bytes() == b"x" * 5000
+    assert not any(copy.exists() for copy in copies)  # the least recently used copies made room
+
+
+def _fetch_repeatedly(location: StoreLocation, entries: list[FileEntry], folder: Path, seed: int, answer) -> None:
+    """In a child process: fetch random sets of files through a hot cache too small for two of them at once."""
+    chance = random.Random(seed)
+    cache = HotCache(folder, max_bytes=6 * 16_384)
+    contents = {entry.path: Path(entry.path).read_bytes() for entry in entries}
+    problems = []
+    for _ in range(150):
+        chosen = chance.sample(entries, 4)
+        try:
+            copies = cache.fetch(location, chosen)
+        except OSError as exc:
+            problems.append(repr(exc))
+            continue
+        for entry, copy in zip(chosen, copies, strict=True):
+            with suppress(FileNotFoundError):  # trimmed by another process since: a reader fetches it again
+                if copy.read_bytes() != contents[entry.path]:
+                    problems.append(f"{copy} differs from {entry.path}")
+    answer.put(problems)
+
+
+def test_processes_sharing_a_hot_cache_never_trip_over_each_other(tmp_path):
+    location, entries = _source_files(tmp_path, 40, 16_384)
+    context = multiprocessing.get_context("fork")
+    answer = context.Queue()
+    workers = [context.Process(target=_fetch_repeatedly, args=(location, entries, tmp_path / "hot", seed, answer))
+               for seed in range(4)]
+    for worker in workers:
+        worker.start()
+    problems = [answer.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+    assert problems == [[]] * 4
+    assert not list((tmp_path / "hot").glob("*/.tmp-*"))
+
+
+def _int_table(rows: int) -> pa.Table:
+    stamps = pa.array(range(rows), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return pa.table({"t": stamps, "x": pa.array(range(rows), pa.int64()), "y": pa.array(range(rows), pa.int64())})
+
+
+def test_a_slow_column_read_holds_up_no_other_query():
+    """One query reads a column from a slow store; meanwhile every other use of the cache answers at once."""
+    stored = _int_table(1_000)
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_read(names: list[str]) -> pa.Table:
+        if names == ["x"]:
+            reading.set()
+            release.wait(30)
+        return stored.select(names)
+
+    slow, other = scan.ScanTable(slow_read, "t"), scan.ScanTable.of(stored, "t")
+    cache = scan.TableCache(max_bytes=10 * 8 * 1_000)
+    slow.columns(["y"])
+    cache.put("slow", slow)
+    reader = threading.Thread(target=slow.columns, args=(["x"],))
+    reader.start()
+    assert reading.wait(30)
+    answers: list[object] = []
+
+    def other_query() -> None:
+        cache.put("other", other)
+        answers.extend([cache.get("slow"), cache.get("other"), slow.nbytes])
+        answers.append(slow.columns(["y"])["y"].equals(stored["y"]))
+
+    try:
+        worker = threading.Thread(target=other_query)
+        worker.start()
+        worker.join(5)
+        assert not worker.is_alive() and not release.is_set()  # done within 5 s, while the read still goes on
+        assert answers == [slow, other, 2 * 8 * 1_000, True]
+    finally:
+        release.set()
+        reader.join(30)
+    assert slow.nbytes == 3 * 8 * 1_000  # the sort keys, y and x
+
+
+def test_the_cache_counts_growth_when_a_table_reports_it():
+    stored = _int_table(1_000)
+    lazy, whole = scan.ScanTable(stored.select, "t"), scan.ScanTable.of(stored, "t")  # 8 KB, 32 KB
+    cache = scan.TableCache(max_bytes=5 * 8 * 1_000)
+    cache.put("lazy", lazy)
+    lazy.columns(["x", "y"])  # grows to 24 KB, counted without another put of it
+    cache.put("whole", whole)  # 56 KB in all: the least recent goes
+    assert cache.get("lazy") is None and cache.get("whole") is whole
+    cache.put("lazy", lazy)  # 24 KB + 32 KB: over budget again, the least recent goes
+    assert cache.get("whole") is None and cache.get("lazy") is lazy
+
+
+def test_only_timestamp_values_are_iso_timestamps():
+    """The generic row path wraps TIMESTAMP text as IsoTimestamp; other text, even ISO-like, stays plain str."""
+    table = pa.table({
+        "event_time": pa.array([T0, None, T0 + HOUR], EVENT_SCHEMA.field("event_time").type),
+        "user_id": ["2026-03-01T05:00:00+00:00", None, "user-7"],
+        "event_type": ["search", "view", None],
+    })
+    rows = list(scan.ScanTable.of(table, "event_time").select({}).rows(["event_time", "user_id", "event_type"]))
+    assert rows == [
+        {"event_time": "2026-03-01T05:00:00.000000+00:00", "user_id": "2026-03-01T05:00:00+00:00",
+         "event_type": "search", "rowid": 0},
+        {"event_time": "2026-03-01T06:00:00.000000+00:00", "user_id": "user-7", "event_type": None, "rowid": 1},
+        {"event_time": None, "user_id": None, "event_type": "view", "rowid": 2},
+    ]
+    assert [[type(value).__name__ for value in row.values()] for row in rows] == [
+        ["IsoTimestamp", "str", "str", "int"], ["IsoTimestamp", "str", "NoneType", "int"],
+        ["NoneType", "NoneType", "str", "int"]]

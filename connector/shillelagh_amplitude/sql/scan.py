@@ -62,18 +62,20 @@ class IsoTimestamp(str):
 
 
 def sqlite_values(column: pa.Array | pa.ChunkedArray, text: type[str] = str) -> list[Any]:
-    """A column as the values SQLite stores: int, float, 0/1, ISO text for timestamps (``text`` wraps it), None.
+    """A column as the values SQLite stores: int, float, 0/1, text, ISO text for timestamps (wrapped in ``text``),
+    None.
 
     Made through numpy (``to_numpy().tolist()``), about 20 times faster than ``to_pylist()``'s scalar per value.
     """
     if column.type == TIMESTAMP:
         naive = pc.cast(pc.cast(column, pa.timestamp("us")), pa.string())  # "2026-03-01 05:03:12.123000"
         column = pc.binary_join_element_wise(pc.utf8_replace_slice(naive, 10, 11, "T"), "+00:00", "")
-    elif pa.types.is_boolean(column.type):
-        column = pc.cast(column, pa.int8())
-    if pa.types.is_string(column.type):
         values = column.to_numpy(zero_copy_only=False).tolist()  # nulls come out as None
         return values if text is str else [None if value is None else text(value) for value in values]
+    if pa.types.is_boolean(column.type):
+        column = pc.cast(column, pa.int8())
+    if pa.types.is_string(column.type):
+        return column.to_numpy(zero_copy_only=False).tolist()
     if not column.null_count:
         return column.to_numpy().tolist()
     values = pc.fill_null(column, 0).to_numpy().tolist()
@@ -91,19 +93,41 @@ def _sort_keys(column: pa.ChunkedArray) -> np.ndarray:
     return pc.fill_null(pc.cast(column, pa.int64()), np.iinfo(np.int64).max).to_numpy()
 
 
+def _read(read: Reader, names: list[str], rows: int | None = None) -> pa.Table:
+    """``read(names)``, holding ``rows`` rows when given; tried once more when a file is gone, as a local copy
+    another process trimmed is fetched again. Still gone, or other rows: an hour was re-published (fresh -> final)
+    since the files were listed."""
+    try:
+        table = read(names)
+    except FileNotFoundError:
+        try:
+            table = read(names)
+        except FileNotFoundError:
+            table = None
+    if table is None or (rows is not None and table.num_rows != rows):
+        raise ProgrammingError("The hour store changed while this query read it; run the query again.")
+    return table
+
+
 class ScanTable:
-    """The columns of one set of stored hours, sorted by ``sort_column``; each column is read on first use."""
+    """The columns of one set of stored hours, sorted by ``sort_column``; each column is read on first use.
+
+    Columns already read are used without locking; only readers of missing columns wait for each other (a column
+    is read once). ``on_growth`` is called, outside any lock, after columns were added.
+    """
 
     def __init__(self, read: Reader | None, sort_column: str, columns: dict[str, pa.ChunkedArray] | None = None):
         self._read = read
         self.sort_column = sort_column
-        self._lock = threading.Lock()
+        self._reading = threading.Lock()
         self._columns = dict(columns or {})
-        keys = _sort_keys(self._columns[sort_column] if columns else read([sort_column])[sort_column])
+        keys = _sort_keys(self._columns[sort_column] if columns else _read(read, [sort_column])[sort_column])
         self._order = np.argsort(keys, kind="stable") if np.any(keys[1:] < keys[:-1]) else None
         self._keys = keys if self._order is None else keys[self._order]
         if self._order is not None:
             self._columns = {name: column.take(self._order) for name, column in self._columns.items()}
+        self._nbytes = self._keys.nbytes + sum(column.nbytes for column in self._columns.values())
+        self.on_growth: Callable[[], None] | None = None
 
     @classmethod
     def of(cls, table: pa.Table, sort_column: str) -> ScanTable:
@@ -116,24 +140,28 @@ class ScanTable:
     @property
     def nbytes(self) -> int:
         """Bytes held: the sort keys and the Arrow buffers of the columns read so far."""
-        with self._lock:
-            return self._keys.nbytes + sum(column.nbytes for column in self._columns.values())
+        return self._nbytes
 
     def columns(self, names: Iterable[str]) -> dict[str, pa.ChunkedArray]:
         """The named columns in sorted order, reading the missing ones from the store in one pass."""
         names = list(names)
-        with self._lock:
+        if any(name not in self._columns for name in names):
+            self._read_missing(names)
+        columns = self._columns
+        return {name: columns[name] for name in names}
+
+    def _read_missing(self, names: list[str]) -> None:
+        """Read those of ``names`` no other reader has read meanwhile; the column dict is replaced, never changed."""
+        with self._reading:
             missing = [name for name in names if name not in self._columns]
-            if missing:
-                try:
-                    table = self._read(missing)
-                except FileNotFoundError:
-                    table = None  # an hour was re-published (fresh -> final) since this table was built
-                if table is None or table.num_rows != len(self._keys):
-                    raise ProgrammingError("The hour store changed while this query read it; run the query again.")
-                for name in missing:
-                    self._columns[name] = table[name] if self._order is None else table[name].take(self._order)
-            return {name: self._columns[name] for name in names}
+            if not missing:
+                return
+            table = _read(self._read, missing, len(self._keys))
+            added = {name: table[name] if self._order is None else table[name].take(self._order) for name in missing}
+            self._columns = {**self._columns, **added}
+            self._nbytes += sum(column.nbytes for column in added.values())
+        if self.on_growth is not None:
+            self.on_growth()
 
     def select(self, ranges: dict[str, TimeRange]) -> Selection:
         """The rows inside every range; ranges on columns other than the sort column must have a start."""
@@ -208,11 +236,17 @@ def _mask(column: pa.ChunkedArray, bound: TimeRange) -> pa.ChunkedArray:
 
 
 class TableCache:
-    """Process-wide LRU of scan tables, bounded by the bytes they hold (tables grow as columns are read)."""
+    """Process-wide LRU of scan tables, bounded by the bytes they hold (tables grow as columns are read).
+
+    The bytes are a running total, recounted for a table when it is put or reports growth; the cache never waits
+    for a table (a slow read holds only that table's readers).
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._tables: OrderedDict[tuple, ScanTable] = OrderedDict()
+        self._sizes: dict[tuple, int] = {}
+        self._total = 0
         self._lock = threading.Lock()
 
     def get(self, key: tuple) -> ScanTable | None:
@@ -224,15 +258,32 @@ class TableCache:
 
     def put(self, key: tuple, table: ScanTable) -> None:
         """Keep ``table`` as the most recent; evict the oldest while over budget (the newest always stays)."""
+        table.on_growth = functools.partial(self._grew, key, table)
         with self._lock:
             self._tables[key] = table
             self._tables.move_to_end(key)
-            while len(self._tables) > 1 and sum(t.nbytes for t in self._tables.values()) > self.max_bytes:
-                self._tables.popitem(last=False)
+            self._count(key, table)
+            while len(self._tables) > 1 and self._total > self.max_bytes:
+                oldest, _ = self._tables.popitem(last=False)
+                self._total -= self._sizes.pop(oldest)
+
+    def _grew(self, key: tuple, table: ScanTable) -> None:
+        """``table`` read more columns: count it again (evicting waits for the next :meth:`put`, as it always did)."""
+        with self._lock:
+            if self._tables.get(key) is table:
+                self._count(key, table)
+
+    def _count(self, key: tuple, table: ScanTable) -> None:
+        """Bring ``table``'s bytes in the total up to date (the caller holds the lock)."""
+        size = table.nbytes
+        self._total += size - self._sizes.get(key, 0)
+        self._sizes[key] = size
 
     def clear(self) -> None:
         with self._lock:
             self._tables.clear()
+            self._sizes.clear()
+            self._total = 0
 
 
 TABLE_CACHE = TableCache(CACHE_BYTES)

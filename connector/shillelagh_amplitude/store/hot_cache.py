@@ -3,16 +3,21 @@
 Each process keeps copies of the hour files it read in the per-user cache folder. A copy is named by the
 object's modification time, so a fresh hour replaced on the store is fetched again; the least recently used
 copies are removed once the folder holds more than its budget (``AMPLITUDE_HOT_CACHE_MB``, 2 GiB by default).
+
+Processes on one host (web server, Celery workers) share the folder and trim it each by its own needs, so a copy
+may vanish at any time, even between :meth:`HotCache.fetch` and its reading: readers that find a copy gone fetch
+it again (:class:`~shillelagh_amplitude.sql.scan.ScanTable` does, once).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .location import FileEntry, StoreLocation
+from .location import TEMP_PREFIX, FileEntry, StoreLocation
 
 DEFAULT_MB = 2048
 #: Downloads in flight at once: object stores answer each request slowly but in parallel.
@@ -39,23 +44,39 @@ class HotCache:
     def fetch(self, location: StoreLocation, entries: Iterable[FileEntry]) -> list[Path]:
         """Local copies of ``entries``, downloading the missing ones; the cache is trimmed after downloads."""
         copies = [(entry, self.copy_of(entry)) for entry in entries]
-        missing = [(entry, copy) for entry, copy in copies if not copy.exists()]
+        missing = [(entry, copy) for entry, copy in copies if not _touch(copy)]
         if missing:
             with ThreadPoolExecutor(PARALLEL_DOWNLOADS) as pool:
                 list(pool.map(lambda item: location.download(item[0].path, item[1]), missing))
-        for _, copy in copies:
-            os.utime(copy)  # recently used
-        if missing:
             self.trim(keep={copy for _, copy in copies})
         return [copy for _, copy in copies]
 
     def trim(self, keep: set[Path]) -> None:
-        """Remove the least recently used copies while over budget (never those in ``keep``)."""
-        files = [(path.stat(), path) for path in self.folder.glob("*/*") if path.is_file()]
-        total = sum(stat.st_size for stat, _ in files)
-        for stat, path in sorted(files, key=lambda item: item[0].st_mtime):
+        """Remove the least recently used copies while over budget (never those in ``keep``, nor the downloads
+        other processes are writing); copies other processes remove meanwhile are passed over."""
+        files = []
+        for path in self.folder.glob("*/*"):
+            if path.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                status = path.stat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(status.st_mode):
+                files.append((status, path))
+        total = sum(status.st_size for status, _ in files)
+        for status, path in sorted(files, key=lambda item: item[0].st_mtime):
             if total <= self.max_bytes:
                 break
             if path not in keep:
                 path.unlink(missing_ok=True)
-                total -= stat.st_size
+                total -= status.st_size
+
+
+def _touch(copy: Path) -> bool:
+    """Mark a copy recently used; False when there is none (never fetched, or removed by a trim)."""
+    try:
+        os.utime(copy)
+    except FileNotFoundError:
+        return False
+    return True

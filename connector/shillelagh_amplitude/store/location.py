@@ -11,17 +11,21 @@ location by :attr:`StoreLocation.display`, which never holds credentials.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import BinaryIO
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from pyarrow import fs
 
 from ..export.client import AmplitudeFault
 
+#: Names of local files being written (skipped by clean-ups: another process may be writing them).
+TEMP_PREFIX = ".tmp-"
 #: Query parameters never shown (pyarrow accepts some of them in S3 URIs).
 SECRET_PARAMETERS = ("access_key", "secret_key", "session_token", "token", "password", "credentials")
 
@@ -30,15 +34,57 @@ class StoreError(AmplitudeFault):
     """The store could not be read or written (network, permissions, throttling); nothing partial was kept."""
 
 
+#: The start of a query: a '?' followed by a parameter's name and '='. A '?' typed into a secret is not one.
+QUERY_START = re.compile(r"\?(?=[A-Za-z_][\w.-]*=)")
+#: Why ``from_uri`` rejects a URI it cannot parse (its own message quotes the URI and the offending character).
+UNPARSABLE = ("it is not a valid URI; percent-encode any '/', '@', ':', '?', '%' or space in its credentials "
+              "(e.g. '/' as %2F)")
+
+
+def _split(uri: str) -> tuple[str, str, str, str | None]:
+    """``uri`` as (scheme, user info, host and path, query or None); never fails.
+
+    Secrets are often typed unencoded and may hold '/', '@', ':', '?' or spaces, so the user info is everything
+    before the last '@' ahead of the query: a host never holds '@' (a path that does is shown from after it:
+    too little is shown, never a secret).
+    """
+    scheme, separator, rest = uri.partition("://")
+    if not separator:
+        scheme, rest = "", uri
+    query_start = QUERY_START.search(rest)
+    at = rest.rfind("@", 0, query_start.start() if query_start else len(rest))
+    user_info, rest = rest[:max(at, 0)], rest[at + 1:]
+    location, question, query = rest.partition("?")
+    return scheme, user_info, location, query if question else None
+
+
+def _is_secret(name: str) -> bool:
+    return any(word in name.lower() for word in SECRET_PARAMETERS)
+
+
 def redact(uri: str) -> str:
-    """``uri`` without user info or credential parameters."""
-    parts = urlsplit(uri)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    query = [(name, "***" if any(word in name.lower() for word in SECRET_PARAMETERS) else value)
-             for name, value in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=":/*"), ""))
+    """``uri`` without user info or credential parameters (never fails, whatever the URI holds)."""
+    scheme, _, location, query = _split(uri)
+    shown = f"{scheme}://{location}" if scheme else location
+    if query:
+        parameters = [(name, "***" if _is_secret(name) else value)
+                      for name, value in parse_qsl(query, keep_blank_values=True)]
+        shown += f"?{urlencode(parameters, safe=':/*')}" if parameters else ""
+    return shown
+
+
+def scrub(text: str, uri: str) -> str:
+    """``text`` (a library's message about ``uri``) with ``uri`` shown redacted and every credential in it hidden."""
+    _, user_info, _, query = _split(uri)
+    secrets = {user_info, *user_info.split(":", 1)}
+    secrets |= {value for name, value in parse_qsl(query or "", keep_blank_values=True) if _is_secret(name)}
+    secrets |= {piece for secret in secrets for piece in (unquote(secret), quote(secret, safe=""))}
+    parts = [text]
+    for whole in (uri, unquote(uri)):
+        parts = [piece for part in parts for piece in part.split(whole)]  # the URI itself, not redacted yet
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        parts = [part.replace(secret, "***") for part in parts]
+    return redact(uri).join(parts)
 
 
 def is_uri(where: str | Path) -> bool:
@@ -46,13 +92,23 @@ def is_uri(where: str | Path) -> bool:
     return isinstance(where, str) and "://" in where and not where.startswith("file://")
 
 
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file written beside ``path`` and renamed into place once complete; removed if anything fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write a local file beside its place and rename it into place: readers see the old or the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as handle:
+    with atomic_file(path) as handle:
         handle.write(data)
-    os.replace(temp, path)
 
 
 @dataclass(frozen=True)
@@ -87,8 +143,9 @@ class StoreLocation:
         display = redact(where)
         try:
             filesystem, root = fs.FileSystem.from_uri(where)
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"The hour store {display} cannot be opened: {exc}") from None
+        except (OSError, ValueError) as exc:  # its message quotes the URI, credentials included
+            reason = UNPARSABLE if str(exc).startswith("Cannot parse URI") else scrub(str(exc), where)
+            raise StoreError(f"The hour store {display} cannot be opened: {reason}") from None
         return cls(filesystem, root.rstrip("/"), display, False)
 
     def path(self, *names: str) -> str:
@@ -123,17 +180,23 @@ class StoreLocation:
         with self._errors("read"), self.filesystem.open_input_stream(path) as stream:
             return stream.read()
 
+    def _chunks(self, path: str) -> Iterator[bytes]:
+        """A stored file's content, 4 MiB at a time."""
+        with self._errors("read"), self.filesystem.open_input_stream(path) as stream:
+            while chunk := stream.read(1 << 22):
+                yield chunk
+
     def download(self, path: str, target: Path) -> None:
-        """Copy a stored file to a local path, atomically (a partial copy is never visible)."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        """Copy a stored file to a local path, atomically (a partial copy is never visible, nor left behind)."""
         try:
-            with os.fdopen(fd, "wb") as out, self._errors("read"), self.filesystem.open_input_stream(path) as stream:
-                while chunk := stream.read(1 << 22):
+            with atomic_file(target) as out, closing(self._chunks(path)) as chunks:
+                for chunk in chunks:
                     out.write(chunk)
-            os.replace(temp, target)
-        finally:
-            Path(temp).unlink(missing_ok=True)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # the store's own errors are StoreErrors already: this one is local
+            raise StoreError(f"A local copy of the hour store {self.display} could not be written in "
+                             f"{target.parent}: {exc}") from None
 
     def publish_bytes(self, path: str, data: bytes) -> None:
         """Make ``data`` the content of ``path`` in one step."""
@@ -156,5 +219,5 @@ class StoreLocation:
 
     def delete(self, path: str) -> None:
         """Remove a file if it exists."""
-        with self._errors("written"), suppress(FileNotFoundError):
+        with self._errors("deleted"), suppress(FileNotFoundError):
             self.filesystem.delete_file(path)
