@@ -5,7 +5,8 @@ corrupt or truncated archive never leaves a partial hour. A corrupt window is do
 (``DECODE_ATTEMPTS`` times), then the error says which window failed and why.
 
 Downloads run one at a time (Amplitude limits concurrent requests); decoding, the CPU-heavy part, runs in up to
-``decode_workers`` processes while the next window downloads.
+``decode_workers`` processes while the next window downloads (in one thread inside a daemonic process, such as a
+Celery prefork worker, which may not start processes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -169,10 +170,16 @@ class _WindowPipeline:
             self.progress(part.hours)
 
 
-def _executor(windows: int, workers: int) -> Executor:
+def _executor(windows: int, workers: int) -> tuple[Executor, int]:
+    """What decodes the windows, and how many windows may be in flight (downloaded, not yet published) at once."""
     if windows < 2 or workers < 2:
-        return _InlineExecutor()
-    return ProcessPoolExecutor(min(workers, windows), mp_context=multiprocessing.get_context("spawn"))
+        return _InlineExecutor(), 1
+    if multiprocessing.current_process().daemon:
+        # A daemonic process (a Celery prefork worker) may not start child processes. One thread still decodes a
+        # window while the next one downloads (waiting for Amplitude releases the GIL); more threads would add
+        # memory but no speed, as decoding (msgspec, building Arrow columns from Python values) holds the GIL.
+        return ThreadPoolExecutor(1, thread_name_prefix="amplitude-decode"), 1
+    return ProcessPoolExecutor(min(workers, windows), mp_context=multiprocessing.get_context("spawn")), workers
 
 
 def fill(
@@ -229,8 +236,8 @@ def _download(store: HourStore, client: ExportClient, missing: list[datetime], n
               progress: Progress | None, decode_workers: int, deadline: float | None, report: FillReport) -> None:
     clean_stale_staging(store)
     windows = [w for run in contiguous_runs(missing) for w in tile_windows(*run, window_hours)]
-    executor = _executor(len(windows), decode_workers)
-    pipeline = _WindowPipeline(store, client, now, executor, max(1, decode_workers), report, progress)
+    executor, in_flight = _executor(len(windows), decode_workers)
+    pipeline = _WindowPipeline(store, client, now, executor, in_flight, report, progress)
     try:
         for start, end in windows:
             if deadline is not None and time.monotonic() >= deadline:
