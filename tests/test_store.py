@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import zipfile
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -11,7 +19,7 @@ from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import hour_range
 from shillelagh_amplitude.sample.generator import make_event
 from shillelagh_amplitude.schema import EVENT_SCHEMA
-from shillelagh_amplitude.store.hour_store import FRESH_TTL, HourStore, is_final
+from shillelagh_amplitude.store.hour_store import FRESH_TTL, MAX_OPEN_WRITERS, HourStore, is_final
 
 from .helpers import export_zip
 
@@ -106,3 +114,41 @@ def test_concurrent_writers_leave_one_complete_copy(tmp_path):
     assert table.num_rows == 5000  # not doubled, not partial
     assert len(store.files([T0], T0 + 30 * HOUR)) == 1
     assert not list(store.root.glob(".staging-*"))
+
+
+OPEN_FILES_LIMIT = 128
+
+
+def _limit_open_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES_LIMIT, OPEN_FILES_LIMIT))
+
+
+def test_an_archive_of_more_hours_than_open_files_allowed_loads_exactly(tmp_path):
+    """amplitude-load under ``ulimit -n 128``: 300 hours in hour order, then late uploads to hours long closed."""
+    assert MAX_OPEN_WRITERS < OPEN_FILES_LIMIT - 20 < 300
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    hours = list(hour_range(start, start + 299 * HOUR))
+    members = {f"{hour:%Y%m%d%H}.json.gz": [make_event(server_upload_time=hour + timedelta(minutes=n))
+                                            for n in range(1 + i % 4)] for i, hour in enumerate(hours)}
+    members["late.json.gz"] = [make_event(server_upload_time=hour + timedelta(minutes=59)) for hour in hours[:40]]
+    members["late-again.json.gz"] = [make_event(server_upload_time=hour) for hour in hours[::7]]
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for name, events in members.items():
+            out.writestr(name, gzip.compress(b"".join(json.dumps(e).encode() + b"\n" for e in events)))
+    events = [event for batch in members.values() for event in batch]
+    expected = Counter(datetime.fromisoformat(e["server_upload_time"]).replace(minute=0, tzinfo=UTC) for e in events)
+    assert len(expected) == 300 and expected[hours[0]] == 3 and expected[hours[299]] == 4
+
+    load = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "amplitude-load"), str(archive), "--api-key", "key",
+         "--cache-dir", str(tmp_path / "store")],
+        preexec_fn=_limit_open_files, capture_output=True, text=True, timeout=120, check=False)
+    assert load.returncode == 0, load.stderr
+    assert load.stdout.startswith(f"{len(events)} events loaded into ")
+    store = HourStore(tmp_path / "store", "https://amplitude.com", "key")
+    table = store.read(hours, start + 1000 * HOUR, ["uuid", "server_upload_time"])
+    stored = Counter(t.replace(minute=0, second=0, microsecond=0) for t in table["server_upload_time"].to_pylist())
+    assert stored == expected
+    assert sorted(table["uuid"].to_pylist()) == sorted(e["uuid"] for e in events)
+    assert len(store.files(hours, start + 1000 * HOUR)) == 300
