@@ -200,11 +200,13 @@ class HourStore:
     def staging(self) -> HourStaging:
         return HourStaging(self.root / f".staging-{uuid.uuid4().hex}")
 
-    def publish(self, folder: Path, hours: Iterable[datetime], now: datetime | None) -> None:
+    def publish(self, folder: Path, hours: Iterable[datetime], now: datetime | None,
+                published_at: datetime | None = None) -> None:
         """Publish every hour of a completely decoded download staged in ``folder`` (absent hours: empty).
 
-        Hours are final or fresh by their age at ``now``; ``now=None`` publishes them all as final
-        (an archive loaded by hand is taken as complete).
+        Hours are final or fresh by their age at ``now`` (when they were asked for); ``now=None`` publishes them
+        all as final (an archive loaded by hand is taken as complete). A fresh hour stays valid ``FRESH_TTL``
+        from ``published_at`` (default: ``now``), so a long download does not publish hours already expired.
         """
         listings: dict[str, dict[str, FileEntry]] = {}
         for hour in map(to_utc, hours):
@@ -212,7 +214,7 @@ class HourStore:
             if day not in listings:
                 listings[day] = self.location.list(self.project, day)
             source = staged_file(folder, hour)
-            fresh_at = None if now is None or is_final(hour, now) else now
+            fresh_at = None if now is None or is_final(hour, now) else published_at or now
             self._publish(hour, source if source.exists() else None, fresh_at, listings[day])
         shutil.rmtree(folder, ignore_errors=True)
 
