@@ -14,8 +14,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.feather as feather
+import pytest
 
 from shillelagh_amplitude.export.loader import load_archive
+from shillelagh_amplitude.export.probe import check_connection
 from shillelagh_amplitude.hours import hour_range
 from shillelagh_amplitude.sample.generator import make_event
 from shillelagh_amplitude.schema import EVENT_SCHEMA
@@ -80,6 +83,44 @@ def test_projects_never_share_data_and_no_secret_on_disk(tmp_path):
     assert first.secret_status(secret) is True
     assert first.secret_status("wrong") is False
     assert other_key.secret_status(secret) is None
+
+
+@pytest.mark.parametrize("verifier", [b"not-hex:00ff", b"00ff:not-hex", b"00ff:\xc3\xa9\xc3\xa9", b"\xff\xfe:00",
+                                      b"00:11:22", b"", b"00ff"])
+def test_an_unreadable_secret_verifier_is_unknown(tmp_path, verifier):
+    """Like a missing verifier: the secret is unknown (checked with Amplitude, then remembered anew)."""
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    load_archive(store, export_zip(tmp_path / "z", [make_event(server_upload_time=T0)]))
+    (store.root / "secret.verifier").write_bytes(verifier)
+    assert store.secret_status("the-secret") is None
+    assert check_connection("key", "the-secret", base_url="https://amplitude.com", cache_dir=str(tmp_path),
+                            offline=True) == "offline store with upload hours 20260301T05..20260301T05"
+    store.remember_secret("the-secret")
+    assert store.secret_status("the-secret") is True
+    assert store.secret_status("another") is False
+
+
+def _fail_writing(table: pa.Table, path: str, **kwargs: object) -> None:
+    with open(path, "wb") as partial:
+        partial.write(b"ARROW1")
+    raise OSError(28, "No space left on device")
+
+
+def test_a_failed_derived_table_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    table = pa.table({"n": [1, 2, 3]})
+    (store.root / "derived").write_text("a file where the folder belongs")
+    with pytest.raises(OSError, match="exists"):
+        store.write_derived("k1", table)
+    (store.root / "derived").unlink()
+    monkeypatch.setattr(feather, "write_feather", _fail_writing)
+    with pytest.raises(OSError, match="No space left on device"):
+        store.write_derived("k2", table)
+    assert sorted(p.name for p in store.root.iterdir()) == []
+    monkeypatch.undo()
+    store.write_derived("k3", table)
+    assert store.read_derived("k3").equals(table)
+    assert sorted(p.name for p in store.root.rglob("*")) == ["derived", "k3.arrow"]
 
 
 def test_discarded_staging_leaves_nothing(tmp_path):

@@ -262,8 +262,11 @@ class HourStore:
         """Keep a derived table (in one step); only the ``DERIVED_KEPT`` most recently used ones stay."""
         fd, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
         os.close(fd)
-        feather.write_feather(table, temp, compression="zstd")
-        self.location.publish_file(Path(temp), self._path("derived", f"{key}.arrow"))
+        try:
+            feather.write_feather(table, temp, compression="zstd")
+            self.location.publish_file(Path(temp), self._path("derived", f"{key}.arrow"))
+        finally:
+            Path(temp).unlink(missing_ok=True)  # left only when writing or publishing failed
         derived = sorted(self.location.list(self.project, "derived").values(), key=lambda e: e.mtime_ns,
                          reverse=True)
         for stale in derived[DERIVED_KEPT:]:
@@ -290,13 +293,15 @@ class HourStore:
 
     # --- the secret key verifier --------------------------------------------------------------------
     def secret_status(self, secret_key: str) -> bool | None:
-        """True if the secret matches the one this store was filled with, False if not, None if unknown."""
+        """True if the secret matches the one this store was filled with, False if not, None if unknown (no
+        verifier, or an unreadable one: the secret is then checked with Amplitude and the verifier written anew)."""
         try:
-            salt, digest = self.location.read_bytes(self._path("secret.verifier")).decode().split(":")
+            salt, digest = (bytes.fromhex(part) for part in
+                            self.location.read_bytes(self._path("secret.verifier")).decode().split(":"))
         except (FileNotFoundError, ValueError):
             return None
-        candidate = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), bytes.fromhex(salt), PBKDF2_ROUNDS)
-        return hmac.compare_digest(candidate.hex(), digest)
+        candidate = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), salt, PBKDF2_ROUNDS)
+        return hmac.compare_digest(candidate, digest)
 
     def remember_secret(self, secret_key: str) -> None:
         """Record a (salted, hashed) verifier of a secret that Amplitude accepted."""
