@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import billiard
 import pytest
 
 from shillelagh_amplitude.export.client import (
     AmplitudeError,
     AuthenticationError,
+    ExportClient,
     ExportTooLargeError,
     resolve_base_url,
 )
 from shillelagh_amplitude.export.loader import fill
 from shillelagh_amplitude.hours import format_hour, hour_range, parse_hour
-from shillelagh_amplitude.store.hour_store import HourStore
+from shillelagh_amplitude.store.hour_store import FRESH_TTL, HourStore
 
-from .conftest import SECRET_KEY, client_for
+from .conftest import API_KEY, SECRET_KEY, client_for
 from .helpers import parse_ts
 
 FIRST = datetime(2026, 3, 2, tzinfo=UTC)
@@ -60,6 +64,52 @@ def test_fill_tiles_windows_and_stores_every_event(tmp_path, dataset, emulator):
     emulator.clear_requests()
     again = fill(store, client_for(emulator), FIRST, LAST, now=NOW, window_hours=24)
     assert emulator.requests == [] and again.hours_downloaded == 0
+
+
+def _fill_in_this_process(cache_dir: str, base_url: str, results) -> None:
+    """Run in a daemonic child: a fill of several windows with two decode workers; its report, or its error."""
+    try:
+        client = ExportClient(API_KEY, SECRET_KEY, base_url=base_url, backoff=0.01)
+        report = fill(HourStore(cache_dir, base_url, API_KEY), client, FIRST, LAST, now=NOW, window_hours=12,
+                      decode_workers=2)
+        results.put((len(report.windows), report.hours_downloaded, report.events))
+    except BaseException as exc:  # reported to the test
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.mark.parametrize("context", [multiprocessing.get_context("fork"), billiard.get_context("fork")],
+                         ids=["multiprocessing", "billiard"])
+def test_fill_inside_a_daemonic_process_decodes_every_window(tmp_path, dataset, emulator, context):
+    """A Celery prefork worker (billiard) is daemonic: it may not start decode processes, yet fills completely."""
+    results = context.Queue()
+    child = context.Process(target=_fill_in_this_process, args=(str(tmp_path), emulator.base_url, results),
+                            daemon=True)
+    child.start()
+    outcome = results.get(timeout=120)
+    child.join(timeout=30)
+    expected = _expected_by_hour(dataset.records)
+    assert outcome == (4, 48, sum(expected.values()))
+    assert child.exitcode == 0
+    assert _stored_by_hour(HourStore(tmp_path, emulator.base_url, API_KEY)) == expected
+    _assert_tiles(emulator)
+
+
+def test_fresh_hours_are_valid_for_their_ttl_from_publication(tmp_path, emulator):
+    """A download that took long publishes its fresh hours valid for FRESH_TTL from then, not from its start."""
+    now = datetime(2026, 3, 3, 12, 30, tzinfo=UTC)  # the newest exportable hour, 09:00, is final at 13:00
+    final, fresh = datetime(2026, 3, 3, 8, tzinfo=UTC), datetime(2026, 3, 3, 9, tzinfo=UTC)
+    store = HourStore(tmp_path, emulator.base_url, API_KEY)
+    delay = 1.5
+    emulator.add_fault("slow", delay=delay)
+    started = time.monotonic()
+    report = fill(store, client_for(emulator), final, fresh, now=now)
+    took = time.monotonic() - started
+    assert report.hours_downloaded == 2 and _windows(emulator) == [("20260303T08", "20260303T09", 200)]
+    assert delay <= took < delay + 5
+    # when hours stamped with the fill's start would have expired, these are valid: published >= 1.5 s later
+    assert store.missing([final, fresh], now + FRESH_TTL + timedelta(seconds=delay / 2)) == []
+    # FRESH_TTL after the fill ended, the fresh hour is due again; the final one never
+    assert store.missing([final, fresh], now + FRESH_TTL + timedelta(seconds=took + 0.1)) == [fresh]
 
 
 def test_only_missing_hours_are_fetched(tmp_path, emulator):

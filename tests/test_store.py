@@ -3,23 +3,33 @@ cache of a store on object storage; the scan tables read from a store and their 
 
 from __future__ import annotations
 
+import gzip
+import json
 import multiprocessing
 import os
 import random
+import resource
+import subprocess
+import sys
 import threading
+import zipfile
+from collections import Counter
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.feather as feather
+import pytest
 
 from shillelagh_amplitude.export.loader import load_archive
+from shillelagh_amplitude.export.probe import check_connection
 from shillelagh_amplitude.hours import hour_range
 from shillelagh_amplitude.sample.generator import make_event
 from shillelagh_amplitude.schema import EVENT_SCHEMA
 from shillelagh_amplitude.sql import scan
 from shillelagh_amplitude.store.hot_cache import HotCache
-from shillelagh_amplitude.store.hour_store import FRESH_TTL, HourStore, is_final
+from shillelagh_amplitude.store.hour_store import FRESH_TTL, MAX_OPEN_WRITERS, HourStore, is_final
 from shillelagh_amplitude.store.location import FileEntry, StoreLocation
 
 from .helpers import export_zip
@@ -81,6 +91,44 @@ def test_projects_never_share_data_and_no_secret_on_disk(tmp_path):
     assert first.secret_status(secret) is True
     assert first.secret_status("wrong") is False
     assert other_key.secret_status(secret) is None
+
+
+@pytest.mark.parametrize("verifier", [b"not-hex:00ff", b"00ff:not-hex", b"00ff:\xc3\xa9\xc3\xa9", b"\xff\xfe:00",
+                                      b"00:11:22", b"", b"00ff"])
+def test_an_unreadable_secret_verifier_is_unknown(tmp_path, verifier):
+    """Like a missing verifier: the secret is unknown (checked with Amplitude, then remembered anew)."""
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    load_archive(store, export_zip(tmp_path / "z", [make_event(server_upload_time=T0)]))
+    (store.root / "secret.verifier").write_bytes(verifier)
+    assert store.secret_status("the-secret") is None
+    assert check_connection("key", "the-secret", base_url="https://amplitude.com", cache_dir=str(tmp_path),
+                            offline=True) == "offline store with upload hours 20260301T05..20260301T05"
+    store.remember_secret("the-secret")
+    assert store.secret_status("the-secret") is True
+    assert store.secret_status("another") is False
+
+
+def _fail_writing(table: pa.Table, path: str, **kwargs: object) -> None:
+    with open(path, "wb") as partial:
+        partial.write(b"ARROW1")
+    raise OSError(28, "No space left on device")
+
+
+def test_a_failed_derived_table_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    table = pa.table({"n": [1, 2, 3]})
+    (store.root / "derived").write_text("a file where the folder belongs")
+    with pytest.raises(OSError, match="exists"):
+        store.write_derived("k1", table)
+    (store.root / "derived").unlink()
+    monkeypatch.setattr(feather, "write_feather", _fail_writing)
+    with pytest.raises(OSError, match="No space left on device"):
+        store.write_derived("k2", table)
+    assert sorted(p.name for p in store.root.iterdir()) == []
+    monkeypatch.undo()
+    store.write_derived("k3", table)
+    assert store.read_derived("k3").equals(table)
+    assert sorted(p.name for p in store.root.rglob("*")) == ["derived", "k3.arrow"]
 
 
 def test_discarded_staging_leaves_nothing(tmp_path):
@@ -246,3 +294,41 @@ def test_only_timestamp_values_are_iso_timestamps():
     assert [[type(value).__name__ for value in row.values()] for row in rows] == [
         ["IsoTimestamp", "str", "str", "int"], ["IsoTimestamp", "str", "NoneType", "int"],
         ["NoneType", "NoneType", "str", "int"]]
+
+
+OPEN_FILES_LIMIT = 128
+
+
+def _limit_open_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES_LIMIT, OPEN_FILES_LIMIT))
+
+
+def test_an_archive_of_more_hours_than_open_files_allowed_loads_exactly(tmp_path):
+    """amplitude-load under ``ulimit -n 128``: 300 hours in hour order, then late uploads to hours long closed."""
+    assert MAX_OPEN_WRITERS < OPEN_FILES_LIMIT - 20 < 300
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    hours = list(hour_range(start, start + 299 * HOUR))
+    members = {f"{hour:%Y%m%d%H}.json.gz": [make_event(server_upload_time=hour + timedelta(minutes=n))
+                                            for n in range(1 + i % 4)] for i, hour in enumerate(hours)}
+    members["late.json.gz"] = [make_event(server_upload_time=hour + timedelta(minutes=59)) for hour in hours[:40]]
+    members["late-again.json.gz"] = [make_event(server_upload_time=hour) for hour in hours[::7]]
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for name, events in members.items():
+            out.writestr(name, gzip.compress(b"".join(json.dumps(e).encode() + b"\n" for e in events)))
+    events = [event for batch in members.values() for event in batch]
+    expected = Counter(datetime.fromisoformat(e["server_upload_time"]).replace(minute=0, tzinfo=UTC) for e in events)
+    assert len(expected) == 300 and expected[hours[0]] == 3 and expected[hours[299]] == 4
+
+    load = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "amplitude-load"), str(archive), "--api-key", "key",
+         "--cache-dir", str(tmp_path / "store")],
+        preexec_fn=_limit_open_files, capture_output=True, text=True, timeout=120, check=False)
+    assert load.returncode == 0, load.stderr
+    assert load.stdout.startswith(f"{len(events)} events loaded into ")
+    store = HourStore(tmp_path / "store", "https://amplitude.com", "key")
+    table = store.read(hours, start + 1000 * HOUR, ["uuid", "server_upload_time"])
+    stored = Counter(t.replace(minute=0, second=0, microsecond=0) for t in table["server_upload_time"].to_pylist())
+    assert stored == expected
+    assert sorted(table["uuid"].to_pylist()) == sorted(e["uuid"] for e in events)
+    assert len(store.files(hours, start + 1000 * HOUR)) == 300

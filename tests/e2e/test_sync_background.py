@@ -34,8 +34,9 @@ pytestmark = pytest.mark.e2e
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
 CELERY_APP = "--app=superset.tasks.celery_app:app"
-#: What docker compose's superset-worker and superset-worker-beat run (tests/test_docker.py checks it).
-WORKER = ("celery", CELERY_APP, "worker")
+#: What docker compose's superset-worker and superset-worker-beat run (tests/test_docker.py checks it): the worker's
+#: prefork pool runs tasks in daemonic processes, which may not start processes of their own.
+WORKER = ("celery", CELERY_APP, "worker", "--pool=prefork")
 BEAT = ("celery", CELERY_APP, "beat")
 API_KEY, SECRET_KEY = "sync-key", "sync-secret-31f0"
 OTHER_KEY, OTHER_SECRET = "other-key", "other-secret-77aa"
@@ -142,7 +143,7 @@ def stack(superset: Superset, api, tmp_path_factory: pytest.TempPathFactory) -> 
         project.clear_requests()
         other.clear_requests()
         worker_log = logs / "worker.log"
-        processes.append(start([str(bin_dir / WORKER[0]), *WORKER[1:], "--pool=solo", "--loglevel=INFO"], env,
+        processes.append(start([str(bin_dir / WORKER[0]), *WORKER[1:], "-c", "1", "--loglevel=INFO"], env,
                                worker_log))
         beat = start([str(bin_dir / BEAT[0]), *BEAT[1:], "--schedule", str(root / "celerybeat-schedule"),
                       "--pidfile", str(root / "celerybeat.pid"), "--loglevel=INFO"], env, logs / "beat.log")

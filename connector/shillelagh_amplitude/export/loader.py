@@ -5,7 +5,8 @@ corrupt or truncated archive never leaves a partial hour. A corrupt window is do
 (``DECODE_ATTEMPTS`` times), then the error says which window failed and why.
 
 Downloads run one at a time (Amplitude limits concurrent requests); decoding, the CPU-heavy part, runs in up to
-``decode_workers`` processes while the next window downloads.
+``decode_workers`` processes while the next window downloads (in one thread inside a daemonic process, such as a
+Celery prefork worker, which may not start processes).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..hours import HOUR, contiguous_runs, floor_hour, format_hour, hour_range, tile_windows, to_utc
@@ -101,6 +102,17 @@ class _InlineExecutor(Executor):
         return future
 
 
+@dataclass(frozen=True)
+class _Clock:
+    """The ``now`` a fill was asked at, and the time since: fresh hours count their validity from publication."""
+
+    now: datetime
+    started: float = field(default_factory=time.monotonic)
+
+    def current(self) -> datetime:
+        return self.now + timedelta(seconds=time.monotonic() - self.started)
+
+
 @dataclass
 class _Decoding:
     part: Window
@@ -112,16 +124,16 @@ class _Decoding:
 class _WindowPipeline:
     """Downloads go in, complete hours come out in the store; a corrupt window is downloaded again."""
 
-    def __init__(self, store: HourStore, client: ExportClient, now: datetime, executor: Executor, workers: int,
+    def __init__(self, store: HourStore, client: ExportClient, clock: _Clock, executor: Executor, workers: int,
                  report: FillReport, progress: Progress | None) -> None:
-        self.store, self.client, self.now = store, client, now
+        self.store, self.client, self.clock = store, client, clock
         self.executor, self.workers = executor, workers
         self.report, self.progress = report, progress
         self.in_flight: deque[_Decoding] = deque()
 
     def add(self, part: Window, attempt: int = 0) -> None:
         if part.path is None:  # 404: every hour of the window is empty
-            self.store.publish(self.store.staging().folder, hour_range(part.start, part.end), self.now)
+            self._publish(self.store.staging().folder, part)
             self._done(part, 0)
             return
         folder = self.store.staging().folder
@@ -159,8 +171,12 @@ class _WindowPipeline:
             return
         finally:
             part.path.unlink(missing_ok=True)
-        self.store.publish(decoding.folder, hour_range(part.start, part.end), self.now)
+        self._publish(decoding.folder, part)
         self._done(part, events)
+
+    def _publish(self, folder: Path, part: Window) -> None:
+        """Final or fresh by the hours' age when they were asked for; fresh ones valid from now on."""
+        self.store.publish(folder, hour_range(part.start, part.end), self.clock.now, self.clock.current())
 
     def _done(self, part: Window, events: int) -> None:
         self.report.events += events
@@ -169,10 +185,16 @@ class _WindowPipeline:
             self.progress(part.hours)
 
 
-def _executor(windows: int, workers: int) -> Executor:
+def _executor(windows: int, workers: int) -> tuple[Executor, int]:
+    """What decodes the windows, and how many windows may be in flight (downloaded, not yet published) at once."""
     if windows < 2 or workers < 2:
-        return _InlineExecutor()
-    return ProcessPoolExecutor(min(workers, windows), mp_context=multiprocessing.get_context("spawn"))
+        return _InlineExecutor(), 1
+    if multiprocessing.current_process().daemon:
+        # A daemonic process (a Celery prefork worker) may not start child processes. One thread still decodes a
+        # window while the next one downloads (waiting for Amplitude releases the GIL); more threads would add
+        # memory but no speed, as decoding (msgspec, building Arrow columns from Python values) holds the GIL.
+        return ThreadPoolExecutor(1, thread_name_prefix="amplitude-decode"), 1
+    return ProcessPoolExecutor(min(workers, windows), mp_context=multiprocessing.get_context("spawn")), workers
 
 
 def fill(
@@ -195,6 +217,7 @@ def fill(
     unless another sync completed while this one waited. ``deadline`` (``time.monotonic()``): no new window
     starts after it; the complete hours are kept and :class:`DownloadBudgetExceeded` says how far it got.
     """
+    clock = _Clock(now)
     last = min(floor_hour(last), newest_exportable_hour(now))
     wanted = list(hour_range(first, last)) if floor_hour(first) <= last else []
     report = FillReport(hours_wanted=len(wanted))
@@ -210,7 +233,7 @@ def fill(
         refresh = refresh and store.synced_at() < asked_at  # else a sync completed meanwhile: nothing to re-read
         missing = store.missing(wanted, now, refresh=refresh)
         if missing:
-            _download(store, client, missing, now, window_hours, progress, decode_workers, deadline, report)
+            _download(store, client, missing, clock, window_hours, progress, decode_workers, deadline, report)
         if refresh:
             store.mark_synced()
     finally:
@@ -225,12 +248,12 @@ def _budget_exceeded(store: HourStore, wanted: list[datetime], now: datetime, wh
     return DownloadBudgetExceeded(stored, len(wanted), wanted[0], wanted[-1], why)
 
 
-def _download(store: HourStore, client: ExportClient, missing: list[datetime], now: datetime, window_hours: int,
+def _download(store: HourStore, client: ExportClient, missing: list[datetime], clock: _Clock, window_hours: int,
               progress: Progress | None, decode_workers: int, deadline: float | None, report: FillReport) -> None:
     clean_stale_staging(store)
     windows = [w for run in contiguous_runs(missing) for w in tile_windows(*run, window_hours)]
-    executor = _executor(len(windows), decode_workers)
-    pipeline = _WindowPipeline(store, client, now, executor, max(1, decode_workers), report, progress)
+    executor, in_flight = _executor(len(windows), decode_workers)
+    pipeline = _WindowPipeline(store, client, clock, executor, in_flight, report, progress)
     try:
         for start, end in windows:
             if deadline is not None and time.monotonic() >= deadline:
@@ -247,7 +270,7 @@ def _download(store: HourStore, client: ExportClient, missing: list[datetime], n
 def store_window(store: HourStore, client: ExportClient, part: Window, now: datetime) -> int:
     """Decode and publish one downloaded window (downloaded again if corrupt); returns its events."""
     report = FillReport()
-    pipeline = _WindowPipeline(store, client, now, _InlineExecutor(), 1, report, None)
+    pipeline = _WindowPipeline(store, client, _Clock(now), _InlineExecutor(), 1, report, None)
     pipeline.add(part)
     pipeline.drain()
     return report.events

@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,8 @@ SAFETY_MARGIN = timedelta(hours=1)
 FRESH_TTL = timedelta(minutes=10)
 DERIVED_KEPT = 32
 PBKDF2_ROUNDS = 200_000
+#: Hour files a staging keeps open at once (each holds a file descriptor; ``ulimit -n`` is often 256 or 1024).
+MAX_OPEN_WRITERS = 32
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 #: Day folders of object storage listed at once (each listing is one slow request).
 PARALLEL_LISTINGS = 8
@@ -197,11 +200,13 @@ class HourStore:
     def staging(self) -> HourStaging:
         return HourStaging(self.root / f".staging-{uuid.uuid4().hex}")
 
-    def publish(self, folder: Path, hours: Iterable[datetime], now: datetime | None) -> None:
+    def publish(self, folder: Path, hours: Iterable[datetime], now: datetime | None,
+                published_at: datetime | None = None) -> None:
         """Publish every hour of a completely decoded download staged in ``folder`` (absent hours: empty).
 
-        Hours are final or fresh by their age at ``now``; ``now=None`` publishes them all as final
-        (an archive loaded by hand is taken as complete).
+        Hours are final or fresh by their age at ``now`` (when they were asked for); ``now=None`` publishes them
+        all as final (an archive loaded by hand is taken as complete). A fresh hour stays valid ``FRESH_TTL``
+        from ``published_at`` (default: ``now``), so a long download does not publish hours already expired.
         """
         listings: dict[str, dict[str, FileEntry]] = {}
         for hour in map(to_utc, hours):
@@ -209,7 +214,7 @@ class HourStore:
             if day not in listings:
                 listings[day] = self.location.list(self.project, day)
             source = staged_file(folder, hour)
-            fresh_at = None if now is None or is_final(hour, now) else now
+            fresh_at = None if now is None or is_final(hour, now) else published_at or now
             self._publish(hour, source if source.exists() else None, fresh_at, listings[day])
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -257,8 +262,11 @@ class HourStore:
         """Keep a derived table (in one step); only the ``DERIVED_KEPT`` most recently used ones stay."""
         fd, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
         os.close(fd)
-        feather.write_feather(table, temp, compression="zstd")
-        self.location.publish_file(Path(temp), self._path("derived", f"{key}.arrow"))
+        try:
+            feather.write_feather(table, temp, compression="zstd")
+            self.location.publish_file(Path(temp), self._path("derived", f"{key}.arrow"))
+        finally:
+            Path(temp).unlink(missing_ok=True)  # left only when writing or publishing failed
         derived = sorted(self.location.list(self.project, "derived").values(), key=lambda e: e.mtime_ns,
                          reverse=True)
         for stale in derived[DERIVED_KEPT:]:
@@ -285,13 +293,15 @@ class HourStore:
 
     # --- the secret key verifier --------------------------------------------------------------------
     def secret_status(self, secret_key: str) -> bool | None:
-        """True if the secret matches the one this store was filled with, False if not, None if unknown."""
+        """True if the secret matches the one this store was filled with, False if not, None if unknown (no
+        verifier, or an unreadable one: the secret is then checked with Amplitude and the verifier written anew)."""
         try:
-            salt, digest = self.location.read_bytes(self._path("secret.verifier")).decode().split(":")
+            salt, digest = (bytes.fromhex(part) for part in
+                            self.location.read_bytes(self._path("secret.verifier")).decode().split(":"))
         except (FileNotFoundError, ValueError):
             return None
-        candidate = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), bytes.fromhex(salt), PBKDF2_ROUNDS)
-        return hmac.compare_digest(candidate.hex(), digest)
+        candidate = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), salt, PBKDF2_ROUNDS)
+        return hmac.compare_digest(candidate, digest)
 
     def remember_secret(self, secret_key: str) -> None:
         """Record a (salted, hashed) verifier of a secret that Amplitude accepted."""
@@ -393,33 +403,69 @@ class FileStoreLock(StoreLock):
 class HourStaging:
     """Writes the hours of one archive into a private folder; nothing is visible until the store publishes it.
 
+    At most ``max_open`` hour files are open at once (an archive may span thousands of hours; each open file
+    holds a descriptor): the least recently written one is closed, and should more events of its hour follow
+    (archives come roughly, not strictly, in hour order), they go to a further part file, merged on close.
     Holds no reference to the store, so a worker process can fill it.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, max_open: int = MAX_OPEN_WRITERS) -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._writers: dict[datetime, pa.ipc.RecordBatchFileWriter] = {}
+        self.max_open = max_open
+        self._writers: OrderedDict[datetime, pa.ipc.RecordBatchFileWriter] = OrderedDict()
+        self._parts: dict[datetime, int] = {}
 
     def add(self, hour: datetime, batch: pa.RecordBatch) -> None:
         writer = self._writers.get(hour)
         if writer is None:
-            writer = pa.ipc.new_file(staged_file(self.folder, hour), EVENT_SCHEMA, options=IPC_OPTIONS)
+            if len(self._writers) >= self.max_open:
+                self._writers.popitem(last=False)[1].close()
+            part = self._parts.get(hour, 0)
+            writer = pa.ipc.new_file(self._part_file(hour, part), EVENT_SCHEMA, options=IPC_OPTIONS)
             self._writers[hour] = writer
+            self._parts[hour] = part + 1
+        else:
+            self._writers.move_to_end(hour)
         writer.write_batch(batch)
 
     def close(self) -> list[datetime]:
-        """Finish every file; returns the hours that received events."""
-        hours = sorted(self._writers)
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
+        """Finish every file (an hour written in parts: one file); returns the hours that received events."""
+        self._close_writers()
+        for hour, parts in self._parts.items():
+            if parts > 1:
+                self._merge(hour, parts)
+        hours = sorted(self._parts)
+        self._parts.clear()
         return hours
 
     def discard(self) -> None:
         """Drop everything staged (a failed or abandoned decode)."""
-        self.close()
+        self._close_writers()
+        self._parts.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _close_writers(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def _part_file(self, hour: datetime, part: int) -> Path:
+        """The first part is the hour's staged file itself."""
+        return staged_file(self.folder, hour) if part == 0 else self.folder / f"{to_utc(hour):%Y%m%d%H}.{part}.part"
+
+    def _merge(self, hour: datetime, parts: int) -> None:
+        """Copy the parts of an hour, batch by batch in the order they were written, into its staged file."""
+        merged = self.folder / f"{to_utc(hour):%Y%m%d%H}.merged"
+        with pa.ipc.new_file(merged, EVENT_SCHEMA, options=IPC_OPTIONS) as writer:
+            for part in range(parts):
+                with pa.memory_map(str(self._part_file(hour, part))) as source:
+                    reader = pa.ipc.open_file(source)
+                    for index in range(reader.num_record_batches):
+                        writer.write_batch(reader.get_batch(index))
+        for part in range(1, parts):
+            self._part_file(hour, part).unlink()
+        os.replace(merged, staged_file(self.folder, hour))
 
 
 def staged_file(folder: Path, hour: datetime) -> Path:

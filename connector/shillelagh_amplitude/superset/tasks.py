@@ -67,14 +67,21 @@ def amplitude_projects() -> list[tuple[str, dict[str, Any]]]:
 
 @celery_app.task(name=TASK_NAME)
 def sync_amplitude_stores() -> list[dict[str, Any]]:
-    """Bring every Amplitude project's store current; one result per project (no credentials in it)."""
+    """Bring every Amplitude project's store current; one result per project (no credentials in it).
+
+    A project that fails is logged (Amplitude's refusals in one line, any other fault with its traceback) and the
+    next one is synced all the same."""
     results = []
     for name, settings in amplitude_projects():
         try:
             result = sync_project(**settings)
-        except (AmplitudeError, OSError) as exc:
+        except AmplitudeError as exc:
             _logger.warning("Amplitude sync of %s failed: %s", name, exc)
             results.append({"database": name, "ok": False, "error": str(exc)})
+            continue
+        except Exception as exc:  # noqa: BLE001 - one project's fault must not stop the others
+            _logger.exception("Amplitude sync of %s failed unexpectedly", name)
+            results.append({"database": name, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
             continue
         results.append({"database": name, "ok": True, "summary": result.summary(),
                         "hours_downloaded": result.hours_downloaded, "requests": result.requests})
