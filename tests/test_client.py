@@ -17,7 +17,7 @@ from shillelagh_amplitude.export.client import (
     ExportTooLargeError,
     resolve_base_url,
 )
-from shillelagh_amplitude.export.loader import fill
+from shillelagh_amplitude.export.loader import DownloadBudgetExceeded, fill
 from shillelagh_amplitude.hours import format_hour, hour_range, parse_hour
 from shillelagh_amplitude.store.hour_store import FRESH_TTL, HourStore
 
@@ -193,6 +193,30 @@ def test_retry_after_is_honoured(tmp_path, emulator):
     started = datetime.now(UTC)
     fill(HourStore(tmp_path, emulator.base_url, "k"), client_for(emulator), FIRST, FIRST, now=NOW)
     assert datetime.now(UTC) - started >= timedelta(seconds=1)
+
+
+def test_a_long_retry_after_is_capped_on_every_retry(tmp_path, emulator):
+    """``max_retry_after`` holds for the second and third 429 too (urllib3 copies its retry at each attempt)."""
+    emulator.add_fault("status", status=429, retry_after=30, times=3)
+    started = time.monotonic()
+    fill(HourStore(tmp_path, emulator.base_url, "k"), client_for(emulator, max_retry_after=0.5), FIRST, FIRST, now=NOW)
+    assert 1.5 <= time.monotonic() - started < 10
+    assert [r.status for r in emulator.requests] == [429, 429, 429, 200]
+
+
+@pytest.mark.parametrize("fault", [{"kind": "slow", "delay": 4.0}, {"kind": "status", "status": 429, "retry_after": 4}])
+def test_the_deadline_stops_a_slow_or_throttled_request(tmp_path, emulator, fault):
+    """With a deadline 1 s away, a request Amplitude answers after 4 s (or asks to retry in 4 s) is dropped at
+    the deadline: the fill says how far it got, and nothing of that window is stored."""
+    emulator.add_fault(times=10, **fault)
+    store = HourStore(tmp_path, emulator.base_url, "k")
+    started = time.monotonic()
+    with pytest.raises(DownloadBudgetExceeded) as error:
+        fill(store, client_for(emulator, max_retry_after=10.0), FIRST, LAST, now=NOW, window_hours=12,
+             deadline=started + 1.0)
+    assert 1.0 <= time.monotonic() - started < 2.5
+    assert (error.value.stored, error.value.wanted) == (0, 48)
+    assert store.missing(list(hour_range(FIRST, LAST)), NOW) == list(hour_range(FIRST, LAST))
 
 
 @pytest.mark.parametrize("kind", ["not_zip", "truncated", "short_body", "corrupt_gzip", "bad_json"])

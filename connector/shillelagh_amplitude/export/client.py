@@ -13,10 +13,11 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -42,6 +43,10 @@ class AmplitudeError(Exception):
 class AmplitudeFault(AmplitudeError):
     """A failure of the system, not of the query or the connection's settings (the network, Amplitude's servers,
     the store): servers log it with its traceback, while a refused query is one log line."""
+
+
+class DeadlinePassed(AmplitudeError):  # noqa: N818 - reads as what happened
+    """The client's ``deadline`` passed during a request or a body's download (nothing of it is kept)."""
 
 
 class AuthenticationError(AmplitudeError):
@@ -75,12 +80,26 @@ def resolve_base_url(region: str = "us", base_url: str | None = None) -> str:
 
 
 class BoundedRetry(Retry):
-    """urllib3 retry whose ``Retry-After`` waits are capped, so total retry time stays bounded."""
+    """urllib3 retry whose ``Retry-After`` waits are capped, so total retry time stays bounded, and which gives
+    up once its client's deadline has passed (urllib3 copies a retry at each attempt: :meth:`new` keeps both)."""
 
     max_retry_after = 60.0
+    deadline_of: Callable[[], float | None] = staticmethod(lambda: None)
+
+    def new(self, **kw: Any) -> BoundedRetry:
+        retry = super().new(**kw)
+        retry.max_retry_after, retry.deadline_of = self.max_retry_after, self.deadline_of
+        return retry
 
     def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), self.max_retry_after)
+        wait = min(super().parse_retry_after(retry_after), self.max_retry_after)
+        if (deadline := self.deadline_of()) is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        return wait
+
+    def is_exhausted(self) -> bool:
+        deadline = self.deadline_of()
+        return super().is_exhausted() or (deadline is not None and time.monotonic() >= deadline)
 
 
 @dataclass(frozen=True)
@@ -99,9 +118,9 @@ class Window:
         return f"{format_hour(self.start)}..{format_hour(self.end)}"
 
 
-def build_session(retries: int, backoff: float, max_retry_after: float,
-                  connect_retries: int | None = None) -> requests.Session:
-    """A requests session with bounded retries for 429/5xx and connection errors."""
+def build_session(retries: int, backoff: float, max_retry_after: float, connect_retries: int | None = None,
+                  deadline_of: Callable[[], float | None] | None = None) -> requests.Session:
+    """A requests session with bounded retries for 429/5xx and connection errors (none after ``deadline_of()``)."""
     retry = BoundedRetry(
         total=retries,
         connect=retries if connect_retries is None else connect_retries,
@@ -115,6 +134,8 @@ def build_session(retries: int, backoff: float, max_retry_after: float,
         raise_on_status=False,
     )
     retry.max_retry_after = max_retry_after
+    if deadline_of is not None:
+        retry.deadline_of = deadline_of
     session = requests.Session()
     session.mount("http://", HTTPAdapter(max_retries=retry))
     session.mount("https://", HTTPAdapter(max_retries=retry))
@@ -153,8 +174,12 @@ class ExportClient:
         self.connect_timeout = connect_timeout
         self.temp_dir = temp_dir
         self.body_attempts = body_attempts
+        #: ``time.monotonic()`` after which no request starts and a body being read is dropped (None: no limit).
+        #: A throttled request still waits out its ``Retry-After`` (at most ``max_retry_after`` seconds).
+        self.deadline: float | None = None
         self._auth = (api_key, secret_key)
-        self._session = build_session(retries, backoff, max_retry_after, min(connect_retries, retries))
+        self._session = build_session(retries, backoff, max_retry_after, min(connect_retries, retries),
+                                      lambda: self.deadline)
 
     def export(self, start: datetime, end: datetime) -> Iterator[Window]:
         """Download ``start..end``, halving on 400-too-large/504; yields windows with their zip (or None).
@@ -210,14 +235,26 @@ class ExportClient:
                 self._non_200(window, response)
             return response.status_code
 
+    def _remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline); :class:`DeadlinePassed` once it has passed."""
+        if self.deadline is None:
+            return None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlinePassed("the download deadline passed")
+        return remaining
+
     def _get(self, window: Window) -> requests.Response:
         params = {"start": format_hour(window.start), "end": format_hour(window.end)}
         url = self.base_url + EXPORT_PATH
+        remaining = self._remaining()
+        timeout = (self.connect_timeout, self.timeout) if remaining is None else (
+            min(self.connect_timeout, remaining), min(self.timeout, remaining))
         _logger.info("GET %s start=%s end=%s", url, params["start"], params["end"])
         try:
-            return self._session.get(url, params=params, auth=self._auth, stream=True,
-                                     timeout=(self.connect_timeout, self.timeout))
+            return self._session.get(url, params=params, auth=self._auth, stream=True, timeout=timeout)
         except requests.RequestException as exc:
+            self._remaining()  # a timeout cut short by the deadline is not the network's fault
             raise self._connection_error(exc) from None
 
     def _connection_error(self, exc: requests.RequestException) -> AmplitudeError:
@@ -266,6 +303,7 @@ class ExportClient:
                 "Amplitude's EU data center needs region 'eu' (a US one, 'us')."
             )
         if status in RETRY_STATUSES:
+            self._remaining()  # retrying may have stopped at the deadline rather than after every attempt
             raise AmplitudeFault(f"Amplitude kept answering {status} for {window} after retrying; try again later.")
         raise AmplitudeFault(f"Amplitude answered {status} for {window}: {response.text[:200].strip()}")
 
@@ -278,8 +316,13 @@ class ExportClient:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in response.iter_content(CHUNK_BYTES):
                     handle.write(chunk)
+                    self._remaining()
+        except DeadlinePassed:
+            path.unlink(missing_ok=True)
+            raise
         except requests.RequestException as exc:
             path.unlink(missing_ok=True)
+            self._remaining()
             raise TruncatedBodyError(f"the download broke off: {type(exc).__name__}") from None
         expected = response.headers.get("Content-Length")
         if expected is not None and path.stat().st_size != int(expected):

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 from ..hours import HOUR, contiguous_runs, floor_hour, format_hour, hour_range, tile_windows, to_utc
 from ..store.hour_store import EXPORT_LATENCY, HourStaging, HourStore, LockTimeout, clean_stale_staging
 from .archive import ArchiveError, iter_batches, split_by_hour
-from .client import AmplitudeError, ExportClient, Window
+from .client import AmplitudeError, DeadlinePassed, ExportClient, Window
 
 _logger = logging.getLogger(__name__)
 
@@ -214,8 +215,9 @@ def fill(
 
     Downloads run under the store's lock, so two processes never download the same hour at once: the second
     waits, then finds the hours stored. ``refresh`` (the background sync) re-reads every hour not yet final,
-    unless another sync completed while this one waited. ``deadline`` (``time.monotonic()``): no new window
-    starts after it; the complete hours are kept and :class:`DownloadBudgetExceeded` says how far it got.
+    unless another sync completed while this one waited. ``deadline`` (``time.monotonic()``): no request starts
+    after it and a window still downloading is dropped; the complete hours are kept and
+    :class:`DownloadBudgetExceeded` says how far it got.
     """
     clock = _Clock(now)
     last = min(floor_hour(last), newest_exportable_hour(now))
@@ -254,26 +256,18 @@ def _download(store: HourStore, client: ExportClient, missing: list[datetime], c
     windows = [w for run in contiguous_runs(missing) for w in tile_windows(*run, window_hours)]
     executor, in_flight = _executor(len(windows), decode_workers)
     pipeline = _WindowPipeline(store, client, clock, executor, in_flight, report, progress)
+    client.deadline = deadline
     try:
-        for start, end in windows:
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            for part in client.export(start, end):
-                report.windows.append(f"{format_hour(part.start)}..{format_hour(part.end)}")
-                pipeline.add(part)
+        with suppress(DeadlinePassed):  # the windows downloaded whole are published; the caller says how far
+            for start, end in windows:
+                for part in client.export(start, end):
+                    report.windows.append(f"{format_hour(part.start)}..{format_hour(part.end)}")
+                    pipeline.add(part)
         pipeline.drain()
     finally:
+        client.deadline = None
         executor.shutdown(wait=True, cancel_futures=True)
         pipeline.abandon()
-
-
-def store_window(store: HourStore, client: ExportClient, part: Window, now: datetime) -> int:
-    """Decode and publish one downloaded window (downloaded again if corrupt); returns its events."""
-    report = FillReport()
-    pipeline = _WindowPipeline(store, client, _Clock(now), _InlineExecutor(), 1, report, None)
-    pipeline.add(part)
-    pipeline.drain()
-    return report.events
 
 
 def load_archive(store: HourStore, path: Path, first: datetime | None = None, last: datetime | None = None) -> int:

@@ -34,11 +34,12 @@ from ..export.client import (
     AmplitudeError,
     AmplitudeFault,
     AuthenticationError,
+    DeadlinePassed,
     ExportClient,
     Window,
     resolve_base_url,
 )
-from ..export.loader import DownloadBudgetExceeded, fill, newest_exportable_hour, store_window, whole_days_end
+from ..export.loader import DownloadBudgetExceeded, fill, newest_exportable_hour, whole_days_end
 from ..hours import CLOCK_SKEW, HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
@@ -317,8 +318,8 @@ class AmplitudeAPI(Adapter):
         """Download missing hours; make sure the secret key is right even when every hour is already stored.
 
         A store remembers a salted hash of the last secret Amplitude accepted. A different secret is tried
-        against Amplitude (one request for the newest exportable hour) before any stored data is served;
-        offline, it is refused outright.
+        against Amplitude (one request for the newest exportable hour, its body left unread) before any stored
+        data is served; offline, it is refused outright.
         """
         memo = (str(store.root), hashlib.sha256(self._secret_key.encode()).hexdigest())
         known = memo in _VERIFIED_SECRETS or store.secret_status(self._secret_key)
@@ -340,9 +341,14 @@ class AmplitudeAPI(Adapter):
             raise AmplitudeError(budget_message(exc, self.download_budget_s, self.base_url)) from None
         if not downloaded and known is not True:
             probe = newest_exportable_hour(now)
-            window = client.download(Window(probe, probe))
-            if window is not None:
-                store_window(store, client, window, now)
+            client.deadline = deadline
+            try:
+                client.answer(Window(probe, probe))
+            except DeadlinePassed:
+                raise AmplitudeError(
+                    f"Amplitude did not answer within this connection's download budget of "
+                    f"{self.download_budget_s:g} s, so this new secret key could not be checked; try again."
+                ) from None
         if known is not True:
             store.remember_secret(self._secret_key)
         _VERIFIED_SECRETS.add(memo)
