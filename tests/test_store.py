@@ -332,3 +332,17 @@ def test_an_archive_of_more_hours_than_open_files_allowed_loads_exactly(tmp_path
     assert stored == expected
     assert sorted(table["uuid"].to_pylist()) == sorted(e["uuid"] for e in events)
     assert len(store.files(hours, start + 1000 * HOUR)) == 300
+
+
+def test_cleaning_stale_staging_tolerates_a_folder_gone_meanwhile(tmp_path, monkeypatch):
+    """Another process may publish (remove) its staging folder between the listing and the look at its age."""
+    from shillelagh_amplitude.store.hour_store import clean_stale_staging
+
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    stale = store.root / ".staging-stale"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    listed = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: [store.root / ".staging-gone", *listed(self, pattern)])
+    clean_stale_staging(store)
+    assert not stale.exists()

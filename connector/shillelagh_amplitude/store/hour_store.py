@@ -33,6 +33,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -476,5 +477,6 @@ def clean_stale_staging(store: HourStore, older_than: timedelta = timedelta(hour
     """Remove staging folders left behind by crashed processes."""
     cutoff = time.time() - older_than.total_seconds()
     for folder in store.root.glob(".staging-*"):
-        if folder.stat().st_mtime < cutoff:
-            shutil.rmtree(folder, ignore_errors=True)
+        with suppress(FileNotFoundError):  # another process published or removed it meanwhile
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
