@@ -346,3 +346,32 @@ def test_cleaning_stale_staging_tolerates_a_folder_gone_meanwhile(tmp_path, monk
     monkeypatch.setattr(Path, "glob", lambda self, pattern: [store.root / ".staging-gone", *listed(self, pattern)])
     clean_stale_staging(store)
     assert not stale.exists()
+
+
+def test_a_column_read_after_its_hour_was_republished_is_refused(tmp_path):
+    """A scan table reads its columns lazily: an hour re-published meanwhile under the same name (a fresh hour
+    refreshed, same row count, other rows) must not be mixed with the columns read before."""
+    import functools
+
+    from shillelagh.exceptions import ProgrammingError
+
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    now = T0 + HOUR  # T0 is fresh: its file keeps its name when refreshed
+
+    def publish(event_type: str, when: float) -> None:
+        staging = store.staging()
+        staging.add(T0, pa.RecordBatch.from_pylist(
+            [{"uuid": f"{event_type}-{i}", "event_type": event_type, "server_upload_time": T0} for i in range(3)],
+            schema=EVENT_SCHEMA))
+        staging.close()
+        store.publish(staging.folder, [T0], now)
+        path = store.files([T0], now)[0].path
+        os.utime(path, (when, when))
+
+    publish("first", now.timestamp())
+    entries = store.files([T0], now)
+    table = scan.ScanTable(functools.partial(store.read_files, entries), "server_upload_time")
+    publish("second", now.timestamp() + 1)
+    assert store.files([T0], now)[0].path == entries[0].path  # the same name
+    with pytest.raises(ProgrammingError, match="The hour store changed while this query read it"):
+        table.columns(["event_type"])

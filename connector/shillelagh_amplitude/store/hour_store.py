@@ -178,10 +178,17 @@ class HourStore:
         return [entry for _, entry in self._stored(hours, now) if entry is not None and entry.name.endswith(".arrow")]
 
     def read_files(self, entries: list[FileEntry], columns: list[str] | None = None) -> pa.Table:
-        """The events of stored hour files, in order; only ``columns`` are read and decompressed."""
+        """The events of stored hour files, in order; only ``columns`` are read and decompressed.
+
+        A file re-published since it was listed (a fresh hour refreshed under the same name) is gone for this
+        read: :class:`FileNotFoundError`, so columns read at different times always come from the same rows.
+        (On object storage the hot cache's copies are of the listed versions.)
+        """
         schema = EVENT_SCHEMA if columns is None else pa.schema([EVENT_SCHEMA.field(c) for c in columns])
-        paths = [entry.path for entry in entries] if self.hot is None else self.hot.fetch(self.location, entries)
-        tables = [feather.read_table(path, columns=columns) for path in paths]
+        if self.hot is not None:
+            tables = [feather.read_table(path, columns=columns) for path in self.hot.fetch(self.location, entries)]
+        else:
+            tables = [_read_as_listed(entry, columns) for entry in entries]
         return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def read(self, hours: Iterable[datetime], now: datetime, columns: list[str] | None = None) -> pa.Table:
@@ -467,6 +474,20 @@ class HourStaging:
         for part in range(1, parts):
             self._part_file(hour, part).unlink()
         os.replace(merged, staged_file(self.folder, hour))
+
+
+def _read_as_listed(entry: FileEntry, columns: list[str] | None) -> pa.Table:
+    """A local file's table, if the file is still the one listed (same modification time and size)."""
+
+    def check() -> None:
+        stat = os.stat(entry.path)
+        if (stat.st_mtime_ns, stat.st_size) != (entry.mtime_ns, entry.size):
+            raise FileNotFoundError(entry.path)
+
+    check()
+    table = feather.read_table(entry.path, columns=columns)
+    check()  # not replaced while it was read
+    return table
 
 
 def staged_file(folder: Path, hour: datetime) -> Path:
