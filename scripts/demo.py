@@ -35,7 +35,7 @@ from pathlib import Path
 
 import requests
 
-from shillelagh_amplitude.export.loader import whole_days_end
+from shillelagh_amplitude.hours import whole_days_end
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

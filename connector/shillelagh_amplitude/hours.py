@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 HOUR = timedelta(hours=1)
 EXPORT_HOUR_FORMAT = "%Y%m%dT%H"
+#: How long after an upload hour ends the Export API can serve it (Amplitude: data is available to export "at a
+#: minimum within 2 hours of when the servers received it").
+EXPORT_LATENCY = timedelta(hours=2)
 #: How far ahead of real time a device clock may run (client times, session ids) and still be read whole:
 #: queries, and so the sync, read one upload hour before a range.
 CLOCK_SKEW = HOUR
@@ -77,3 +80,15 @@ def contiguous_runs(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
         else:
             runs.append((hour, hour))
     return runs
+
+
+def newest_exportable_hour(now: datetime) -> datetime:
+    """The newest upload hour the Export API can serve at ``now`` (about 2 h behind)."""
+    return floor_hour(to_utc(now) - EXPORT_LATENCY) - HOUR
+
+
+def whole_days_end(now: datetime) -> datetime:
+    """The end of the newest whole UTC day the Export API can serve at ``now``: the midnight at or before the end
+    of its newest exportable hour (today's from 02:00 UTC, yesterday's before). The sample's days, the default
+    window, the background sync and the dashboard's default range all count whole days back from it."""
+    return (newest_exportable_hour(now) + HOUR).replace(hour=0)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ..hours import HOUR, contiguous_runs, floor_hour, format_hour, hour_range, tile_windows, to_utc
-from ..store.hour_store import EXPORT_LATENCY, HourStaging, HourStore, LockTimeout, clean_stale_staging
+from ..hours import contiguous_runs, floor_hour, format_hour, hour_range, newest_exportable_hour, tile_windows
+from ..store.hour_store import HourStaging, HourStore, LockTimeout, clean_stale_staging
 from .archive import ArchiveError, iter_batches, split_by_hour
 from .client import AmplitudeError, DeadlinePassed, ExportClient, Window
 
@@ -54,18 +54,6 @@ class DownloadBudgetExceeded(AmplitudeError):  # noqa: N818 - reads as what happ
         self.stored, self.wanted, self.first, self.last, self.waiting_for = stored, wanted, first, last, waiting_for
         super().__init__(f"{stored} of {wanted} upload hours {format_hour(first)}..{format_hour(last)} stored "
                          f"when the download budget ran out{f' ({waiting_for})' if waiting_for else ''}")
-
-
-def newest_exportable_hour(now: datetime) -> datetime:
-    """The newest upload hour the Export API can serve at ``now`` (about 2 h behind)."""
-    return floor_hour(to_utc(now) - EXPORT_LATENCY) - HOUR
-
-
-def whole_days_end(now: datetime) -> datetime:
-    """The end of the newest whole UTC day the Export API can serve at ``now``: the midnight at or before the end
-    of its newest exportable hour (today's from 02:00 UTC, yesterday's before). The sample's days, the default
-    window, the background sync and the dashboard's default range all count whole days back from it."""
-    return (newest_exportable_hour(now) + HOUR).replace(hour=0)
 
 
 def stage_archive(

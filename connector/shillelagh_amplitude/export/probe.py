@@ -11,10 +11,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from ..hours import format_hour
+from ..hours import format_hour, newest_exportable_hour
 from ..store.hour_store import HourStore
 from .client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
-from .loader import newest_exportable_hour
 
 CONNECT_TIMEOUT_S = 4.0
 READ_TIMEOUT_S = 6.0

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..hours import CLOCK_SKEW, HOUR, floor_hour, format_hour
+from ..hours import CLOCK_SKEW, HOUR, floor_hour, format_hour, newest_exportable_hour, whole_days_end
 from ..store.hour_store import HourStore
 from .client import ExportClient, resolve_base_url
-from .loader import fill, newest_exportable_hour, whole_days_end
+from .loader import fill
 
 _logger = logging.getLogger(__name__)
 

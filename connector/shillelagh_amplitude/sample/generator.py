@@ -35,8 +35,7 @@ from typing import IO, NamedTuple
 
 import orjson
 
-from ..export.loader import newest_exportable_hour, whole_days_end
-from ..hours import floor_hour, to_utc
+from ..hours import floor_hour, newest_exportable_hour, to_utc, whole_days_end
 from ..schema import EVENT_KEYS, TIMESTAMP_KEYS
 
 DEFAULT_APP = 187520

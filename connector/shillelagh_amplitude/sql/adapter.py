@@ -39,8 +39,18 @@ from ..export.client import (
     Window,
     resolve_base_url,
 )
-from ..export.loader import DownloadBudgetExceeded, fill, newest_exportable_hour, whole_days_end
-from ..hours import CLOCK_SKEW, HOUR, ceil_hour, floor_hour, format_hour, hour_range, to_utc
+from ..export.loader import DownloadBudgetExceeded, fill
+from ..hours import (
+    CLOCK_SKEW,
+    HOUR,
+    ceil_hour,
+    floor_hour,
+    format_hour,
+    hour_range,
+    newest_exportable_hour,
+    to_utc,
+    whole_days_end,
+)
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
 from .freshness import budget_message, check_offline_span

@@ -41,12 +41,11 @@ import platformdirs
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from ..hours import HOUR, to_utc
+from ..hours import EXPORT_LATENCY, HOUR, to_utc
 from ..schema import EVENT_SCHEMA
 from .hot_cache import HotCache, budget_bytes
 from .location import FileEntry, StoreLocation, write_atomically
 
-EXPORT_LATENCY = timedelta(hours=2)
 SAFETY_MARGIN = timedelta(hours=1)
 FRESH_TTL = timedelta(minutes=10)
 DERIVED_KEPT = 32
