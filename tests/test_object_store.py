@@ -297,3 +297,26 @@ def test_local_paths_and_file_uris_stay_local(tmp_path):
     for where in (tmp_path / "a", f"file://{tmp_path / 'b'}"):
         location = StoreLocation.open(where)
         assert location.local and Path(location.root).is_dir()
+
+
+def test_sessions_built_from_copies_trimmed_before_they_are_read(s3, filled, dataset, monkeypatch, tmp_path):
+    """Sessions are built from the hours in one read: a copy another process trimmed meanwhile is fetched again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    fetches: list[int] = []
+    fetch = HotCache.fetch
+
+    def fetch_then_lose_the_first_copies(cache, location, entries):
+        copies = fetch(cache, location, entries)
+        fetches.append(len(copies))
+        if len(fetches) == 1:
+            for copy in copies:
+                copy.unlink()
+        return copies
+
+    monkeypatch.setattr(HotCache, "fetch", fetch_then_lose_the_first_copies)
+    low, high = datetime(2026, 3, 2, 6, tzinfo=UTC), datetime(2026, 3, 2, 18, tzinfo=UTC)  # a range no other test reads
+    rows = sql_connection(cache_dir=filled, offline=True).cursor().execute(
+        f"SELECT count(*) FROM amplitude_sessions WHERE session_start >= '{low:%Y-%m-%d %H:%M:%S}' "
+        f"AND session_start < '{high:%Y-%m-%d %H:%M:%S}'").fetchall()
+    assert rows == [(sum(1 for s in sessions_from_records(dataset.records) if low <= s.start < high),)]
+    assert len(fetches) == 2  # the hours, lost, then once more

@@ -6,7 +6,7 @@ copies are removed once the folder holds more than its budget (``AMPLITUDE_HOT_C
 
 Processes on one host (web server, Celery workers) share the folder and trim it each by its own needs, so a copy
 may vanish at any time, even between :meth:`HotCache.fetch` and its reading: readers that find a copy gone fetch
-it again (:class:`~shillelagh_amplitude.sql.scan.ScanTable` does, once).
+it again, once (``HourStore.read_files``).
 """
 
 from __future__ import annotations

@@ -185,7 +185,15 @@ class HourStore:
         """
         schema = EVENT_SCHEMA if columns is None else pa.schema([EVENT_SCHEMA.field(c) for c in columns])
         if self.hot is not None:
-            tables = [feather.read_table(path, columns=columns) for path in self.hot.fetch(self.location, entries)]
+            hot = self.hot
+
+            def read_copies() -> list[pa.Table]:
+                return [feather.read_table(path, columns=columns) for path in hot.fetch(self.location, entries)]
+
+            try:
+                tables = read_copies()
+            except FileNotFoundError:  # another process trimmed a copy before it was read: fetched again, once
+                tables = read_copies()
         else:
             tables = [_read_as_listed(entry, columns) for entry in entries]
         return pa.concat_tables(tables) if tables else schema.empty_table()
