@@ -94,16 +94,13 @@ def _sort_keys(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _read(read: Reader, names: list[str], rows: int | None = None) -> pa.Table:
-    """``read(names)``, holding ``rows`` rows when given; tried once more when a file is gone, as a local copy
-    another process trimmed is fetched again. Still gone, or other rows: an hour was re-published (fresh -> final)
-    since the files were listed."""
+    """``read(names)``, holding ``rows`` rows when given. A file gone, or other rows: an hour was re-published
+    (fresh -> final, or refreshed) since the files were listed (the store's reads already fetch again a local copy
+    another process trimmed)."""
     try:
         table = read(names)
     except FileNotFoundError:
-        try:
-            table = read(names)
-        except FileNotFoundError:
-            table = None
+        table = None
     if table is None or (rows is not None and table.num_rows != rows):
         raise ProgrammingError("The hour store changed while this query read it; run the query again.")
     return table
