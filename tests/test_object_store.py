@@ -239,21 +239,29 @@ def test_warm_reads_come_from_the_bounded_local_copy(s3, filled, monkeypatch, tm
     assert len(copies) == len(store.files(day_two, now))
 
 
-def test_copies_trimmed_by_another_process_before_they_are_read_are_fetched_again(s3, filled, dataset, monkeypatch,
-                                                                                 tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+def lose_copies(monkeypatch: pytest.MonkeyPatch, on_fetches: set[int]) -> list[int]:
+    """Make the hot cache's copies vanish right after the fetches numbered ``on_fetches`` (1 = the first), as if
+    another process trimmed them before they were read; returns the number of copies of each fetch."""
     fetches: list[int] = []
     fetch = HotCache.fetch
 
-    def fetch_then_lose_the_copies(cache, location, entries):
+    def fetch_then_lose(cache, location, entries):
         copies = fetch(cache, location, entries)
         fetches.append(len(copies))
-        if len(fetches) in (1, 3):  # another process trims the folder right before the first read of each column
+        if len(fetches) in on_fetches:
             for copy in copies:
                 copy.unlink()
         return copies
 
-    monkeypatch.setattr(HotCache, "fetch", fetch_then_lose_the_copies)
+    monkeypatch.setattr(HotCache, "fetch", fetch_then_lose)
+    return fetches
+
+
+def test_copies_trimmed_by_another_process_before_they_are_read_are_fetched_again(s3, filled, dataset, monkeypatch,
+                                                                                 tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    # another process trims the folder right before the first read of each column
+    fetches = lose_copies(monkeypatch, on_fetches={1, 3})
     s3.clear_log()
     rows = sql_connection(cache_dir=filled, offline=True).cursor().execute(
         "SELECT event_type, count(*) FROM amplitude_events "
@@ -302,18 +310,7 @@ def test_local_paths_and_file_uris_stay_local(tmp_path):
 def test_sessions_built_from_copies_trimmed_before_they_are_read(s3, filled, dataset, monkeypatch, tmp_path):
     """Sessions are built from the hours in one read: a copy another process trimmed meanwhile is fetched again."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    fetches: list[int] = []
-    fetch = HotCache.fetch
-
-    def fetch_then_lose_the_first_copies(cache, location, entries):
-        copies = fetch(cache, location, entries)
-        fetches.append(len(copies))
-        if len(fetches) == 1:
-            for copy in copies:
-                copy.unlink()
-        return copies
-
-    monkeypatch.setattr(HotCache, "fetch", fetch_then_lose_the_first_copies)
+    fetches = lose_copies(monkeypatch, on_fetches={1})
     low, high = datetime(2026, 3, 2, 6, tzinfo=UTC), datetime(2026, 3, 2, 18, tzinfo=UTC)  # a range no other test reads
     rows = sql_connection(cache_dir=filled, offline=True).cursor().execute(
         f"SELECT count(*) FROM amplitude_sessions WHERE session_start >= '{low:%Y-%m-%d %H:%M:%S}' "
