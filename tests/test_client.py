@@ -204,16 +204,20 @@ def test_a_long_retry_after_is_capped_on_every_retry(tmp_path, emulator):
     assert [r.status for r in emulator.requests] == [429, 429, 429, 200]
 
 
-@pytest.mark.parametrize("fault", [{"kind": "slow", "delay": 4.0}, {"kind": "status", "status": 429, "retry_after": 4}])
-def test_the_deadline_stops_a_slow_or_throttled_request(tmp_path, emulator, fault):
-    """With a deadline 1 s away, a request Amplitude answers after 4 s (or asks to retry in 4 s) is dropped at
-    the deadline: the fill says how far it got, and nothing of that window is stored."""
+@pytest.mark.parametrize(("fault", "backoff"), [
+    ({"kind": "slow", "delay": 4.0}, 0.01),  # answered after 4 s
+    ({"kind": "status", "status": 429, "retry_after": 4}, 0.01),  # "retry in 4 s"
+    ({"kind": "status", "status": 503}, 4.0),  # retried after a 4 s, 8 s, ... backoff
+])
+def test_the_deadline_stops_a_slow_or_throttled_request(tmp_path, emulator, fault, backoff):
+    """With a deadline 1 s away, a request Amplitude answers late, or retries that would wait past it, are dropped
+    at the deadline: the fill says how far it got, and nothing of that window is stored."""
     emulator.add_fault(times=10, **fault)
     store = HourStore(tmp_path, emulator.base_url, "k")
     started = time.monotonic()
     with pytest.raises(DownloadBudgetExceeded) as error:
-        fill(store, client_for(emulator, max_retry_after=10.0), FIRST, LAST, now=NOW, window_hours=12,
-             deadline=started + 1.0)
+        fill(store, client_for(emulator, max_retry_after=10.0, backoff=backoff), FIRST, LAST, now=NOW,
+             window_hours=12, deadline=started + 1.0)
     assert 1.0 <= time.monotonic() - started < 2.5
     assert (error.value.stored, error.value.wanted) == (0, 48)
     assert store.missing(list(hour_range(FIRST, LAST)), NOW) == list(hour_range(FIRST, LAST))

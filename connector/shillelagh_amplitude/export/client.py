@@ -80,8 +80,9 @@ def resolve_base_url(region: str = "us", base_url: str | None = None) -> str:
 
 
 class BoundedRetry(Retry):
-    """urllib3 retry whose ``Retry-After`` waits are capped, so total retry time stays bounded, and which gives
-    up once its client's deadline has passed (urllib3 copies a retry at each attempt: :meth:`new` keeps both)."""
+    """urllib3 retry whose ``Retry-After`` waits are capped, so total retry time stays bounded, and which neither
+    waits nor tries again past its client's deadline (urllib3 copies a retry at each attempt: :meth:`new` keeps
+    both settings)."""
 
     max_retry_after = 60.0
     deadline_of: Callable[[], float | None] = staticmethod(lambda: None)
@@ -91,11 +92,22 @@ class BoundedRetry(Retry):
         retry.max_retry_after, retry.deadline_of = self.max_retry_after, self.deadline_of
         return retry
 
+    def _until_deadline(self, wait: float) -> float:
+        deadline = self.deadline_of()
+        return wait if deadline is None else min(wait, max(0.0, deadline - time.monotonic()))
+
     def parse_retry_after(self, retry_after: str) -> float:
-        wait = min(super().parse_retry_after(retry_after), self.max_retry_after)
-        if (deadline := self.deadline_of()) is not None:
-            wait = min(wait, max(0.0, deadline - time.monotonic()))
-        return wait
+        return self._until_deadline(min(super().parse_retry_after(retry_after), self.max_retry_after))
+
+    def get_backoff_time(self) -> float:
+        return self._until_deadline(super().get_backoff_time())
+
+    def sleep(self, response: Any = None) -> None:
+        """Wait before the next attempt; none is made once the deadline has passed."""
+        super().sleep(response)
+        deadline = self.deadline_of()
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlinePassed("the download deadline passed")
 
     def is_exhausted(self) -> bool:
         deadline = self.deadline_of()
@@ -175,7 +187,7 @@ class ExportClient:
         self.temp_dir = temp_dir
         self.body_attempts = body_attempts
         #: ``time.monotonic()`` after which no request starts and a body being read is dropped (None: no limit).
-        #: A throttled request still waits out its ``Retry-After`` (at most ``max_retry_after`` seconds).
+        #: Retry waits (``Retry-After``, backoff) are cut at it; a body is checked after each chunk it receives.
         self.deadline: float | None = None
         self._auth = (api_key, secret_key)
         self._session = build_session(retries, backoff, max_retry_after, min(connect_retries, retries),
