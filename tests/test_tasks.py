@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections import Counter
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 
 from shillelagh_amplitude.export import sync
+from shillelagh_amplitude.export.client import UnreachableError
 from shillelagh_amplitude.hours import floor_hour, hour_range
 from shillelagh_amplitude.store.hour_store import HourStore
 from shillelagh_amplitude.superset import tasks
@@ -21,12 +23,21 @@ SYNCED = list(hour_range(datetime(2026, 3, 2, 23, tzinfo=UTC), datetime(2026, 3,
 WRONG_SECRET = "wrong-secret-5c1d"
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_a_failing_project_does_not_stop_the_next(tmp_path, dataset, emulator, monkeypatch, caplog):
     """An unexpected fault (a decode worker killed) and a refusal by Amplitude are logged; the third project syncs."""
     common = {"base_url": emulator.base_url, "now": NOW, "default_days": 1}
     projects = [
         ("Broken", {**common, "api_key": "broken-key", "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "a")}),
         ("Wrong secret", {**common, "api_key": API_KEY, "secret_key": WRONG_SECRET, "cache_dir": str(tmp_path / "b")}),
+        ("Unreachable", {**common, "base_url": f"http://127.0.0.1:{closed_port()}", "api_key": API_KEY,
+                         "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "d")}),
         ("Good", {**common, "api_key": API_KEY, "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "c")}),
     ]
     real_sync = sync.sync_project
@@ -43,12 +54,14 @@ def test_a_failing_project_does_not_stop_the_next(tmp_path, dataset, emulator, m
 
     uploads = Counter(floor_hour(parse_ts(r["server_upload_time"])) for r in dataset.records)
     events = sum(uploads[hour] for hour in SYNCED)
-    assert [(r["database"], r["ok"]) for r in results] == [("Broken", False), ("Wrong secret", False), ("Good", True)]
+    assert [(r["database"], r["ok"]) for r in results] == [
+        ("Broken", False), ("Wrong secret", False), ("Unreachable", False), ("Good", True)]
     assert results[0]["error"] == "BrokenProcessPool: A process in the process pool was terminated abruptly"
     assert results[1]["error"].startswith("Amplitude rejected the credentials (403")
-    assert results[2]["hours_downloaded"] == len(SYNCED) == 35
+    assert "the connection was refused" in results[2]["error"]
+    assert results[3]["hours_downloaded"] == len(SYNCED) == 35
     assert f"({len(SYNCED)} hours) current; 35 hours downloaded in 2 requests, {events} events stored" in \
-        results[2]["summary"]
+        results[3]["summary"]
     store = HourStore(tmp_path / "c", emulator.base_url, API_KEY)
     assert store.missing(SYNCED, NOW) == []
     assert store.read(SYNCED, NOW).num_rows == events > 0
@@ -57,8 +70,10 @@ def test_a_failing_project_does_not_stop_the_next(tmp_path, dataset, emulator, m
     assert [(r.levelname, r.getMessage()) for r in failures] == [
         ("ERROR", "Amplitude sync of Broken failed unexpectedly"),
         ("WARNING", f"Amplitude sync of Wrong secret failed: {results[1]['error']}"),
+        ("ERROR", "Amplitude sync of Unreachable failed unexpectedly"),
     ]
     assert failures[0].exc_info[0] is BrokenProcessPool  # logged with its traceback
+    assert failures[2].exc_info[0] is UnreachableError  # a fault, not a refusal: with its traceback too
     assert failures[1].exc_info is None and "\n" not in failures[1].getMessage()
     assert "amplitude sync: project" in caplog.text  # the good project's summary
     assert SECRET_KEY not in caplog.text + repr(results) and WRONG_SECRET not in caplog.text + repr(results)

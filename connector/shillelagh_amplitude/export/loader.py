@@ -251,7 +251,8 @@ def _download(store: HourStore, client: ExportClient, missing: list[datetime], c
                 for part in client.export(start, end):
                     report.windows.append(f"{format_hour(part.start)}..{format_hour(part.end)}")
                     pipeline.add(part)
-        pipeline.drain()
+        with suppress(DeadlinePassed):  # a corrupt window is downloaded again: that too stops at the deadline
+            pipeline.drain()
     finally:
         client.deadline = None
         executor.shutdown(wait=True, cancel_futures=True)

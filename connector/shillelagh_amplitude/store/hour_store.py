@@ -44,7 +44,7 @@ import pyarrow.feather as feather
 from ..hours import EXPORT_LATENCY, HOUR, to_utc
 from ..schema import EVENT_SCHEMA
 from .hot_cache import HotCache, budget_bytes
-from .location import FileEntry, StoreLocation, write_atomically
+from .location import TEMP_PREFIX, FileEntry, StoreLocation, write_atomically
 
 SAFETY_MARGIN = timedelta(hours=1)
 FRESH_TTL = timedelta(minutes=10)
@@ -245,9 +245,12 @@ class HourStore:
         day = f"{hour:%Y%m%d}"
         kind = "empty" if source is None else "arrow"
         published = self._path(day, _name(hour, final, kind))
+        stamp = fresh_at is not None and self.location.local
         if source is None:
             self.location.publish_bytes(published, b"")
         else:
+            if stamp:  # before it is visible: a listing never sees another mtime than the one it keeps
+                os.utime(source, (fresh_at.timestamp(), fresh_at.timestamp()))
             self.location.publish_file(source, published)
         replaced = [_name(hour, final, "arrow" if source is None else "empty")]
         if final:
@@ -255,7 +258,7 @@ class HourStore:
         for name in replaced:
             if name in existing:
                 self.location.delete(self._path(day, name))
-        if fresh_at is not None and self.location.local:
+        if stamp and source is None:
             os.utime(published, (fresh_at.timestamp(), fresh_at.timestamp()))
 
     # --- tables derived from hours (sessions) ----------------------------------------------------------
@@ -275,7 +278,7 @@ class HourStore:
 
     def write_derived(self, key: str, table: pa.Table) -> None:
         """Keep a derived table (in one step); only the ``DERIVED_KEPT`` most recently used ones stay."""
-        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=TEMP_PREFIX)
         os.close(fd)
         try:
             feather.write_feather(table, temp, compression="zstd")

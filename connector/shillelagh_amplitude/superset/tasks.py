@@ -19,7 +19,7 @@ from typing import Any
 
 from superset.extensions import celery_app
 
-from ..export.client import AmplitudeError, resolve_base_url
+from ..export.client import AmplitudeError, AmplitudeFault, resolve_base_url
 from ..export.sync import sync_project
 from ..sql.dialect import ADAPTER, coerce
 
@@ -75,13 +75,13 @@ def sync_amplitude_stores() -> list[dict[str, Any]]:
     for name, settings in amplitude_projects():
         try:
             result = sync_project(**settings)
-        except AmplitudeError as exc:
-            _logger.warning("Amplitude sync of %s failed: %s", name, exc)
-            results.append({"database": name, "ok": False, "error": str(exc)})
-            continue
         except Exception as exc:  # noqa: BLE001 - one project's fault must not stop the others
-            _logger.exception("Amplitude sync of %s failed unexpectedly", name)
-            results.append({"database": name, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            if isinstance(exc, AmplitudeError) and not isinstance(exc, AmplitudeFault):  # a refusal: one line
+                _logger.warning("Amplitude sync of %s failed: %s", name, exc)
+            else:  # Amplitude, the network or the store failing, or a bug: with its traceback
+                _logger.exception("Amplitude sync of %s failed unexpectedly", name)
+            error = str(exc) if isinstance(exc, AmplitudeError) else f"{type(exc).__name__}: {exc}"
+            results.append({"database": name, "ok": False, "error": error})
             continue
         results.append({"database": name, "ok": True, "summary": result.summary(),
                         "hours_downloaded": result.hours_downloaded, "requests": result.requests})
