@@ -194,9 +194,9 @@ def test_no_predicate_reads_the_last_default_days(tmp_path):
     events = [make_event(amplitude_id=n, session_id=int(start.timestamp() * 1000), client_event_time=start,
                          server_upload_time=start + timedelta(minutes=1)) for n, start in enumerate(starts)]
     store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
-    # loaded as covering the last 31 days (hours without events recorded as empty): offline, every default
-    # window below lies within what the store holds
-    load_archive(store, export_zip(tmp_path, events), now - timedelta(days=31), now)
+    # loaded as covering the last 32 days (hours without events recorded as empty): offline, every default
+    # window below lies within what the store holds (before 02:00 UTC its whole days end at yesterday's midnight)
+    load_archive(store, export_zip(tmp_path, events), now - timedelta(days=32), now)
     counts = {}
     for days in (3, 10, 30):
         cursor = sql_connection(cache_dir=str(tmp_path), offline=True, default_days=days).cursor()
