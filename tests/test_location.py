@@ -158,3 +158,7 @@ def test_a_failed_local_write_is_not_called_a_read(tmp_path):
     assert message == (f"A local copy of the hour store {tmp_path / 'store'} could not be written in {target.parent}: "
                        "[Errno 27] File too large")
     assert list(target.parent.iterdir()) == []
+
+
+def test_parameters_after_a_semicolon_are_redacted_too() -> None:
+    assert redact("s3://bucket/prefix?region=us;secret_key=ab") == "s3://bucket/prefix?region=us&secret_key=***"

@@ -34,7 +34,8 @@ class StoreError(AmplitudeFault):
     """The store could not be read or written (network, permissions, throttling); nothing partial was kept."""
 
 
-#: The start of a query: a '?' followed by a parameter's name and '='. A '?' typed into a secret is not one.
+#: The start of a query: a '?' followed by a parameter's name and '='. A secret holding such a text must be
+#: percent-encoded (%3F): it cannot be told from a query, whose values may hold '@'.
 QUERY_START = re.compile(r"\?(?=[A-Za-z_][\w.-]*=)")
 #: Why ``from_uri`` rejects a URI it cannot parse (its own message quotes the URI and the offending character).
 UNPARSABLE = ("it is not a valid URI; percent-encode any '/', '@', ':', '?', '%' or space in its credentials "
@@ -58,6 +59,11 @@ def _split(uri: str) -> tuple[str, str, str, str | None]:
     return scheme, user_info, location, query if question else None
 
 
+def _parameters(query: str) -> list[tuple[str, str]]:
+    """A query's parameters, split at '&' and at ';' (so ``region=us;secret_key=…`` hides its secret too)."""
+    return parse_qsl(query.replace(";", "&"), keep_blank_values=True)
+
+
 def _is_secret(name: str) -> bool:
     return any(word in name.lower() for word in SECRET_PARAMETERS)
 
@@ -68,7 +74,7 @@ def redact(uri: str) -> str:
     shown = f"{scheme}://{location}" if scheme else location
     if query:
         parameters = [(name, "***" if _is_secret(name) else value)
-                      for name, value in parse_qsl(query, keep_blank_values=True)]
+                      for name, value in _parameters(query)]
         shown += f"?{urlencode(parameters, safe=':/*')}" if parameters else ""
     return shown
 
@@ -77,7 +83,7 @@ def scrub(text: str, uri: str) -> str:
     """``text`` (a library's message about ``uri``) with ``uri`` shown redacted and every credential in it hidden."""
     _, user_info, _, query = _split(uri)
     secrets = {user_info, *user_info.split(":", 1)}
-    secrets |= {value for name, value in parse_qsl(query or "", keep_blank_values=True) if _is_secret(name)}
+    secrets |= {value for name, value in _parameters(query or "") if _is_secret(name)}
     secrets |= {piece for secret in secrets for piece in (unquote(secret), quote(secret, safe=""))}
     parts = [text]
     for whole in (uri, unquote(uri)):
