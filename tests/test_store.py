@@ -348,6 +348,19 @@ def test_cleaning_stale_staging_tolerates_a_folder_gone_meanwhile(tmp_path, monk
     assert not stale.exists()
 
 
+def _publish_fresh(store: HourStore, event_type: str, now: datetime, when: float) -> None:
+    """Publish hour T0 as fresh at ``now`` (its file keeps its name when refreshed), three events of
+    ``event_type``, its file's modification time set to ``when``."""
+    staging = store.staging()
+    staging.add(T0, pa.RecordBatch.from_pylist(
+        [{"uuid": f"{event_type}-{i}", "event_type": event_type, "server_upload_time": T0} for i in range(3)],
+        schema=EVENT_SCHEMA))
+    staging.close()
+    store.publish(staging.folder, [T0], now)
+    path = store.files([T0], now)[0].path
+    os.utime(path, (when, when))
+
+
 def test_a_column_read_after_its_hour_was_republished_is_refused(tmp_path):
     """A scan table reads its columns lazily: an hour re-published meanwhile under the same name (a fresh hour
     refreshed, same row count, other rows) must not be mixed with the columns read before."""
@@ -356,22 +369,27 @@ def test_a_column_read_after_its_hour_was_republished_is_refused(tmp_path):
     from shillelagh.exceptions import ProgrammingError
 
     store = HourStore(tmp_path, "https://amplitude.com", "key")
-    now = T0 + HOUR  # T0 is fresh: its file keeps its name when refreshed
-
-    def publish(event_type: str, when: float) -> None:
-        staging = store.staging()
-        staging.add(T0, pa.RecordBatch.from_pylist(
-            [{"uuid": f"{event_type}-{i}", "event_type": event_type, "server_upload_time": T0} for i in range(3)],
-            schema=EVENT_SCHEMA))
-        staging.close()
-        store.publish(staging.folder, [T0], now)
-        path = store.files([T0], now)[0].path
-        os.utime(path, (when, when))
-
-    publish("first", now.timestamp())
+    now = T0 + HOUR
+    _publish_fresh(store, "first", now, now.timestamp())
     entries = store.files([T0], now)
     table = scan.ScanTable(functools.partial(store.read_files, entries), "server_upload_time")
-    publish("second", now.timestamp() + 1)
+    _publish_fresh(store, "second", now, now.timestamp() + 1)
     assert store.files([T0], now)[0].path == entries[0].path  # the same name
     with pytest.raises(ProgrammingError, match="The hour store changed while this query read it"):
         table.columns(["event_type"])
+
+
+def test_sessions_of_an_hour_republished_since_it_was_listed_are_refused(tmp_path):
+    """Sessions are built from the files listed for the query (their key): a file re-published since is not read
+    in their place, and the user is told to run the query again (not shown a raw FileNotFoundError)."""
+    from shillelagh.exceptions import ProgrammingError
+
+    from shillelagh_amplitude.sql.adapter import AmplitudeAPI
+
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    now = T0 + HOUR
+    _publish_fresh(store, "first", now, now.timestamp())
+    entries = store.files([T0], now)
+    _publish_fresh(store, "second", now, now.timestamp() + 1)
+    with pytest.raises(ProgrammingError, match="The hour store changed while this query read it"):
+        AmplitudeAPI._sessions(store, entries, ("amplitude_sessions", "test", tuple(entries)))

@@ -53,8 +53,9 @@ from ..hours import (
 )
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
+from ..store.location import FileEntry
 from .freshness import budget_message, check_offline_span
-from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange
+from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
 
 _logger = logging.getLogger(__name__)
@@ -304,19 +305,20 @@ class AmplitudeAPI(Adapter):
         if scan is None:
             main = self.spec.time_columns[0]
             if self.table == SESSIONS_TABLE:
-                scan = ScanTable.of(self._sessions(store, hours, now, key), main)
+                scan = ScanTable.of(self._sessions(store, files, key), main)
             else:
                 scan = ScanTable(functools.partial(store.read_files, files), main)
             TABLE_CACHE.put(key, scan)
         return key, scan
 
     @staticmethod
-    def _sessions(store: HourStore, hours: list[datetime], now: datetime, key: tuple) -> pa.Table:
-        """Sessions of the hours, built once and kept beside them for every process (same files, same key)."""
+    def _sessions(store: HourStore, files: list[FileEntry], key: tuple) -> pa.Table:
+        """Sessions of the listed hour files, built once and kept beside them for every process (same files,
+        same key)."""
         digest = hashlib.sha256(f"{__version__}{SESSION_SCHEMA}{key}".encode()).hexdigest()[:32]
         table = store.read_derived(digest)
         if table is None:
-            table = build_sessions(store.read(hours, now, list(EVENT_COLUMNS)))
+            table = build_sessions(read_checked(functools.partial(store.read_files, files), list(EVENT_COLUMNS)))
             store.write_derived(digest, table)
         return table
 

@@ -93,7 +93,7 @@ def _sort_keys(column: pa.ChunkedArray) -> np.ndarray:
     return pc.fill_null(pc.cast(column, pa.int64()), np.iinfo(np.int64).max).to_numpy()
 
 
-def _read(read: Reader, names: list[str], rows: int | None = None) -> pa.Table:
+def read_checked(read: Reader, names: list[str], rows: int | None = None) -> pa.Table:
     """``read(names)``, holding ``rows`` rows when given. A file gone, or other rows: an hour was re-published
     (fresh -> final, or refreshed) since the files were listed (the store's reads already fetch again a local copy
     another process trimmed)."""
@@ -118,7 +118,7 @@ class ScanTable:
         self.sort_column = sort_column
         self._reading = threading.Lock()
         self._columns = dict(columns or {})
-        keys = _sort_keys(self._columns[sort_column] if columns else _read(read, [sort_column])[sort_column])
+        keys = _sort_keys(self._columns[sort_column] if columns else read_checked(read, [sort_column])[sort_column])
         self._order = np.argsort(keys, kind="stable") if np.any(keys[1:] < keys[:-1]) else None
         self._keys = keys if self._order is None else keys[self._order]
         if self._order is not None:
@@ -153,7 +153,7 @@ class ScanTable:
             missing = [name for name in names if name not in self._columns]
             if not missing:
                 return
-            table = _read(self._read, missing, len(self._keys))
+            table = read_checked(self._read, missing, len(self._keys))
             added = {name: table[name] if self._order is None else table[name].take(self._order) for name in missing}
             self._columns = {**self._columns, **added}
             self._nbytes += sum(column.nbytes for column in added.values())
