@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,3 +46,10 @@ def parse_ts(text: str | None) -> datetime | None:
     if text is None:
         return None
     return datetime.fromisoformat(text.replace("T", " ")).replace(tzinfo=UTC)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface (nothing listens there)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

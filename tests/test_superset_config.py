@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import socket
 import stat
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from sqlalchemy.engine.url import make_url
+
+from .helpers import free_port
 
 CONFIG = Path(__file__).resolve().parents[1] / "superset_config" / "superset_config.py"
 AMPLITUDE_VARIABLES = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "AMPLITUDE_REGION", "AMPLITUDE_BASE_URL",
@@ -182,9 +183,7 @@ def test_amplitude_failing_is_a_fault_and_a_refused_range_the_users_error(tmp_pa
 
     from shillelagh_amplitude.superset.logs import is_user_error
 
-    with socket.socket() as closed:  # a port with nothing listening
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = free_port()  # nothing listens there
     engine = create_engine("amplitude://", connect_args={"adapter_kwargs": {"amplitude": {
         "api_key": "key", "secret_key": "secret", "base_url": f"http://127.0.0.1:{port}", "cache_dir": str(tmp_path)}}})
     raised = {}

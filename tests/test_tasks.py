@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections import Counter
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
@@ -15,19 +14,12 @@ from shillelagh_amplitude.store.hour_store import HourStore
 from shillelagh_amplitude.superset import tasks
 
 from .conftest import API_KEY, SECRET_KEY
-from .helpers import parse_ts
+from .helpers import free_port, parse_ts
 
 NOW = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)
 #: One whole day before 2026-03-04 00:00 and the hour before it, through the newest exportable hour (H + 3 h <= now).
 SYNCED = list(hour_range(datetime(2026, 3, 2, 23, tzinfo=UTC), datetime(2026, 3, 4, 9, tzinfo=UTC)))
 WRONG_SECRET = "wrong-secret-5c1d"
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_failing_project_does_not_stop_the_next(tmp_path, dataset, emulator, monkeypatch, caplog):
@@ -36,7 +28,7 @@ def test_a_failing_project_does_not_stop_the_next(tmp_path, dataset, emulator, m
     projects = [
         ("Broken", {**common, "api_key": "broken-key", "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "a")}),
         ("Wrong secret", {**common, "api_key": API_KEY, "secret_key": WRONG_SECRET, "cache_dir": str(tmp_path / "b")}),
-        ("Unreachable", {**common, "base_url": f"http://127.0.0.1:{closed_port()}", "api_key": API_KEY,
+        ("Unreachable", {**common, "base_url": f"http://127.0.0.1:{free_port()}", "api_key": API_KEY,
                          "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "d")}),
         ("Good", {**common, "api_key": API_KEY, "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "c")}),
     ]

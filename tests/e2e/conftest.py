@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ import pytest
 import requests
 import yaml
 
+from ..helpers import free_port
 from ..scripts import REPO, load_script
 
 OUTPUT = REPO / "test-output" / "e2e"
@@ -62,13 +62,6 @@ def default_range() -> tuple[str, datetime, datetime]:
     """The dashboard's default time range as its YAML writes it, and the 30 whole UTC days it means now."""
     written = yaml.safe_load((REPO / "dashboards/session_length/dashboard.yaml").read_text())["default_time_range"]
     return written, whole_days_end() - timedelta(days=30), whole_days_end()
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def timed(timings: dict[str, float], name: str, action: Callable[..., T], *args: object) -> T:
