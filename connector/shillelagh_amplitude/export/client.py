@@ -79,6 +79,17 @@ def resolve_base_url(region: str = "us", base_url: str | None = None) -> str:
         raise AmplitudeError(f"Unknown region {region!r}: use 'us' or 'eu' (or set base_url).") from None
 
 
+def seconds_left(deadline: float | None) -> float | None:
+    """Seconds before ``deadline`` (a ``time.monotonic()``; None: no deadline); :class:`DeadlinePassed` once it
+    has passed."""
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise DeadlinePassed("the download deadline passed")
+    return remaining
+
+
 class BoundedRetry(Retry):
     """urllib3 retry whose ``Retry-After`` waits are capped, so total retry time stays bounded, and which neither
     waits nor tries again past its client's deadline (urllib3 copies a retry at each attempt: :meth:`new` keeps
@@ -105,9 +116,7 @@ class BoundedRetry(Retry):
     def sleep(self, response: Any = None) -> None:
         """Wait before the next attempt; none is made once the deadline has passed."""
         super().sleep(response)
-        deadline = self.deadline_of()
-        if deadline is not None and time.monotonic() >= deadline:
-            raise DeadlinePassed("the download deadline passed")
+        seconds_left(self.deadline_of())
 
     def is_exhausted(self) -> bool:
         deadline = self.deadline_of()
@@ -247,26 +256,17 @@ class ExportClient:
                 self._non_200(window, response)
             return response.status_code
 
-    def _remaining(self) -> float | None:
-        """Seconds left before the deadline (None: no deadline); :class:`DeadlinePassed` once it has passed."""
-        if self.deadline is None:
-            return None
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise DeadlinePassed("the download deadline passed")
-        return remaining
-
     def _get(self, window: Window) -> requests.Response:
         params = {"start": format_hour(window.start), "end": format_hour(window.end)}
         url = self.base_url + EXPORT_PATH
-        remaining = self._remaining()
+        remaining = seconds_left(self.deadline)
         timeout = (self.connect_timeout, self.timeout) if remaining is None else (
             min(self.connect_timeout, remaining), min(self.timeout, remaining))
         _logger.info("GET %s start=%s end=%s", url, params["start"], params["end"])
         try:
             return self._session.get(url, params=params, auth=self._auth, stream=True, timeout=timeout)
         except requests.RequestException as exc:
-            self._remaining()  # a timeout cut short by the deadline is not the network's fault
+            seconds_left(self.deadline)  # a timeout cut short by the deadline is not the network's fault
             raise self._connection_error(exc) from None
 
     def _connection_error(self, exc: requests.RequestException) -> AmplitudeError:
@@ -315,7 +315,7 @@ class ExportClient:
                 "Amplitude's EU data center needs region 'eu' (a US one, 'us')."
             )
         if status in RETRY_STATUSES:
-            self._remaining()  # retrying may have stopped at the deadline rather than after every attempt
+            seconds_left(self.deadline)  # retrying may have stopped at the deadline rather than after every attempt
             raise AmplitudeFault(f"Amplitude kept answering {status} for {window} after retrying; try again later.")
         raise AmplitudeFault(f"Amplitude answered {status} for {window}: {response.text[:200].strip()}")
 
@@ -328,13 +328,13 @@ class ExportClient:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in response.iter_content(CHUNK_BYTES):
                     handle.write(chunk)
-                    self._remaining()
+                    seconds_left(self.deadline)
         except DeadlinePassed:
             path.unlink(missing_ok=True)
             raise
         except requests.RequestException as exc:
             path.unlink(missing_ok=True)
-            self._remaining()
+            seconds_left(self.deadline)
             raise TruncatedBodyError(f"the download broke off: {type(exc).__name__}") from None
         expected = response.headers.get("Content-Length")
         if expected is not None and path.stat().st_size != int(expected):
