@@ -162,3 +162,18 @@ def test_a_failed_local_write_is_not_called_a_read(tmp_path):
 
 def test_parameters_after_a_semicolon_are_redacted_too() -> None:
     assert redact("s3://bucket/prefix?region=us;secret_key=ab") == "s3://bucket/prefix?region=us&secret_key=***"
+
+
+def test_a_file_replaced_since_it_was_listed_gives_no_copy(tmp_path):
+    """A copy is named by the listing (modification time): an object of another size than listed was replaced
+    since, so no copy is made under the listed name."""
+    location = StoreLocation.open(tmp_path / "store")
+    location.publish_bytes(location.path("20260301", "05.fresh.arrow"), b"version 1")
+    listed = location.list("20260301")["05.fresh.arrow"]
+    location.publish_bytes(location.path("20260301", "05.fresh.arrow"), b"version 2, longer")
+    target = tmp_path / "hot" / "20260301" / "05.fresh.arrow.1"
+    with pytest.raises(FileNotFoundError):
+        location.download(listed.path, target, listed.size)
+    assert list(target.parent.iterdir()) == []
+    location.download(listed.path, target)  # without a listed size, the file as it is
+    assert target.read_bytes() == b"version 2, longer"

@@ -47,7 +47,7 @@ class HotCache:
         missing = [(entry, copy) for entry, copy in copies if not _touch(copy)]
         if missing:
             with ThreadPoolExecutor(PARALLEL_DOWNLOADS) as pool:
-                list(pool.map(lambda item: location.download(item[0].path, item[1]), missing))
+                list(pool.map(lambda item: location.download(item[0].path, item[1], item[0].size), missing))
             self.trim(keep={copy for _, copy in copies})
         return [copy for _, copy in copies]
 

@@ -181,7 +181,7 @@ class HourStore:
 
         A file re-published since it was listed (a fresh hour refreshed under the same name) is gone for this
         read: :class:`FileNotFoundError`, so columns read at different times always come from the same rows.
-        (On object storage the hot cache's copies are of the listed versions.)
+        (On object storage, an object whose size differs from the listed one is refused the same way.)
         """
         schema = EVENT_SCHEMA if columns is None else pa.schema([EVENT_SCHEMA.field(c) for c in columns])
         if self.hot is not None:

@@ -192,12 +192,16 @@ class StoreLocation:
             while chunk := stream.read(1 << 22):
                 yield chunk
 
-    def download(self, path: str, target: Path) -> None:
-        """Copy a stored file to a local path, atomically (a partial copy is never visible, nor left behind)."""
+    def download(self, path: str, target: Path, size: int | None = None) -> None:
+        """Copy a stored file to a local path, atomically (a partial copy is never visible, nor left behind).
+        ``size``: the size it was listed with; another one means it was replaced since: :class:`FileNotFoundError`,
+        and no copy."""
         try:
             with atomic_file(target) as out, closing(self._chunks(path)) as chunks:
                 for chunk in chunks:
                     out.write(chunk)
+                if size is not None and out.tell() != size:
+                    raise FileNotFoundError(path)
         except FileNotFoundError:
             raise
         except OSError as exc:  # the store's own errors are StoreErrors already: this one is local
