@@ -15,6 +15,7 @@ from shillelagh_amplitude.hours import floor_hour, format_hour
 from shillelagh_amplitude.sample.emulator import ExportEmulator
 from shillelagh_amplitude.sample.generator import generate_dataset
 
+from .browser import modal_button, open_connect_form
 from .conftest import OUTPUT, Superset, free_port
 
 pytestmark = pytest.mark.e2e
@@ -100,24 +101,14 @@ def test_connect_form_in_the_browser_reports_each_problem(superset: Superset, ap
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, 60)
-
     def connect(name: str, password: str, query: str) -> None:
-        browser.get(f"{superset.base}/databaseview/list/")
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-test="btn-create-database"]'))[0].click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal .ant-select"))[-1].click()
-        browser.switch_to.active_element.send_keys("Amplitude", Keys.ENTER)
-        field = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=username]"))[0]
-        field.send_keys(API_KEY)
+        open_connect_form(browser, superset.base).send_keys(API_KEY)
         browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=password]").send_keys(password)
         display = browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=database_name]")
         display.send_keys(Keys.CONTROL, "a")
         display.send_keys(f"Amplitude check form ({name})")
         browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=query_input]").send_keys(query, Keys.TAB)
-        button = next(b for b in browser.find_elements(By.CSS_SELECTOR, ".ant-modal-footer button")
-                      if b.text == "Connect")
-        wait.until(lambda _: button.is_enabled())
-        button.click()
+        modal_button(browser, "Connect").click()
 
     def created(name: str) -> bool:
         databases = api.get(f"{superset.base}/api/v1/database/").json()["result"]

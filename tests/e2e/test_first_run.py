@@ -13,6 +13,7 @@ import pytest
 
 from ..expected import Session, percentile, sessions_from_records, user_property
 from ..helpers import read_zip
+from .browser import click, open_connect_form, pick_option, polling_wait
 from .conftest import OUTPUT, REPO, SAMPLE_DAYS, Superset, default_range, whole_days_end
 
 pytestmark = pytest.mark.e2e
@@ -179,40 +180,13 @@ def shown(window: list[Session]) -> dict[str, str]:
     }
 
 
-def click(browser, css: str = "", xpath: str = "", text: str | None = None) -> None:
-    """Click the first element matching (and showing ``text``, if given) once it takes the click: popovers
-    and menus open with an animation."""
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def clicked(d) -> bool:
-        try:
-            found = d.find_elements(By.XPATH, xpath) if xpath else d.find_elements(By.CSS_SELECTOR, css)
-            element = next((e for e in found if text is None or e.text.strip() == text), None)
-            if element is None:
-                return False
-            element.click()
-            return True
-        except WebDriverException:
-            return False
-
-    WebDriverWait(browser, 30, poll_frequency=0.3).until(clicked)
-
-
-def click_text(browser, css: str, text: str) -> None:
-    click(browser, css, text=text)
-
-
 def test_first_run_path_in_the_browser(superset: Superset, api, browser, sessions: list[Session]) -> None:
     """Dashboard (default: 30 whole days), "Clear all" (really no filter), a 7-day range, a chart built in
     Explore and saved, then the connection form: each step checked on what the page shows."""
-    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, LOAD_TIMEOUT_S)
+    wait = polling_wait(browser, LOAD_TIMEOUT_S)
     _, first, last = default_range()
 
     # 1. the dashboard opens on the 30 whole UTC days the export holds, shown as a closed range
@@ -225,7 +199,7 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
 
     # 2. "Clear all": no time range at all (the connection's default window: the whole demo sample)
     browser.find_element(By.CSS_SELECTOR, '[data-test="filter-bar__clear-button"]').click()
-    assert trigger.text == "No filter"
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-test="time-range-trigger"]').text == "No filter")
     browser.find_element(By.CSS_SELECTOR, '[data-test="filter-bar__apply-button"]').click()
     window_start = whole_days_end() - timedelta(days=SAMPLE_DAYS)  # the default window: whole days
     wait_for_kpis(browser, shown(started(sessions, window_start)))
@@ -233,8 +207,8 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     # 3. a 7-day range, picked as a person does: Range type "Last", "Last week"
     trigger.click()
     click(browser, '.ant-popover [data-test="Range type"]')
-    click_text(browser, ".ant-select-dropdown .ant-select-item-option", "Last")
-    click_text(browser, ".ant-popover label", "Last week")
+    click(browser, ".ant-select-dropdown .ant-select-item-option", text="Last")
+    click(browser, ".ant-popover label", text="Last week")
     week = (today() - timedelta(days=7), today())
     popover = browser.find_element(By.CSS_SELECTOR, ".ant-popover")
     wait.until(lambda _: f"{week[0]:%Y-%m-%d} ≤ col < {week[1]:%Y-%m-%d}" in popover.text)  # "Actual time range"
@@ -251,24 +225,12 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     wait.until(lambda _: "Session start (UTC)" in x_axis.text)
     click(browser, xpath='//*[@data-test="metrics"]//*[contains(text(), "Drop columns/metrics")]')
     click(browser, '.ant-popover [data-test="Select saved metrics"]')
-    browser.switch_to.active_element.send_keys("Median length", Keys.ENTER)
+    pick_option(browser, "Median length", "Median length (s)")
     click(browser, '[data-test="AdhocMetricEdit#save"]')
     click(browser, xpath='//*[@data-test="groupby"]//*[contains(text(), "Drop columns here")]')
-    click_text(browser, ".ant-popover .ant-tabs-tab", "Simple")
+    click(browser, ".ant-popover .ant-tabs-tab", text="Simple")
     click(browser, ".ant-popover .ant-tabs-tabpane-active .ant-select")
-    browser.switch_to.active_element.send_keys("Plan")
-
-    def shown_options(d) -> list[str]:
-        found = d.find_elements(By.CSS_SELECTOR, ".ant-select-dropdown:not(.ant-select-dropdown-hidden) "
-                                ".ant-select-item-option")
-        return [option.text for option in found if option.is_displayed()]
-
-    try:  # once the dropdown has drawn and filtered them (earlier its options can read as empty texts)
-        WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException]).until(
-            lambda d: shown_options(d) == ["Plan"])
-    except TimeoutException:
-        pytest.fail(f'options shown for "Plan" under Simple: {shown_options(browser)}')
-    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    pick_option(browser, "Plan", "Plan")
     click(browser, '[data-test="ColumnEdit#save"]')
     wait.until(lambda d: "Plan" in d.find_element(By.CSS_SELECTOR, '[data-test="groupby"]').text)
     click(browser, '[data-test="query-save-button"]')
@@ -296,11 +258,7 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
         assert median == pytest.approx(percentile(days[key], 50)), key
 
     # 5. the connection form says what goes where, and its default name is free
-    browser.get(f"{superset.base}/databaseview/list/")
-    click(browser, '[data-test="btn-create-database"]')
-    click(browser, xpath="(//*[contains(@class, 'ant-modal')]//*[contains(@class, 'ant-select ')])[last()]")
-    browser.switch_to.active_element.send_keys("Amplitude", Keys.ENTER)
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=username]"))
+    open_connect_form(browser, superset.base)
     display_name = browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=database_name]")
     assert display_name.get_attribute("value") == "Amplitude Export API"
     # through the fields, leaving them empty: the form asks the engine spec what they need

@@ -1,0 +1,102 @@
+"""Browser steps that wait for the state the page shows, never for a fixed time.
+
+Superset's pages load their data after they draw: the "Connect a database" modal fetches its engine list
+(``GET /api/v1/database/available/``, which imports every installed dialect, slow on a busy machine) after it
+opens, and re-renders its form when an engine is chosen and again when the fields are validated. A step that
+acts before that state (typing an engine name into a select that has no options yet, clicking a button that a
+re-render replaced) is lost silently; these helpers poll until the page shows the state, then act.
+"""
+
+from __future__ import annotations
+
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+ENGINE = "Amplitude Export API"
+OPEN_DROPDOWN = ".ant-select-dropdown:not(.ant-select-dropdown-hidden)"
+
+
+def polling_wait(browser, timeout_s: float = 60) -> WebDriverWait:
+    """A wait that polls through re-renders (an element replaced between finding and reading it)."""
+    return WebDriverWait(browser, timeout_s, poll_frequency=0.25,
+                         ignored_exceptions=[StaleElementReferenceException])
+
+
+def click(browser, css: str = "", xpath: str = "", text: str | None = None, timeout_s: float = 30) -> None:
+    """Click the first element matching (and showing ``text``, if given) once it takes the click: popovers
+    and menus open with an animation."""
+
+    def clicked(d) -> bool:
+        try:
+            found = d.find_elements(By.XPATH, xpath) if xpath else d.find_elements(By.CSS_SELECTOR, css)
+            element = next((e for e in found if text is None or e.text.strip() == text), None)
+            if element is None:
+                return False
+            element.click()
+            return True
+        except WebDriverException:
+            return False
+
+    WebDriverWait(browser, timeout_s, poll_frequency=0.3).until(clicked)
+
+
+def shown_options(browser) -> list[WebElement]:
+    """The options of the open select dropdown that are drawn."""
+    return [o for o in browser.find_elements(By.CSS_SELECTOR, f"{OPEN_DROPDOWN} .ant-select-item-option")
+            if o.is_displayed()]
+
+
+def choose_engine(browser, engine: str = ENGINE) -> WebElement:
+    """In an open "Connect a database" modal, pick ``engine`` from "supported databases" once the engine list
+    has loaded (its option is drawn), and return the form's Username field once the form shows it."""
+    search = engine.split()[0]
+
+    def picked(d) -> bool:
+        selects = d.find_elements(By.CSS_SELECTOR, ".ant-modal .ant-select")
+        if not selects:
+            return False
+        if not d.find_elements(By.CSS_SELECTOR, OPEN_DROPDOWN):
+            selects[-1].click()  # opens the dropdown
+            return False
+        box = selects[-1].find_element(By.CSS_SELECTOR, "input")  # its search box
+        if box.get_attribute("value") != search:
+            box.send_keys(search)
+            return False
+        option = next((o for o in shown_options(d) if o.text.strip() == engine), None)
+        if option is None:  # the engine list has not arrived yet (the dropdown says "No data")
+            return False
+        option.click()
+        return True
+
+    polling_wait(browser).until(picked)
+    return polling_wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=username]"))[0]
+
+
+def open_connect_form(browser, base: str, engine: str = ENGINE) -> WebElement:
+    """The database list, "+ Database", the engine chosen: the form's Username field."""
+    browser.get(f"{base}/databaseview/list/")
+    click(browser, '[data-test="btn-create-database"]', timeout_s=60)
+    return choose_engine(browser, engine)
+
+
+def modal_button(browser, label: str) -> WebElement:
+    """The modal footer's button with this label once it is enabled (after the form validated its fields)."""
+
+    def enabled(d) -> WebElement | bool:
+        found = [b for b in d.find_elements(By.CSS_SELECTOR, ".ant-modal-footer button") if b.text == label]
+        return found[0] if found and found[0].is_enabled() else False
+
+    return polling_wait(browser).until(enabled)
+
+
+def pick_option(browser, typed: str, option: str) -> None:
+    """Type into the select that has focus, then click the option reading exactly ``option`` once the dropdown
+    has drawn and filtered it (before that its options can read as empty texts, and ENTER picks nothing)."""
+    browser.switch_to.active_element.send_keys(typed)
+
+    def drawn(d) -> WebElement | bool:
+        return next((o for o in shown_options(d) if o.text.strip() == option), False)
+
+    polling_wait(browser, 30).until(drawn).click()
