@@ -170,8 +170,10 @@ def prepare_sample(layout: Layout, env: dict[str, str], days: int, events: int) 
     partial.parent.mkdir(parents=True, exist_ok=True)
     run([str(BIN / "python"), "-m", "shillelagh_amplitude.sample.generator", "--days", str(days), "--events",
          str(events), "--out", str(partial)], env, log)
+    # The sample and its keys are public: its store is opened to any secret key (the operator's explicit flag).
+    load_env = {name: value for name, value in env.items() if name != "AMPLITUDE_SECRET_KEY"}
     run([str(BIN / "amplitude-load"), str(partial), "--api-key", env["AMPLITUDE_API_KEY"], "--cache-dir",
-         env["AMPLITUDE_CACHE_DIR"]], env, log)
+         env["AMPLITUDE_CACHE_DIR"], "--open-to-any-secret"], load_env, log)
     partial.replace(layout.sample)
     return True
 

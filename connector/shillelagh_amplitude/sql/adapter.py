@@ -40,6 +40,7 @@ from ..export.client import (
     resolve_base_url,
 )
 from ..export.loader import DownloadBudgetExceeded, fill
+from ..export.probe import OFFLINE_MISMATCH, OFFLINE_UNVERIFIED
 from ..hours import (
     CLOCK_SKEW,
     HOUR,
@@ -331,17 +332,15 @@ class AmplitudeAPI(Adapter):
 
         A store remembers a salted hash of the last secret Amplitude accepted. A different secret is tried
         against Amplitude (one request for the newest exportable hour, its body left unread) before any stored
-        data is served; offline, it is refused outright.
+        data is served; offline, it is refused outright, and so is any secret when the store has no verifier
+        (the API key alone, which is not secret, never opens a store).
         """
         memo = (str(store.root), hashlib.sha256(self._secret_key.encode()).hexdigest())
         known = memo in _VERIFIED_SECRETS or store.secret_status(self._secret_key)
         if self.offline:
-            if known is False:
-                raise AuthenticationError(
-                    "The secret key does not match the one this project's local store was filled with."
-                )
-            if known:
-                _VERIFIED_SECRETS.add(memo)
+            if not known:
+                raise AuthenticationError(OFFLINE_UNVERIFIED if known is None else OFFLINE_MISMATCH)
+            _VERIFIED_SECRETS.add(memo)
             check_offline_span(store, first, last, self.late_hours, self.table == SESSIONS_TABLE)
             return
         client = self._client()
