@@ -55,8 +55,10 @@ from ..hours import (
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
 from ..store.location import FileEntry
+from .destination import canonical, check_base_url
 from .freshness import budget_message, check_offline_span
 from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
+from .secret_binding import usable_secret
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
 
 _logger = logging.getLogger(__name__)
@@ -168,6 +170,8 @@ class AmplitudeAPI(Adapter):
             raise ProgrammingError("The amplitude adapter needs api_key (and secret_key) in its adapter kwargs.")
         try:
             self.base_url = resolve_base_url(region, base_url)
+            check_base_url(base_url)
+            secret_key = usable_secret(secret_key, api_key, canonical(self.base_url))
         except AmplitudeError as exc:
             raise ProgrammingError(str(exc)) from None
         self.table = table
