@@ -60,12 +60,16 @@ def bound_to(value: str, api_key: str, destination: str) -> bool:
     return hmac.compare_digest(tag, _tag(secret, api_key, destination))
 
 
-def changed_message(value: str, destination: str) -> str:
-    """Why a bound secret is not used at ``destination`` (never the secret itself)."""
+def saved_for(value: str) -> str:
+    """The destination a bound value names (as written in it: for messages only, never trusted)."""
     try:
-        saved_for = _parts(value)[1]
+        return _parts(value)[1]
     except ValueError:
-        saved_for = "another destination"
+        return "another destination"
+
+
+def changed_message(saved_for: str, destination: str) -> str:
+    """Why a stored secret is not used at ``destination`` (never the secret itself)."""
     return (
         f"The stored secret key was saved for {saved_for} with another API key or destination; it is not sent to "
         f"{destination}. Type the secret key again (Password, or secret_key in the Secure extra) to use it there."
@@ -78,5 +82,5 @@ def usable_secret(value: str | None, api_key: str | None, destination: str) -> s
     if not is_bound(value):
         return value
     if not api_key or not bound_to(value, api_key, destination):
-        raise SecretDestinationChanged(changed_message(value, destination))
+        raise SecretDestinationChanged(changed_message(saved_for(value), destination))
     return _parts(value)[2]
