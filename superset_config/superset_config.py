@@ -182,4 +182,9 @@ def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
         params["cache_dir"] = AMPLITUDE_CACHE_DIR
         if AMPLITUDE_DOWNLOAD_BUDGET_S and not _in_celery_task():
             params.setdefault("download_budget_s", AMPLITUDE_DOWNLOAD_BUDGET_S)
+    elif uri.get_backend_name() == "shillelagh":
+        # a generic shillelagh connection could give the Amplitude adapter settings of its own (cache_dir)
+        for where in (params, params.get("connect_args") or {}):
+            if "amplitude" in (where.get("adapter_kwargs") or {}):
+                raise ValueError("Amplitude is reached through amplitude:// connections only, not shillelagh ones.")
     return uri, params

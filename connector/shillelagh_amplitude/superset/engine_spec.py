@@ -20,6 +20,7 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlglot import exp
 from sqlglot.dialects.sqlite import SQLite
+from superset.constants import PASSWORD_MASK
 from superset.databases.utils import make_url_safe
 from superset.db_engine_specs.base import BasicParametersMixin, DatabaseCategory
 from superset.db_engine_specs.shillelagh import ShillelaghEngineSpec
@@ -78,8 +79,12 @@ AUTH_ERROR_REGEX = re.compile(
 )
 #: A stored secret that would go elsewhere, an unreadable store verifier: they say what to do, kept word for word.
 SECRET_ERROR_REGEX = re.compile(
-    r"(?P<message>(The stored secret key was saved for|The secret key verifier of the store)[^\n]*)"
+    r"(?P<message>(The stored secret key was saved for|The secret key verifier of the store|The secret key is masked)"
+    r"[^\n]*)"
 )
+#: A connection test whose password is the mask Superset shows, but whose settings differ from the stored ones.
+MASKED_SECRET = ("The secret key is masked: Superset uses the stored one only with the stored settings. Type the "
+                 "secret key again (Password) to test these settings.")
 DESTINATION_ERROR_REGEX = re.compile(r"(?P<message>base_url \S+ is not an allowed Amplitude destination[^\n]*)")
 #: The connection test's (and queries') network errors: an unknown region or host, a closed port, no answer.
 HOST_ERROR_REGEX = re.compile(r"(?P<message>(Unknown host '|Unknown region ')[^\n]*)")
@@ -260,6 +265,9 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
         no request to Amplitude there (half-typed keys, one request per keystroke)."""
         if has_request_context() and request.path.rstrip("/").endswith("/validate_parameters"):
             return
+        # Superset restores a masked password only for the stored URI unchanged; otherwise the mask is all it has.
+        if make_url_safe(database.sqlalchemy_uri).password == PASSWORD_MASK and not database.password:
+            raise DBAPIError(None, None, AmplitudeConnectionError(MASKED_SECRET))
         try:
             with database.get_sqla_engine() as engine:
                 settings = engine.dialect.create_connect_args(engine.url)[1]["adapter_kwargs"]["amplitude"]
