@@ -110,6 +110,8 @@ def superset_env(layout: Layout, live: bool) -> dict[str, str]:
         "FLASK_APP": "superset",
         "PYTHONUNBUFFERED": "1",
     }
+    # Connections may name the local Export API emulator (any port of the loopback host) as their base_url.
+    env.setdefault("AMPLITUDE_ALLOWED_BASE_URLS", "http://127.0.0.1:*")
     if live:
         env["AMPLITUDE_CACHE_DIR"] = str(layout.live_store)
         env.pop("AMPLITUDE_OFFLINE", None)
@@ -170,6 +172,7 @@ def prepare_sample(layout: Layout, env: dict[str, str], days: int, events: int) 
     partial.parent.mkdir(parents=True, exist_ok=True)
     run([str(BIN / "python"), "-m", "shillelagh_amplitude.sample.generator", "--days", str(days), "--events",
          str(events), "--out", str(partial)], env, log)
+    # With the demo's secret key in the environment: its store then refuses any other secret, offline too.
     run([str(BIN / "amplitude-load"), str(partial), "--api-key", env["AMPLITUDE_API_KEY"], "--cache-dir",
          env["AMPLITUDE_CACHE_DIR"]], env, log)
     partial.replace(layout.sample)

@@ -11,7 +11,9 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
   one); ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default ``$SUPERSET_HOME/amplitude``);
 - ``AMPLITUDE_DOWNLOAD_BUDGET_S`` (default 20; ``0``: unlimited): the longest a web request's query may spend
   downloading from Amplitude before it fails with a clear message (Celery workers are not limited);
-- ``AMPLITUDE_SYNC_INTERVAL_S`` (default 900): how often Celery beat runs the background sync (with Celery).
+- ``AMPLITUDE_SYNC_INTERVAL_S`` (default 900): how often Celery beat runs the background sync (with Celery);
+- ``AMPLITUDE_ALLOWED_BASE_URLS`` (comma-separated; or the list of that name in this file): the Export API hosts
+  a connection's ``base_url`` may name besides the regions' (``http://127.0.0.1:*``: every port of a host).
 
 Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
 """
@@ -25,9 +27,12 @@ from typing import Any
 
 from sqlalchemy.engine.url import URL
 
+from shillelagh_amplitude.sql.destination import allow_base_urls, destination
+from shillelagh_amplitude.sql.secret_binding import bind
 from shillelagh_amplitude.superset.explore import register as prefill_time_column
 from shillelagh_amplitude.superset.help_link import register as retarget_help_link
 from shillelagh_amplitude.superset.logs import install as one_line_user_errors
+from shillelagh_amplitude.superset.secret_store import register as bind_stored_secrets
 
 # A user's SQL mistake is logged as one line, without a traceback; real faults keep theirs.
 one_line_user_errors()
@@ -115,11 +120,19 @@ if REDIS_URL:
     RESULTS_BACKEND = RedisCache(host=redis.from_url(REDIS_URL), key_prefix="superset_results_")
 
 
+#: Export API hosts a connection's base_url may name besides the regions' (added to $AMPLITUDE_ALLOWED_BASE_URLS's);
+#: the environment's project's own AMPLITUDE_BASE_URL is allowed too.
+AMPLITUDE_ALLOWED_BASE_URLS: list[str] = []
+
+
 def FLASK_APP_MUTATOR(app: Any) -> None:  # noqa: N802 - Superset's name
     """A new chart on an Amplitude dataset starts with session_start (the dataset's time column) on its X axis;
-    the connection form's help link leads to the README's "In Superset" section."""
+    the connection form's help link leads to the README's "In Superset" section; every save binds a connection's
+    secret to its destination; the operator's allow-list of base URLs is installed."""
     prefill_time_column(app)
     retarget_help_link(app)
+    bind_stored_secrets()
+    allow_base_urls([*app.config.get("AMPLITUDE_ALLOWED_BASE_URLS", []), os.environ.get("AMPLITUDE_BASE_URL", "")])
 
 
 # Dataset creation would otherwise scan a time column with no time bound (a full export download).
@@ -155,13 +168,23 @@ def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
 ) -> tuple[URL, dict[str, Any]]:
     """Give ``amplitude://`` connections the operator's hour store, the web process's download budget, and the
     environment's project to those that name none (no API key in their URI or secure extra); what a connection
-    sets itself wins."""
+    sets itself wins, but the environment's secret is bound to the environment's destination (a connection
+    pointing elsewhere does not get it)."""
     if uri.get_backend_name() == "amplitude":
         if not uri.username and "api_key" not in params:
             for kwarg, variable in AMPLITUDE_ENV.items():
                 if value := os.environ.get(variable):
                     params.setdefault(kwarg, value)
+            secret = os.environ.get("AMPLITUDE_SECRET_KEY")
+            if secret and params.get("secret_key") == secret and params.get("api_key"):
+                home = destination(os.environ.get("AMPLITUDE_REGION"), os.environ.get("AMPLITUDE_BASE_URL"))
+                params["secret_key"] = bind(secret, params["api_key"], home)
         params["cache_dir"] = AMPLITUDE_CACHE_DIR
         if AMPLITUDE_DOWNLOAD_BUDGET_S and not _in_celery_task():
             params.setdefault("download_budget_s", AMPLITUDE_DOWNLOAD_BUDGET_S)
+    elif uri.get_backend_name() == "shillelagh":
+        # a generic shillelagh connection could give the Amplitude adapter settings of its own (cache_dir)
+        for where in (params, params.get("connect_args") or {}):
+            if "amplitude" in (where.get("adapter_kwargs") or {}):
+                raise ValueError("Amplitude is reached through amplitude:// connections only, not shillelagh ones.")
     return uri, params

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from shillelagh_amplitude.export.client import ExportClient
 from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.sample.emulator import ExportEmulator
 from shillelagh_amplitude.sample.generator import generate_dataset, write_export_zip
+from shillelagh_amplitude.sql.destination import ALLOWED_ENV
 from shillelagh_amplitude.sql.scan import TABLE_CACHE
 from shillelagh_amplitude.store.hour_store import HourStore
 
@@ -22,6 +24,8 @@ from .helpers import read_dataset
 
 DATASET_START = datetime(2026, 3, 1, tzinfo=UTC)
 DATASET_END = datetime(2026, 3, 5, tzinfo=UTC)
+# The operator's allow-list, as the tests' operator sets it: every port of the loopback host (the emulators).
+os.environ[ALLOWED_ENV] = "http://127.0.0.1:*"
 API_KEY = "test-key"
 SECRET_KEY = "test-secret-9f8e7d"
 

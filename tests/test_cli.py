@@ -38,7 +38,8 @@ def test_sync_reports_errors_without_the_secret(tmp_path, emulator, monkeypatch,
     assert "amplitude-sync: error: Amplitude rejected the credentials" in err and "bad-secret-4242" not in err
 
 
-def test_load_reads_a_zip_downloaded_by_hand(tmp_path, dataset, capsys):
+def test_load_reads_a_zip_downloaded_by_hand(tmp_path, dataset, monkeypatch, capsys):
+    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", SECRET_KEY)
     code = load_main([str(dataset.zip_path), "--api-key", API_KEY, "--cache-dir", str(tmp_path)])
     assert code == 0
     assert f"{len(dataset.records)} events loaded" in capsys.readouterr().out

@@ -100,20 +100,36 @@ def sync_main(argv: list[str] | None = None) -> int:
 
 
 def load_main(argv: list[str] | None = None) -> int:
-    """Load an Amplitude export zip (Export API, UI download or S3 export format) into the store."""
-    parser = argparse.ArgumentParser(prog="amplitude-load", description=load_main.__doc__)
+    """Load an Amplitude export zip (Export API, UI download or S3 export format) into the store.
+
+    The project's secret key (``$AMPLITUDE_SECRET_KEY``) is required: the store keeps a verifier of it, and
+    queries (offline ones too) must present it. ``--open-to-any-secret`` instead marks the store readable with
+    any secret key: for sample data only (the demo)."""
+    parser = argparse.ArgumentParser(prog="amplitude-load", description=load_main.__doc__.split("\n\n")[0])
     parser.add_argument("archive", type=Path, help="the .zip file")
     parser.add_argument("--start", type=parse_time, help="first upload hour the file covers (marks empty hours)")
     parser.add_argument("--end", type=lambda text: parse_time(text, end=True), help="last upload hour it covers")
+    parser.add_argument("--open-to-any-secret", action="store_true",
+                        help="let any secret key read this store (sample data only); without it the project's "
+                             "secret key must be in $AMPLITUDE_SECRET_KEY")
     _project_arguments(parser)
     args = parser.parse_args(argv)
+    secret = os.environ.get("AMPLITUDE_SECRET_KEY", "")
+    if not secret and not args.open_to_any_secret:
+        parser.error("the project's secret key is needed in $AMPLITUDE_SECRET_KEY (queries must present it to read "
+                     "the store), or --open-to-any-secret to let any secret key read it (sample data only)")
+    if secret and args.open_to_any_secret:
+        parser.error("give either $AMPLITUDE_SECRET_KEY or --open-to-any-secret, not both")
     try:
         store = _store(args)
         events = load_archive(store, args.archive, args.start, args.end)
-        if os.environ.get("AMPLITUDE_SECRET_KEY"):
-            store.remember_secret(os.environ["AMPLITUDE_SECRET_KEY"])
+        if args.open_to_any_secret:
+            store.open_to_any_secret()
+        else:
+            store.remember_secret(secret)
     except (AmplitudeError, OSError) as exc:
         print(f"amplitude-load: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{events} events loaded into {store.where}")
+    print(f"{events} events loaded into {store.where}" + (" (open to any secret key)" if args.open_to_any_secret
+                                                           else ""))
     return 0

@@ -17,6 +17,12 @@ from .client import AmplitudeError, AuthenticationError, ExportClient, Window, r
 
 CONNECT_TIMEOUT_S = 4.0
 READ_TIMEOUT_S = 6.0
+OFFLINE_MISMATCH = "The secret key does not match the one this project's local store was filled with."
+OFFLINE_UNVERIFIED = (
+    "The secret key does not match: this project's local store holds no secret key verifier, so offline no secret "
+    "key is accepted. Load the store with amplitude-load with the project's secret key in AMPLITUDE_SECRET_KEY (or "
+    "--open-to-any-secret for sample data), or fill it once online (amplitude-sync)."
+)
 
 
 def check_connection(
@@ -42,10 +48,9 @@ def check_connection(
                 "This connection is offline and its store holds no upload hours for this API key yet: load them "
                 "with amplitude-load or amplitude-sync."
             )
-        if store.secret_status(secret_key) is False:
-            raise AuthenticationError(
-                "The secret key does not match the one this project's local store was filled with."
-            )
+        known = store.secret_status(secret_key)
+        if not known:
+            raise AuthenticationError(OFFLINE_UNVERIFIED if known is None else OFFLINE_MISMATCH)
         return f"offline store with upload hours {format_hour(span[0])}..{format_hour(span[1])}"
     client = ExportClient(api_key, secret_key, base_url=host, retries=0, connect_timeout=CONNECT_TIMEOUT_S,
                           timeout=READ_TIMEOUT_S, body_attempts=1)

@@ -40,6 +40,7 @@ from ..export.client import (
     resolve_base_url,
 )
 from ..export.loader import DownloadBudgetExceeded, fill
+from ..export.probe import OFFLINE_MISMATCH, OFFLINE_UNVERIFIED
 from ..hours import (
     CLOCK_SKEW,
     HOUR,
@@ -54,8 +55,10 @@ from ..hours import (
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
 from ..store.location import FileEntry
+from .destination import canonical, check_base_url
 from .freshness import budget_message, check_offline_span
 from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
+from .secret_binding import usable_secret
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
 
 _logger = logging.getLogger(__name__)
@@ -167,6 +170,8 @@ class AmplitudeAPI(Adapter):
             raise ProgrammingError("The amplitude adapter needs api_key (and secret_key) in its adapter kwargs.")
         try:
             self.base_url = resolve_base_url(region, base_url)
+            check_base_url(base_url)
+            secret_key = usable_secret(secret_key, api_key, canonical(self.base_url))
         except AmplitudeError as exc:
             raise ProgrammingError(str(exc)) from None
         self.table = table
@@ -331,17 +336,15 @@ class AmplitudeAPI(Adapter):
 
         A store remembers a salted hash of the last secret Amplitude accepted. A different secret is tried
         against Amplitude (one request for the newest exportable hour, its body left unread) before any stored
-        data is served; offline, it is refused outright.
+        data is served; offline, it is refused outright, and so is any secret when the store has no verifier
+        (the API key alone, which is not secret, never opens a store).
         """
         memo = (str(store.root), hashlib.sha256(self._secret_key.encode()).hexdigest())
         known = memo in _VERIFIED_SECRETS or store.secret_status(self._secret_key)
         if self.offline:
-            if known is False:
-                raise AuthenticationError(
-                    "The secret key does not match the one this project's local store was filled with."
-                )
-            if known:
-                _VERIFIED_SECRETS.add(memo)
+            if not known:
+                raise AuthenticationError(OFFLINE_UNVERIFIED if known is None else OFFLINE_MISMATCH)
+            _VERIFIED_SECRETS.add(memo)
             check_offline_span(store, first, last, self.late_hours, self.table == SESSIONS_TABLE)
             return
         client = self._client()

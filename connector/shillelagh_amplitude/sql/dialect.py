@@ -12,6 +12,9 @@ Connections are :class:`~.connection.AmplitudeConnection`: the columnar cursor, 
 
 Values may be strings (URL, environment) and are converted by name. Only ``amplitude_events`` and
 ``amplitude_sessions`` exist, so they are listed without asking the adapter.
+
+The merged settings are checked before any use (:func:`usable_settings`): a ``base_url`` must be allowed by the
+operator (:mod:`.destination`) and a stored secret must be bound to where the requests go (:mod:`.secret_binding`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError
 
+from ..export.client import AmplitudeError
 from .connection import AmplitudeConnection
+from .destination import check_base_url, destination
+from .secret_binding import is_bound, usable_secret
 
 ADAPTER = "amplitude"
 TABLES = ("amplitude_events", "amplitude_sessions")
@@ -75,6 +81,19 @@ def url_kwargs(url: URL) -> dict[str, Any]:
     return kwargs
 
 
+def usable_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The adapter kwargs as they may be used: the ``base_url`` allowed by the operator, a bound secret checked
+    against the API key and destination and replaced by the bare secret; else :class:`ArgumentError`."""
+    try:
+        check_base_url(kwargs.get("base_url"))
+        if is_bound(secret := kwargs.get("secret_key")):
+            where = destination(kwargs.get("region"), kwargs.get("base_url"))
+            kwargs = {**kwargs, "secret_key": usable_secret(secret, kwargs.get("api_key"), where)}
+    except AmplitudeError as exc:
+        raise ArgumentError(str(exc)) from None
+    return kwargs
+
+
 class AmplitudeDialect(APSWDialect):
     """``amplitude://``: one in-memory APSW database with the safe Amplitude adapter and nothing else."""
 
@@ -112,11 +131,11 @@ class AmplitudeDialect(APSWDialect):
         self.amplitude_kwargs = {name: coerce(name, value) for name, value in given.items() if value is not None}
 
     def create_connect_args(self, url: URL) -> tuple[tuple[()], dict[str, Any]]:
-        """Always ``:memory:``, safe mode and the single ``amplitude`` adapter."""
+        """Always ``:memory:``, safe mode and the single ``amplitude`` adapter, with :func:`usable_settings`."""
         return (), {
             "path": ":memory:",
             "adapters": [ADAPTER],
-            "adapter_kwargs": {ADAPTER: {**self.amplitude_kwargs, **url_kwargs(url)}},
+            "adapter_kwargs": {ADAPTER: usable_settings({**self.amplitude_kwargs, **url_kwargs(url)})},
             "safe": True,
             "isolation_level": self.isolation_level,
         }

@@ -41,6 +41,7 @@ import platformdirs
 import pyarrow as pa
 import pyarrow.feather as feather
 
+from ..export.client import AuthenticationError
 from ..hours import EXPORT_LATENCY, HOUR, to_utc
 from ..schema import EVENT_SCHEMA
 from .hot_cache import HotCache, budget_bytes
@@ -50,6 +51,9 @@ SAFETY_MARGIN = timedelta(hours=1)
 FRESH_TTL = timedelta(minutes=10)
 DERIVED_KEPT = 32
 PBKDF2_ROUNDS = 200_000
+VERIFIER_NAME = "secret.verifier"
+#: A verifier's content when the operator opened the store to any secret key (sample data).
+OPEN_VERIFIER = b"open to any secret key\n"
 #: Hour files a staging keeps open at once (each holds a file descriptor; ``ulimit -n`` is often 256 or 1024).
 MAX_OPEN_WRITERS = 32
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
@@ -310,22 +314,54 @@ class HourStore:
             return 0.0
 
     # --- the secret key verifier --------------------------------------------------------------------
+    def _verifier(self) -> str:
+        return self._path(VERIFIER_NAME)
+
     def secret_status(self, secret_key: str) -> bool | None:
-        """True if the secret matches the one this store was filled with, False if not, None if unknown (no
-        verifier, or an unreadable one: the secret is then checked with Amplitude and the verifier written anew)."""
+        """True if the secret matches the one this store was filled with (or the operator opened the store to any
+        secret), False if not, None if the store has no verifier yet (nothing can be checked offline then).
+
+        A verifier that exists but cannot be read raises :class:`VerifierUnreadable`: never taken as unknown."""
         try:
-            salt, digest = (bytes.fromhex(part) for part in
-                            self.location.read_bytes(self._path("secret.verifier")).decode().split(":"))
-        except (FileNotFoundError, ValueError):
+            content = self.location.read_bytes(self._verifier())
+        except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise VerifierUnreadable(self.where, exc.strerror or type(exc).__name__) from None
+        if content == OPEN_VERIFIER:
+            return True
+        try:
+            salt, digest = (bytes.fromhex(part) for part in content.decode().split(":"))
+        except ValueError:
+            raise VerifierUnreadable(self.where, "not a salt:digest pair") from None
+        if not salt or len(digest) != hashlib.sha256().digest_size:
+            raise VerifierUnreadable(self.where, "not a salt:digest pair")
         candidate = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), salt, PBKDF2_ROUNDS)
         return hmac.compare_digest(candidate, digest)
 
     def remember_secret(self, secret_key: str) -> None:
-        """Record a (salted, hashed) verifier of a secret that Amplitude accepted."""
+        """Record a (salted, hashed) verifier of a secret that Amplitude (or the operator) vouched for."""
+        if not secret_key:
+            raise ValueError("an empty secret key cannot be remembered")
         salt = os.urandom(16)
         digest = hashlib.pbkdf2_hmac("sha256", secret_key.encode(), salt, PBKDF2_ROUNDS)
-        self.location.publish_bytes(self._path("secret.verifier"), f"{salt.hex()}:{digest.hex()}".encode())
+        self.location.publish_bytes(self._verifier(), f"{salt.hex()}:{digest.hex()}".encode())
+
+    def open_to_any_secret(self) -> None:
+        """The operator's choice for a store of public sample data: any secret key reads it (``amplitude-load
+        --open-to-any-secret``). A secret Amplitude accepts later binds the store to that secret again."""
+        self.location.publish_bytes(self._verifier(), OPEN_VERIFIER)
+
+
+class VerifierUnreadable(AuthenticationError):
+    """A store's secret key verifier exists but cannot be read: no secret can be checked, so none is accepted."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(
+            f"The secret key verifier of the store at {where} ({VERIFIER_NAME}) is unreadable ({reason}), so no "
+            f"secret key can be checked against it. To repair it, delete that {VERIFIER_NAME} file, then run "
+            "amplitude-sync, or amplitude-load with the project's secret key in AMPLITUDE_SECRET_KEY."
+        )
 
 
 class LockTimeout(Exception):

@@ -9,6 +9,7 @@ go into the secure extra ``{"api_key": ..., "secret_key": ...}``, masked on read
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, TypedDict
 
@@ -19,6 +20,7 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlglot import exp
 from sqlglot.dialects.sqlite import SQLite
+from superset.constants import PASSWORD_MASK
 from superset.databases.utils import make_url_safe
 from superset.db_engine_specs.base import BasicParametersMixin, DatabaseCategory
 from superset.db_engine_specs.shillelagh import ShillelaghEngineSpec
@@ -27,7 +29,12 @@ from superset.sql.parse import SQLGLOT_DIALECTS
 
 from ..export.client import AmplitudeError
 from ..export.probe import check_connection
-from ..sql.dialect import coerce
+from ..sql.destination import check_base_url
+from ..sql.dialect import ADAPTER_KWARGS, coerce
+from .secret_store import register as bind_stored_secrets
+
+# Every save of an amplitude:// connection binds its secret to its API key and destination (see secret_store).
+bind_stored_secrets()
 
 
 class AmplitudeSQLite(SQLite):
@@ -59,14 +66,26 @@ FORM_HELP = {
     "query": "Additional parameters: region=eu for an EU project",
 }
 REGIONS = ("us", "eu")
-#: Not accepted in a URI's query string: credentials would show unmasked, and the hour store's location is the
-#: operator's choice (``AMPLITUDE_CACHE_DIR``), not a connection's.
-FORBIDDEN_QUERY_PARAMS = {"api_key", "secret_key", "cache_dir"}
+#: Adapter settings only the operator chooses (``DB_CONNECTION_MUTATOR``), never a connection: the hour store's
+#: location (``AMPLITUDE_CACHE_DIR``). Refused in a connection's URI, secure extra and engine parameters; the coming
+#: ``lake`` setting belongs here too.
+OPERATOR_SETTINGS = {"cache_dir": "AMPLITUDE_CACHE_DIR"}
+#: Not accepted in a URI's query string: credentials would show unmasked, and the operator's settings.
+FORBIDDEN_QUERY_PARAMS = {"api_key", "secret_key", *OPERATOR_SETTINGS}
 #: The adapter's credential errors (they name the problem and never include the secret), kept word for word.
 AUTH_ERROR_REGEX = re.compile(
     r"(?P<message>(Amplitude rejected the credentials|The secret key does not match|"
     r"Both api_key and secret_key are required|The amplitude adapter needs api_key)[^\n]*)"
 )
+#: A stored secret that would go elsewhere, an unreadable store verifier: they say what to do, kept word for word.
+SECRET_ERROR_REGEX = re.compile(
+    r"(?P<message>(The stored secret key was saved for|The secret key verifier of the store|The secret key is masked)"
+    r"[^\n]*)"
+)
+#: A connection test whose password is the mask Superset shows, but whose settings differ from the stored ones.
+MASKED_SECRET = ("The secret key is masked: Superset uses the stored one only with the stored settings. Type the "
+                 "secret key again (Password) to test these settings.")
+DESTINATION_ERROR_REGEX = re.compile(r"(?P<message>base_url \S+ is not an allowed Amplitude destination[^\n]*)")
 #: The connection test's (and queries') network errors: an unknown region or host, a closed port, no answer.
 HOST_ERROR_REGEX = re.compile(r"(?P<message>(Unknown host '|Unknown region ')[^\n]*)")
 PORT_ERROR_REGEX = re.compile(
@@ -120,6 +139,8 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
     encrypted_extra_sensitive_fields = {"$.api_key": "API key", "$.secret_key": "Secret key"}
 
     custom_errors = {
+        SECRET_ERROR_REGEX: ("%(message)s", SupersetErrorType.CONNECTION_ACCESS_DENIED_ERROR, {}),
+        DESTINATION_ERROR_REGEX: ("%(message)s", SupersetErrorType.CONNECTION_INVALID_HOSTNAME_ERROR, {}),
         AUTH_ERROR_REGEX: (
             "%(message)s (Username = API key, Password = secret key, Additional parameters: region=eu for an "
             f"EU project; see {HELP_URL})",
@@ -195,6 +216,10 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
                 problems.append(str(ex))
         if str(query.get("region", "us")).lower() not in REGIONS:
             problems.append(f"region must be one of {', '.join(REGIONS)}")
+        try:
+            check_base_url(query.get("base_url"))
+        except AmplitudeError as exc:
+            problems.append(str(exc))
         if problems:
             errors.append(
                 SupersetError(
@@ -212,6 +237,26 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
         return super().get_function_names(database) + ["median", "percentile", "percentile_cont", "percentile_disc"]
 
     @staticmethod
+    def update_params_from_encrypted_extra(database: Any, params: dict[str, Any]) -> None:
+        """The secure extra's keys become dialect kwargs. Amplitude settings never come from *Engine parameters*
+        (``params`` holds them by now) and the operator's settings from neither."""
+        from_engine_params = sorted(set(params) & set(ADAPTER_KWARGS))
+        if from_engine_params or "adapter_kwargs" in (params.get("connect_args") or {}):
+            raise ArgumentError(
+                f"Amplitude settings cannot be Engine parameters ({', '.join(from_engine_params) or 'adapter_kwargs'}"
+                "): put region or base_url in the URI (Additional parameters) and the keys in the Secure extra."
+            )
+        if not database.encrypted_extra:
+            return
+        extra = json.loads(database.encrypted_extra)
+        if operator := sorted(set(extra) & set(OPERATOR_SETTINGS)):
+            raise ArgumentError(
+                f"{', '.join(operator)} is the operator's setting ({', '.join(OPERATOR_SETTINGS[n] for n in operator)}"
+                "), not a connection's: remove it from the Secure extra."
+            )
+        params.update(extra)
+
+    @staticmethod
     def mutate_db_for_connection_test(database: Any) -> None:
         """"Test connection" and "Connect": ask Amplitude once (or look at the offline store) with the settings
         the connection will really use (its decrypted keys, the environment's project, the operator's store).
@@ -220,11 +265,14 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
         no request to Amplitude there (half-typed keys, one request per keystroke)."""
         if has_request_context() and request.path.rstrip("/").endswith("/validate_parameters"):
             return
-        with database.get_sqla_engine() as engine:
-            settings = engine.dialect.create_connect_args(engine.url)[1]["adapter_kwargs"]["amplitude"]
+        # Superset restores a masked password only for the stored URI unchanged; otherwise the mask is all it has.
+        if make_url_safe(database.sqlalchemy_uri).password == PASSWORD_MASK and not database.password:
+            raise DBAPIError(None, None, AmplitudeConnectionError(MASKED_SECRET))
         try:
+            with database.get_sqla_engine() as engine:
+                settings = engine.dialect.create_connect_args(engine.url)[1]["adapter_kwargs"]["amplitude"]
             check_connection(**settings)
-        except AmplitudeError as exc:
+        except (AmplitudeError, ArgumentError) as exc:  # no request made for a refused secret or destination
             raise DBAPIError(None, None, AmplitudeConnectionError(str(exc))) from None
 
 
