@@ -17,7 +17,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,13 +56,16 @@ from ..store.hour_store import HourStore
 from ..store.location import FileEntry
 from .freshness import budget_message, check_offline_span
 from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
-from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
+from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions, contains_any
 
 _logger = logging.getLogger(__name__)
 
 EVENTS_TABLE = "amplitude_events"
 SESSIONS_TABLE = "amplitude_sessions"
 MAX_QUERY_DAYS = 365
+#: The sessions' filter column: ``contains_event IN ('search', 'purchase')`` keeps the sessions in which one of
+#: those event types happened. Only ``amplitude://``'s cursor applies it (:mod:`.columnar`); its value reads NULL.
+CONTAINS_EVENT = "contains_event"
 
 
 class UTCDateTime(DateTime):
@@ -91,18 +94,21 @@ def _field(arrow_type: pa.DataType, filterable: bool = False) -> Field:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """What one table serves: its schema and which timestamp columns take pushed-down ranges."""
+    """What one table serves: its schema, which timestamp columns take pushed-down ranges, and its filter-only
+    columns (not stored: a constraint on them selects rows)."""
 
     schema: pa.Schema
     time_columns: tuple[str, ...]
+    filter_columns: tuple[str, ...] = ()
 
     def columns(self) -> dict[str, Field]:
-        return {f.name: _field(f.type, f.name in self.time_columns) for f in self.schema}
+        stored = {f.name: _field(f.type, f.name in self.time_columns) for f in self.schema}
+        return {**stored, **{name: String() for name in self.filter_columns}}
 
 
 TABLES = {
     EVENTS_TABLE: TableSpec(EVENT_SCHEMA, ("event_time", "server_upload_time")),
-    SESSIONS_TABLE: TableSpec(SESSION_SCHEMA, ("session_start",)),
+    SESSIONS_TABLE: TableSpec(SESSION_SCHEMA, ("session_start",), (CONTAINS_EVENT,)),
 }
 
 
@@ -221,13 +227,17 @@ class AmplitudeAPI(Adapter):
         return self.select(bounds, columns).rows(columns)
 
     def requested(self, requested_columns: Iterable[str] | None) -> list[str]:
-        """The requested columns in table order (all of them when shillelagh names none)."""
+        """The requested stored columns in table order (all of them when shillelagh names none); filter-only
+        columns are left out (their value is NULL)."""
+        stored = [name for name in self._columns if name not in self.spec.filter_columns]
         if requested_columns is None:
-            return list(self._columns)
-        return [name for name in self._columns if name in requested_columns]
+            return stored
+        return [name for name in stored if name in requested_columns]
 
-    def select(self, bounds: dict[str, Filter], columns: list[str]) -> Selection:
-        """The rows the pushed-down bounds select, with ``columns`` read into memory."""
+    def select(self, bounds: dict[str, Filter], columns: list[str],
+               contains_event: Sequence[set[str]] = ()) -> Selection:
+        """The rows the pushed-down bounds select, with ``columns`` read into memory; each set of
+        ``contains_event`` keeps the sessions holding one of its event types."""
         ranges = {column: time_range(bounds.get(column)) for column in self.spec.time_columns}
         if any(bound is None for bound in ranges.values()):
             return NO_ROWS
@@ -236,6 +246,8 @@ class AmplitudeAPI(Adapter):
             ranges = self._effective_ranges(ranges, now)
             key, scan = self._load(ranges, now)
             selection = scan.select(ranges)
+            for wanted in contains_event:
+                selection = selection.where("event_types", functools.partial(contains_any, wanted=wanted))
             if len(selection):
                 scan.columns(columns)
         except AmplitudeFault as exc:  # the network, Amplitude or the store failed: the traceback is kept
