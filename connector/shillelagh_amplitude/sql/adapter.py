@@ -31,6 +31,7 @@ from shillelagh.typing import RequestedOrder, Row
 
 from .. import __version__
 from ..export.client import (
+    MISSING_KEYS,
     AmplitudeError,
     AmplitudeFault,
     AuthenticationError,
@@ -115,6 +116,17 @@ TABLES = {
 _VERIFIED_SECRETS: set[tuple[str, str]] = set()
 
 
+def asked(ranges: dict[str, TimeRange]) -> str:
+    """The time range a query asked for, in its own terms (an open end is "on")."""
+    def when(value: datetime) -> str:
+        return f"{value:%Y-%m-%d %H:%M}" if value.hour or value.minute else f"{value:%Y-%m-%d}"
+
+    return " and ".join(
+        f"{column} from {when(bound.start)} to {when(bound.end)} UTC" if bound.end is not None
+        else f"{column} from {when(bound.start)} UTC on" for column, bound in ranges.items()
+    )
+
+
 def time_range(bound: Filter | None) -> TimeRange | None:
     """The range of a pushed-down filter; None when it is impossible (``x > b AND x < a``)."""
     if bound is None:
@@ -170,7 +182,7 @@ class AmplitudeAPI(Adapter):
         if window_hours > MAX_QUERY_DAYS * 24:
             raise ProgrammingError("window_hours cannot exceed 8760 (the Export API's 365-day limit).")
         if not api_key:
-            raise ProgrammingError("The amplitude adapter needs api_key (and secret_key) in its adapter kwargs.")
+            raise ProgrammingError(MISSING_KEYS)
         try:
             self.base_url = resolve_base_url(region, base_url)
         except AmplitudeError as exc:
@@ -305,12 +317,13 @@ class AmplitudeAPI(Adapter):
         first, last = self._upload_hours(ranges, now)
         hours = list(hour_range(first, last)) if first <= last else []
         store = HourStore(self.cache_dir, self.base_url, self.api_key)
-        self._fill_and_verify(store, first, last, now)
+        self._fill_and_verify(store, first, last, now, asked(ranges))
         files = store.files(hours, now)
         if self.offline and hours and not files and len(store.missing(hours, now)) == len(hours):
             raise AmplitudeError(
                 f"This connection is offline and its store holds none of the upload hours {format_hour(hours[0])}.."
-                f"{format_hour(hours[-1])} this query needs; load them with amplitude-load or amplitude-sync."
+                f"{format_hour(hours[-1])} that this query ({asked(ranges)}) needs; load them with amplitude-load "
+                "or amplitude-sync."
             )
         key = (self.table, store.location.display, tuple((entry.path, entry.mtime_ns) for entry in files))
         scan = TABLE_CACHE.get(key)
@@ -338,7 +351,8 @@ class AmplitudeAPI(Adapter):
     def _client(self) -> ExportClient:
         return ExportClient(self.api_key, self._secret_key, base_url=self.base_url)
 
-    def _fill_and_verify(self, store: HourStore, first: datetime, last: datetime, now: datetime) -> None:
+    def _fill_and_verify(self, store: HourStore, first: datetime, last: datetime, now: datetime,
+                         query_range: str) -> None:
         """Download missing hours; make sure the secret key is right even when every hour is already stored.
 
         A store remembers a salted hash of the last secret Amplitude accepted. A different secret is tried
@@ -354,7 +368,7 @@ class AmplitudeAPI(Adapter):
                 )
             if known:
                 _VERIFIED_SECRETS.add(memo)
-            check_offline_span(store, first, last, self.late_hours, self.table == SESSIONS_TABLE)
+            check_offline_span(store, first, last, self.late_hours, self.table == SESSIONS_TABLE, query_range)
             return
         client = self._client()
         deadline = None if self.download_budget_s is None else time.monotonic() + self.download_budget_s

@@ -65,7 +65,7 @@ FORBIDDEN_QUERY_PARAMS = {"api_key", "secret_key", "cache_dir"}
 #: The adapter's credential errors (they name the problem and never include the secret), kept word for word.
 AUTH_ERROR_REGEX = re.compile(
     r"(?P<message>(Amplitude rejected the credentials|The secret key does not match|"
-    r"Both api_key and secret_key are required|The amplitude adapter needs api_key)[^\n]*)"
+    r"No Amplitude API key and secret key)[^\n]*)"
 )
 #: The connection test's (and queries') network errors: an unknown region or host, a closed port, no answer.
 HOST_ERROR_REGEX = re.compile(r"(?P<message>(Unknown host '|Unknown region ')[^\n]*)")
