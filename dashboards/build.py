@@ -1,6 +1,12 @@
 """Build the importable Superset bundle (ZIP) from the YAML sources in ``dashboards/session_length/``.
 
-    python dashboards/build.py [--out build/session_length_dashboard.zip]
+    amplitude-dashboard [--output session_length_dashboard.zip] [--database-uuid UUID]
+    python dashboards/build.py ...   (the same, from a clone)
+
+This folder is installed with the package as ``shillelagh_amplitude.dashboards`` (a link in ``connector/``), so
+the console script ``amplitude-dashboard`` runs this file and reads these sources. ``--database-uuid`` binds the
+datasets to a connection the operator already made (Superset's importer keeps an existing connection of that
+UUID as it is, keys included); without it the bundle brings its own connection, "Amplitude", without keys.
 
 The sources say what matters (datasets with columns and metrics, chart params, a grid of rows, filters);
 this script adds what Superset's export format repeats: UUIDs derived from file names, each chart's
@@ -380,10 +386,11 @@ def dashboard_config(
     }
 
 
-def bundle_files(sources: Path = SOURCES) -> dict[str, dict[str, Any]]:
-    """Every file of the bundle (path inside the root folder -> content)."""
+def bundle_files(sources: Path = SOURCES, database_uuid: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every file of the bundle (path inside the root folder -> content); the connection's UUID is
+    ``database_uuid`` (an existing connection's) or the bundle's own."""
     database = load(sources / "database.yaml")
-    database_uuid = uuid_for("database", database["database_name"])
+    database_uuid = database_uuid or uuid_for("database", database["database_name"])
     datasets = {path.stem: load(path) for path in sorted((sources / "datasets").glob("*.yaml"))}
     charts = {path.stem: load(path) for path in sorted((sources / "charts").glob("*.yaml"))}
     dashboard = load(sources / "dashboard.yaml")
@@ -416,11 +423,11 @@ def bundle_files(sources: Path = SOURCES) -> dict[str, dict[str, Any]]:
     return files
 
 
-def build(out: Path, sources: Path = SOURCES) -> Path:
+def build(out: Path, sources: Path = SOURCES, database_uuid: str | None = None) -> Path:
     """Write the bundle ZIP (sorted members, fixed timestamps) and return its path."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in sorted(bundle_files(sources).items()):
+        for name, content in sorted(bundle_files(sources, database_uuid).items()):
             info = zipfile.ZipInfo(f"{ROOT}/{name}", date_time=ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -430,13 +437,30 @@ def build(out: Path, sources: Path = SOURCES) -> Path:
     return out
 
 
+def connection_uuid(text: str) -> str:
+    """A connection's UUID as Superset writes it (``GET /api/v1/database/`` lists each one's ``uuid``)."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {text!r} (e.g. 2f1c0d4e-9b7a-4c55-8a0e-3d6f1b2c4a59)") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line entry: build the bundle."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default = Path(__file__).resolve().parents[1] / "build" / f"{ROOT}.zip"
-    parser.add_argument("--out", type=Path, default=default, help=f"ZIP to write (default {default})")
+    parser = argparse.ArgumentParser(
+        prog="amplitude-dashboard",
+        description="Write the importable ZIP of the \"Session length\" dashboard (Superset: Dashboards > Import).",
+    )
+    parser.add_argument("--output", "--out", type=Path, default=Path(f"{ROOT}.zip"),
+                        help=f"ZIP to write (default ./{ROOT}.zip)")
+    parser.add_argument(
+        "--database-uuid", type=connection_uuid,
+        help="use your existing Amplitude connection (its uuid, from /api/v1/database/ in Superset): the import "
+             "then creates no connection of its own; without it the import creates one named \"Amplitude\", "
+             "without keys",
+    )
     args = parser.parse_args(argv)
-    print(build(args.out))
+    print(build(args.output, database_uuid=args.database_uuid))
 
 
 if __name__ == "__main__":

@@ -138,8 +138,7 @@ def FLASK_APP_MUTATOR(app: Any) -> None:  # noqa: N802 - Superset's name
 # Dataset creation would otherwise scan a time column with no time bound (a full export download).
 DATASET_AUTO_DETECT_DATETIME_FORMATS = False
 PREVENT_UNSAFE_DB_CONNECTIONS = True
-# The bundled dataset applies the "sessions that contain event" filter in Jinja (sandboxed).
-FEATURE_FLAGS = {"ENABLE_TEMPLATE_PROCESSING": True}
+# Template processing stays off (Superset's default): the bundled dashboard needs no Jinja.
 
 # The environment's project, by adapter kwarg: for connections that name no API key of their own.
 AMPLITUDE_ENV = {

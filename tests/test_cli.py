@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from shillelagh_amplitude.cli import load_main, sync_main
 from shillelagh_amplitude.hours import hour_range
@@ -55,3 +56,23 @@ def test_entry_points_are_installed():
                                  f"print([e.value for e in entry_points(group='console_scripts', name='{command}')])"],
                                 capture_output=True, text=True, check=True)
         assert "shillelagh_amplitude.cli" in result.stdout
+
+
+def test_sync_without_a_secret_names_the_variable_and_asks_nothing(tmp_path, emulator, monkeypatch, capsys):
+    monkeypatch.delenv("AMPLITUDE_SECRET_KEY", raising=False)
+    for arguments in (["--days", "2"], ["--start", "2026-03-02", "--end", "2026-03-02"]):
+        code = sync_main([*arguments, "--api-key", API_KEY, "--base-url", emulator.base_url,
+                          "--cache-dir", str(tmp_path)])
+        assert code == 2
+        assert capsys.readouterr().err == ("amplitude-sync: error: the secret key is needed: set "
+                                           "$AMPLITUDE_SECRET_KEY (never given on the command line)\n")
+    assert emulator.requests == []
+
+
+def test_help_says_where_the_secret_comes_from():
+    for command in ("amplitude-sync", "amplitude-load"):
+        result = subprocess.run([str(Path(sys.executable).parent / command), "--help"], capture_output=True,
+                                text=True)
+        help_text = " ".join(result.stdout.split())
+        assert result.returncode == 0, result.stderr
+        assert "$AMPLITUDE_SECRET_KEY" in help_text and "never" in help_text and "command line" in help_text, command

@@ -215,7 +215,13 @@ def test_offline_without_any_stored_hour_says_so(loaded_cache, dataset):
         recent.execute("SELECT count(*) FROM amplitude_sessions "
                        "WHERE session_start >= '2026-03-04' AND session_start < '2026-03-20'")
     assert (f"offline and its store holds upload hours {span[0]:%Y-%m-%dT%H:00} to {span[1]:%Y-%m-%dT%H:00} UTC only, "
-            "but this query's range needs 2026-03-04T00:00 to 2026-03-19T23:00") in str(error.value)
+            "but this query asks for session_start from 2026-03-04 to 2026-03-20 UTC, which needs upload hours "
+            "2026-03-04T00:00 to 2026-03-19T23:00") in str(error.value)
+    # no upper bound: the error names the range as the query wrote it, open end included
+    with pytest.raises(ProgrammingError) as error:
+        recent.execute("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2026-03-04'")
+    assert "but this query asks for session_start from 2026-03-04 UTC on, which needs upload hours 2026-03-04T00:00 " \
+        "to " in str(error.value)
     first_upload = min(parse_ts(r["server_upload_time"]) for r in dataset.records)
     assert span[0] == first_upload.replace(minute=0, second=0, microsecond=0)
     # the stored part itself is answered

@@ -33,6 +33,12 @@ def parse_time(text: str, *, end: bool = False) -> datetime:
     return floor_hour(value)
 
 
+#: Both commands' help ends with where the secret comes from.
+SECRET_HELP = ("The secret key is read from $AMPLITUDE_SECRET_KEY only, never from the command line: "
+               "export AMPLITUDE_API_KEY=... AMPLITUDE_SECRET_KEY=...")
+NO_SECRET = "the secret key is needed: set $AMPLITUDE_SECRET_KEY (never given on the command line)"
+
+
 def _project_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get("AMPLITUDE_API_KEY"),
                         help="project API key (default: $AMPLITUDE_API_KEY)")
@@ -58,7 +64,8 @@ def sync_main(argv: list[str] | None = None) -> int:
     ``--days N`` (for cron, Kubernetes CronJobs, operators without Celery): the last N days through the newest
     exportable hour, re-reading the recent hours that are not final yet, like the background sync.
     """
-    parser = argparse.ArgumentParser(prog="amplitude-sync", description=sync_main.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="amplitude-sync", description=sync_main.__doc__.split("\n\n")[0],
+                                     epilog=SECRET_HELP)
     parser.add_argument("--days", type=int, help="the last N days through the newest exportable hour")
     parser.add_argument("--start", type=parse_time, help="first day or hour (UTC)")
     parser.add_argument("--end", type=lambda text: parse_time(text, end=True),
@@ -72,9 +79,11 @@ def sync_main(argv: list[str] | None = None) -> int:
         parser.error("--days must be at least 1")
     secret = os.environ.get("AMPLITUDE_SECRET_KEY", "")
     try:
+        if not args.api_key:
+            raise AmplitudeError("an API key is needed: --api-key or $AMPLITUDE_API_KEY")
+        if not secret:
+            raise AmplitudeError(NO_SECRET)
         if args.days is not None:
-            if not args.api_key:
-                raise AmplitudeError("an API key is needed: --api-key or $AMPLITUDE_API_KEY")
             total = hour_count(*days_range(datetime.now(UTC), args.days))
             with tqdm(total=total, unit="h", desc="upload hours") as bar:
                 result = sync_project(args.api_key, secret, region=args.region, base_url=args.base_url,
@@ -102,10 +111,10 @@ def sync_main(argv: list[str] | None = None) -> int:
 def load_main(argv: list[str] | None = None) -> int:
     """Load an Amplitude export zip (Export API, UI download or S3 export format) into the store.
 
-    The project's secret key (``$AMPLITUDE_SECRET_KEY``) is required: the store keeps a verifier of it, and
-    queries (offline ones too) must present it. ``--open-to-any-secret`` instead marks the store readable with
+    The project's secret key ($AMPLITUDE_SECRET_KEY, never given on the command line) is required: the store
+    keeps a verifier of it, and queries (offline ones too) must present it. ``--open-to-any-secret`` instead marks the store readable with
     any secret key: for sample data only (the demo)."""
-    parser = argparse.ArgumentParser(prog="amplitude-load", description=load_main.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="amplitude-load", description=load_main.__doc__)
     parser.add_argument("archive", type=Path, help="the .zip file")
     parser.add_argument("--start", type=parse_time, help="first upload hour the file covers (marks empty hours)")
     parser.add_argument("--end", type=lambda text: parse_time(text, end=True), help="last upload hour it covers")

@@ -275,3 +275,24 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     help_link = browser.find_element(By.PARTIAL_LINK_TEXT, "connecting to Amplitude Export API")
     wait.until(lambda _: help_link.get_attribute("href") == readme_section)
     browser.save_screenshot(str(OUTPUT / "first-run-connection-form.png"))
+
+
+@pytest.mark.parametrize(("sql", "message"), [
+    ("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2024-01-01' AND session_start < '2026-01-01'",
+     "The time range 2024-01-01 to 2026-01-01 is over 365 days; narrow it."),
+    ("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2026-13-45'",
+     "a time bound must be ISO 8601 text such as"),
+    ("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2020-01-01' AND session_start < '2020-01-02'",
+     "This connection is offline"),
+    ("SELECT count(*) FROM amplitude_session", "amplitude_session"),
+], ids=["range-over-365-days", "bad-date-literal", "offline-range", "unknown-table"])
+def test_a_refusal_is_one_error_and_one_log_line(superset: Superset, api, sql: str, message: str) -> None:
+    """Each refusal the README lists: the user reads why, the server log gets one line and no traceback."""
+    log_before = superset.layout.log.read_text()
+    response = sql_lab(superset, api, sql)
+    (error,) = response.json()["errors"]
+    assert message in error["message"]
+    time.sleep(0.5)
+    new = superset.layout.log.read_text()[len(log_before):]
+    assert "Traceback" not in new, new[-3000:]
+    assert len([line for line in new.splitlines() if message in line]) == 1, new[-3000:]

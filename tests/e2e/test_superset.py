@@ -173,7 +173,8 @@ def test_per_plan_percentiles_equal_the_independent_computation(
 def test_dashboard_filters_plan_and_contains_event(
     superset: Superset, api, chart_data: dict[str, dict], sessions: list[Session]
 ) -> None:
-    """The filters as the dashboard sends them: a plan, and an event type applied through the dataset's Jinja."""
+    """The filters as the dashboard sends them: a plan, and an event type (the connection applies
+    ``contains_event IN (...)``; template processing is off, Superset's default)."""
     datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
     dataset_id = next(d["id"] for d in datasets if d["table_name"] == "sessions")
     event = "invite_sent"
@@ -199,7 +200,7 @@ def test_dashboard_filters_plan_and_contains_event(
     window = in_range(sessions, result)
     expected = sum(1 for s in window if user_property(s, "plan") == "free" and event in s.event_types)
     assert value(result) == expected > 0
-    assert {f["column"] for f in result["applied_filters"]} >= {"plan", "session_start"}
+    assert {f["column"] for f in result["applied_filters"]} >= {"plan", "session_start", "contains_event"}
     assert result["rejected_filters"] == []
 
 

@@ -187,3 +187,30 @@ def test_default_time_range_is_the_30_whole_days_the_export_holds(superset_app, 
     assert default_range.count('DATETIME("now")') == 2
     since, until = get_since_until(default_range.replace('DATETIME("now")', f'DATETIME("{now}")'))
     assert (since, until) == (datetime.fromisoformat(first), datetime.fromisoformat(end))
+
+
+def _sql_texts(files: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Every SQL text of the bundle that Superset can run through its template processor."""
+    texts = {}
+    for name, config in of_kind(files, "datasets").items():
+        texts[f"{name}: sql"] = config["sql"]
+        texts.update({f"{name}: {m['metric_name']}": m["expression"] for m in config["metrics"]})
+        texts.update({f"{name}: {c['column_name']}": c["expression"] for c in config["columns"] if c["expression"]})
+    for name, config in of_kind(files, "charts").items():
+        for query in json.loads(config["query_context"])["queries"]:
+            texts.update({f"{name}: axis": c["sqlExpression"] for c in query["columns"] if isinstance(c, dict)})
+    return texts
+
+
+def test_the_bundle_needs_no_template_processing_and_is_unchanged_by_it(superset_app, files) -> None:
+    """Superset's default (template processing off) runs the SQL as written; with it on, Superset's Jinja
+    processor renders every SQL text to itself: the same queries, so the same numbers."""
+    from superset.jinja_context import JinjaTemplateProcessor
+    from superset.models.core import Database
+
+    processor = JinjaTemplateProcessor(database=Database(database_name="Amplitude", sqlalchemy_uri="amplitude://"))
+    texts = _sql_texts(files)
+    assert any("contains_event" in sql for sql in texts.values())
+    for name, sql in texts.items():
+        assert not any(mark in sql for mark in ("{{", "{%", "{#")), name
+        assert processor.process_template(sql) == sql, name

@@ -88,12 +88,29 @@ def test_sql_is_rewritten_as_sqlite_keeping_json_extract() -> None:
     "message",
     [
         "Amplitude rejected the credentials (401 'Invalid') at https://amplitude.com: check the API key",
-        "Both api_key and secret_key are required to reach Amplitude.",
+        "No Amplitude API key and secret key for this connection: set the API key and secret key on the connection "
+        "(Username, Password) or AMPLITUDE_API_KEY/AMPLITUDE_SECRET_KEY.",
         "The secret key does not match the one this project's local store was filled with.",
     ],
 )
 def test_authentication_errors_are_recognised(message: str) -> None:
     assert AUTH_ERROR_REGEX.search(f"amplitude error: {message}")["message"] == message
+
+
+def test_a_connection_without_keys_is_told_in_the_users_terms(tmp_path) -> None:
+    """What the freshness tile showed for the bundle's keyless connection: no internal vocabulary."""
+    from shillelagh.exceptions import ProgrammingError
+    from sqlalchemy import create_engine, exc, text
+
+    engine = create_engine("amplitude://", cache_dir=str(tmp_path))
+    with pytest.raises(exc.DBAPIError) as error, engine.connect() as connection:
+        connection.execute(text("SELECT count(*) FROM amplitude_sessions"))
+    assert isinstance(error.value.orig, ProgrammingError)
+    message = str(error.value.orig)
+    assert message == ("No Amplitude API key and secret key for this connection: set the API key and secret key on "
+                       "the connection (Username, Password) or AMPLITUDE_API_KEY/AMPLITUDE_SECRET_KEY.")
+    assert "adapter" not in message and "kwargs" not in message
+    assert AUTH_ERROR_REGEX.search(message)
 
 
 def test_form_help_names_every_field_and_links_the_readme_section() -> None:

@@ -35,6 +35,10 @@ CHUNK_BYTES = 1024 * 1024
 #: Statuses retried with backoff. 504 is absent: it means "too much data", answered by splitting.
 RETRY_STATUSES = (429, 500, 502, 503)
 
+#: What a query or a connection test says when the project's keys are missing, in a Superset user's terms.
+MISSING_KEYS = ("No Amplitude API key and secret key for this connection: set the API key and secret key on the "
+                "connection (Username, Password) or AMPLITUDE_API_KEY/AMPLITUDE_SECRET_KEY.")
+
 
 class AmplitudeError(Exception):
     """An Export API failure, with a message fit for the SQL user (never contains the secret)."""
@@ -189,7 +193,7 @@ class ExportClient:
         temp_dir: Path | None = None,
     ) -> None:
         if not api_key or not secret_key:
-            raise AuthenticationError("Both api_key and secret_key are required to reach Amplitude.")
+            raise AuthenticationError(MISSING_KEYS)
         self.base_url = resolve_base_url(region, base_url)
         self.timeout = timeout
         self.connect_timeout = connect_timeout

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..hours import format_hour, newest_exportable_hour
 from ..store.hour_store import HourStore
-from .client import AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
+from .client import MISSING_KEYS, AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
 
 CONNECT_TIMEOUT_S = 4.0
 READ_TIMEOUT_S = 6.0
@@ -39,7 +39,7 @@ def check_connection(
     """What was checked, or an :class:`AmplitudeError` saying what is wrong (never containing the secret)."""
     host = resolve_base_url(region, base_url)
     if not api_key or not secret_key:
-        raise AuthenticationError("Both api_key and secret_key are required to reach Amplitude.")
+        raise AuthenticationError(MISSING_KEYS)
     if offline:
         store = HourStore(cache_dir, host, api_key)
         span = store.stored_span()

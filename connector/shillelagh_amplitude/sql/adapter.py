@@ -17,7 +17,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from shillelagh.typing import RequestedOrder, Row
 
 from .. import __version__
 from ..export.client import (
+    MISSING_KEYS,
     AmplitudeError,
     AmplitudeFault,
     AuthenticationError,
@@ -59,13 +60,16 @@ from .destination import canonical, check_base_url
 from .freshness import budget_message, check_offline_span
 from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
 from .secret_binding import usable_secret
-from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
+from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions, contains_any
 
 _logger = logging.getLogger(__name__)
 
 EVENTS_TABLE = "amplitude_events"
 SESSIONS_TABLE = "amplitude_sessions"
 MAX_QUERY_DAYS = 365
+#: The sessions' filter column: ``contains_event IN ('search', 'purchase')`` keeps the sessions in which one of
+#: those event types happened. Only ``amplitude://``'s cursor applies it (:mod:`.columnar`); its value reads NULL.
+CONTAINS_EVENT = "contains_event"
 
 
 class UTCDateTime(DateTime):
@@ -94,22 +98,36 @@ def _field(arrow_type: pa.DataType, filterable: bool = False) -> Field:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """What one table serves: its schema and which timestamp columns take pushed-down ranges."""
+    """What one table serves: its schema, which timestamp columns take pushed-down ranges, and its filter-only
+    columns (not stored: a constraint on them selects rows)."""
 
     schema: pa.Schema
     time_columns: tuple[str, ...]
+    filter_columns: tuple[str, ...] = ()
 
     def columns(self) -> dict[str, Field]:
-        return {f.name: _field(f.type, f.name in self.time_columns) for f in self.schema}
+        stored = {f.name: _field(f.type, f.name in self.time_columns) for f in self.schema}
+        return {**stored, **{name: String() for name in self.filter_columns}}
 
 
 TABLES = {
     EVENTS_TABLE: TableSpec(EVENT_SCHEMA, ("event_time", "server_upload_time")),
-    SESSIONS_TABLE: TableSpec(SESSION_SCHEMA, ("session_start",)),
+    SESSIONS_TABLE: TableSpec(SESSION_SCHEMA, ("session_start",), (CONTAINS_EVENT,)),
 }
 
 
 _VERIFIED_SECRETS: set[tuple[str, str]] = set()
+
+
+def asked(ranges: dict[str, TimeRange]) -> str:
+    """The time range a query asked for, in its own terms (an open end is "on")."""
+    def when(value: datetime) -> str:
+        return f"{value:%Y-%m-%d %H:%M}" if value.hour or value.minute else f"{value:%Y-%m-%d}"
+
+    return " and ".join(
+        f"{column} from {when(bound.start)} to {when(bound.end)} UTC" if bound.end is not None
+        else f"{column} from {when(bound.start)} UTC on" for column, bound in ranges.items()
+    )
 
 
 def time_range(bound: Filter | None) -> TimeRange | None:
@@ -167,7 +185,7 @@ class AmplitudeAPI(Adapter):
         if window_hours > MAX_QUERY_DAYS * 24:
             raise ProgrammingError("window_hours cannot exceed 8760 (the Export API's 365-day limit).")
         if not api_key:
-            raise ProgrammingError("The amplitude adapter needs api_key (and secret_key) in its adapter kwargs.")
+            raise ProgrammingError(MISSING_KEYS)
         try:
             self.base_url = resolve_base_url(region, base_url)
             check_base_url(base_url)
@@ -226,13 +244,17 @@ class AmplitudeAPI(Adapter):
         return self.select(bounds, columns).rows(columns)
 
     def requested(self, requested_columns: Iterable[str] | None) -> list[str]:
-        """The requested columns in table order (all of them when shillelagh names none)."""
+        """The requested stored columns in table order (all of them when shillelagh names none); filter-only
+        columns are left out (their value is NULL)."""
+        stored = [name for name in self._columns if name not in self.spec.filter_columns]
         if requested_columns is None:
-            return list(self._columns)
-        return [name for name in self._columns if name in requested_columns]
+            return stored
+        return [name for name in stored if name in requested_columns]
 
-    def select(self, bounds: dict[str, Filter], columns: list[str]) -> Selection:
-        """The rows the pushed-down bounds select, with ``columns`` read into memory."""
+    def select(self, bounds: dict[str, Filter], columns: list[str],
+               contains_event: Sequence[set[str]] = ()) -> Selection:
+        """The rows the pushed-down bounds select, with ``columns`` read into memory; each set of
+        ``contains_event`` keeps the sessions holding one of its event types."""
         ranges = {column: time_range(bounds.get(column)) for column in self.spec.time_columns}
         if any(bound is None for bound in ranges.values()):
             return NO_ROWS
@@ -241,6 +263,8 @@ class AmplitudeAPI(Adapter):
             ranges = self._effective_ranges(ranges, now)
             key, scan = self._load(ranges, now)
             selection = scan.select(ranges)
+            for wanted in contains_event:
+                selection = selection.where("event_types", functools.partial(contains_any, wanted=wanted))
             if len(selection):
                 scan.columns(columns)
         except AmplitudeFault as exc:  # the network, Amplitude or the store failed: the traceback is kept
@@ -298,12 +322,13 @@ class AmplitudeAPI(Adapter):
         first, last = self._upload_hours(ranges, now)
         hours = list(hour_range(first, last)) if first <= last else []
         store = HourStore(self.cache_dir, self.base_url, self.api_key)
-        self._fill_and_verify(store, first, last, now)
+        self._fill_and_verify(store, first, last, now, asked(ranges))
         files = store.files(hours, now)
         if self.offline and hours and not files and len(store.missing(hours, now)) == len(hours):
             raise AmplitudeError(
                 f"This connection is offline and its store holds none of the upload hours {format_hour(hours[0])}.."
-                f"{format_hour(hours[-1])} this query needs; load them with amplitude-load or amplitude-sync."
+                f"{format_hour(hours[-1])} that this query ({asked(ranges)}) needs; load them with amplitude-load "
+                "or amplitude-sync."
             )
         key = (self.table, store.location.display, tuple((entry.path, entry.mtime_ns) for entry in files))
         scan = TABLE_CACHE.get(key)
@@ -331,7 +356,8 @@ class AmplitudeAPI(Adapter):
     def _client(self) -> ExportClient:
         return ExportClient(self.api_key, self._secret_key, base_url=self.base_url)
 
-    def _fill_and_verify(self, store: HourStore, first: datetime, last: datetime, now: datetime) -> None:
+    def _fill_and_verify(self, store: HourStore, first: datetime, last: datetime, now: datetime,
+                         query_range: str) -> None:
         """Download missing hours; make sure the secret key is right even when every hour is already stored.
 
         A store remembers a salted hash of the last secret Amplitude accepted. A different secret is tried
@@ -345,7 +371,7 @@ class AmplitudeAPI(Adapter):
             if not known:
                 raise AuthenticationError(OFFLINE_UNVERIFIED if known is None else OFFLINE_MISMATCH)
             _VERIFIED_SECRETS.add(memo)
-            check_offline_span(store, first, last, self.late_hours, self.table == SESSIONS_TABLE)
+            check_offline_span(store, first, last, self.late_hours, self.table == SESSIONS_TABLE, query_range)
             return
         client = self._client()
         deadline = None if self.download_budget_s is None else time.monotonic() + self.download_budget_s

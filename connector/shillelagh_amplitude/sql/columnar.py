@@ -69,7 +69,30 @@ class ColumnarModule(VTModule):
 
 
 class ColumnarTable(VTTable):
-    """shillelagh's virtual table (planning, DDL), opening columnar cursors."""
+    """shillelagh's virtual table (planning, DDL), opening columnar cursors; it also consumes equality and ``IN``
+    constraints on the adapter's filter-only columns (``contains_event``), an ``IN`` list all at once."""
+
+    def BestIndexObject(self, index_info: apsw.IndexInfo) -> bool:
+        super().BestIndexObject(index_info)
+        names = list(self.adapter.get_columns())
+        filter_columns = {names.index(name) for name in self.adapter.spec.filter_columns}
+        constraints = range(index_info.nConstraint)
+        argument = max((index_info.get_aConstraintUsage_argvIndex(i) for i in constraints), default=0)
+        consumed: list[list[Any]] = []
+        for i in constraints:
+            if (index_info.get_aConstraint_usable(i) and index_info.get_aConstraint_iColumn(i) in filter_columns
+                    and index_info.get_aConstraint_op(i) == apsw.SQLITE_INDEX_CONSTRAINT_EQ):
+                argument += 1
+                index_info.set_aConstraintUsage_argvIndex(i, argument)
+                index_info.set_aConstraintUsage_omit(i, True)
+                if index_info.get_aConstraintUsage_in(i):
+                    index_info.set_aConstraintUsage_in(i, True)
+                consumed.append([argument - 1, names[index_info.get_aConstraint_iColumn(i)]])
+        if consumed:
+            plan = json.loads(index_info.idxStr)
+            index_info.idxStr = json.dumps({**plan, "filter_columns": consumed})
+            index_info.estimatedCost /= 10  # a plan applying them reads fewer rows
+        return True
 
     def Open(self) -> ColumnarCursor:
         return ColumnarCursor(self.adapter)
@@ -99,7 +122,8 @@ class ColumnarCursor:
                                    "(no zone means UTC).") from None
         bounds = get_bounds(columns, all_bounds)  # no column declares an order: SQLite sorts, nothing to pass on
         requested = self.adapter.requested(index.get("requested_columns"))
-        selection = self.adapter.select(bounds, requested)
+        contains_event = [_value_set(constraintargs[argument]) for argument, _ in index.get("filter_columns", [])]
+        selection = self.adapter.select(bounds, requested, contains_event)
         slots = [names.index(name) for name in requested]
         self._chunks = (_spread(chunk, slots, len(names)) for chunk in selection.chunks(requested))
         self.size = self.position = 0
@@ -128,6 +152,12 @@ class ColumnarCursor:
 
     def Close(self) -> None:
         self.values, self._chunks = [], iter(())
+
+
+def _value_set(argument: Any) -> set[str]:
+    """The values of an ``IN`` list passed all at once (a set), or of one equality, as text."""
+    values = argument if isinstance(argument, set) else {argument}
+    return {str(value) for value in values if value is not None}
 
 
 def _spread(chunk: Chunk, slots: list[int], width: int) -> tuple[int, int, list[Any]]:

@@ -45,9 +45,11 @@ def budget_message(exc: DownloadBudgetExceeded, budget_s: float, base_url: str) 
     )
 
 
-def check_offline_span(store: HourStore, first: datetime, last: datetime, late_hours: int, sessions: bool) -> None:
+def check_offline_span(store: HourStore, first: datetime, last: datetime, late_hours: int, sessions: bool,
+                       query_range: str) -> None:
     """Offline: refuse a range that reaches beyond the store's stored span (the padding for clock skew, late
-    uploads and session length may stay outside it). A store holding none of the range keeps its own error."""
+    uploads and session length may stay outside it), naming the range the query asked for (``query_range``). A
+    store holding none of the range keeps its own error."""
     span = store.stored_span()
     if span is None or last < span[0] or first > span[1]:
         return
@@ -56,7 +58,8 @@ def check_offline_span(store: HourStore, first: datetime, last: datetime, late_h
     if core_first <= core_last and (core_first < span[0] or core_last > span[1]):
         raise AmplitudeError(
             f"This connection is offline and its store holds upload hours {_hour(span[0])} to {_hour(span[1])} "
-            f"UTC only, but this query's range needs {_hour(core_first)} to {_hour(core_last)}: it is not answered "
+            f"UTC only, but this query asks for {query_range}, which needs upload hours {_hour(core_first)} to "
+            f"{_hour(core_last)}: it is not answered "
             "from the stored part. Narrow the time range to the stored span, or load the missing hours "
             "(amplitude-load, or amplitude-sync on a connection that is not offline)."
         )

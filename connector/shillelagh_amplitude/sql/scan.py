@@ -208,6 +208,20 @@ class Selection:
                 parts = [arrays[name].take(taken) for name in columns]
             yield first - self.start, count, parts
 
+    def where(self, column: str, keep: Callable[[pa.ChunkedArray], np.ndarray]) -> Selection:
+        """The rows of this selection for which ``keep`` (given their values of ``column``) is true."""
+        if self.table is None or not len(self):
+            return self
+        values = self.table.columns([column])[column]
+        if self.positions is None:
+            base = np.arange(self.start, self.stop)
+            part = values.slice(self.start, len(self))
+        else:
+            base = self.positions[self.start:self.stop]
+            part = values.take(pa.array(base))
+        positions = base[keep(part)]
+        return Selection(self.table, 0, len(positions), positions)
+
     def rows(self, columns: list[str]) -> Iterator[Row]:
         """Rows as dicts plus ``rowid``, for shillelagh's generic path (built in C: no Python frame per row)."""
         names = (*columns, "rowid")

@@ -14,6 +14,8 @@ Session attributes (platform, country, user properties, ...) come from the sessi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -99,6 +101,33 @@ def json_string_lists(lists: pa.ListArray) -> pa.Array:
     joined = pc.binary_join(pa.ListArray.from_arrays(lists.offsets, values), '","')
     text = pc.binary_join_element_wise('["', joined, '"]', "")
     return pc.if_else(pc.equal(pc.list_value_length(lists), 0), "[]", text)
+
+
+def _json_text(value: str) -> str:
+    """One string as :func:`json_string_lists` writes it between its quotes."""
+    for old, new in _JSON_ESCAPES:
+        value = value.replace(old, new)
+    return value
+
+
+def _literal(text: str) -> str:
+    """``text`` as an RE2 pattern matching exactly it (every character but letters and digits as ``\\x{..}``)."""
+    return "".join(char if char.isascii() and char.isalnum() else f"\\x{{{ord(char):x}}}" for char in text)
+
+
+def contains_any(event_types: pa.Array | pa.ChunkedArray, wanted: Iterable[str]) -> np.ndarray:
+    """For each ``event_types`` JSON list (as :func:`json_string_lists` writes it): does it hold one of ``wanted``?
+
+    Exact: an element is matched with the delimiters around it (``["`` or ``","`` before, ``"]`` or ``","``
+    after), and an escaped quote inside an element is never a delimiter.
+    """
+    names = sorted(set(wanted))
+    if not names:
+        return np.zeros(len(event_types), dtype=bool)
+    elements = "|".join(_literal(_json_text(name)) for name in names)
+    pattern = f'(^\\[|",)"({elements})"(,"|\\]$)'
+    matched = pc.match_substring_regex(event_types, pattern)
+    return np.asarray(pc.fill_null(matched, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def build_sessions(events: pa.Table) -> pa.Table:

@@ -75,7 +75,7 @@ FORBIDDEN_QUERY_PARAMS = {"api_key", "secret_key", *OPERATOR_SETTINGS}
 #: The adapter's credential errors (they name the problem and never include the secret), kept word for word.
 AUTH_ERROR_REGEX = re.compile(
     r"(?P<message>(Amplitude rejected the credentials|The secret key does not match|"
-    r"Both api_key and secret_key are required|The amplitude adapter needs api_key)[^\n]*)"
+    r"No Amplitude API key and secret key)[^\n]*)"
 )
 #: A stored secret that would go elsewhere, an unreadable store verifier: they say what to do, kept word for word.
 SECRET_ERROR_REGEX = re.compile(

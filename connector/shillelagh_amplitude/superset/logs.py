@@ -33,6 +33,14 @@ USER_ERROR_TYPES = frozenset({
     "INVALID_PAYLOAD_SCHEMA_ERROR", "INVALID_PAYLOAD_FORMAT_ERROR", "INVALID_TEMPLATE_PARAMS_ERROR",
     "MISSING_TEMPLATE_PARAMS_ERROR", "INVALID_SQL_ERROR", "CONNECTION_MISSING_PARAMETERS_ERROR",
 })
+#: The adapter's refusals (a range over 365 days, a bad time literal, hours missing offline or not downloaded
+#: within the budget, an unknown table) as SQL Lab passes them on: text only, in a ``SupersetError`` of the generic
+#: type (``sql_lab.handle_query_error`` hands the engine spec ``str(ex)``).
+REFUSAL_MESSAGE = re.compile(
+    r"The time range \S+ to \S+ is over \d+ days|: a time bound must be ISO 8601 text|"
+    r"This connection is offline and its store holds|Amplitude data for this query is not all downloaded yet|"
+    r"^Unsupported table: |^Unknown table "
+)
 #: Packages whose exceptions wrap another one (the walk goes on through them); anything else is a fault.
 WRAPPER_PACKAGES = frozenset({"superset", "sqlalchemy", "shillelagh", "flask_appbuilder"})
 SQLITE_USER_MESSAGE = re.compile(
@@ -60,7 +68,9 @@ def _superset_errors(exc: BaseException) -> list[object]:
 
 def _user_superset_error(error: object) -> bool:
     error_type = getattr(getattr(error, "error_type", None), "value", None)
-    return error_type in USER_ERROR_TYPES or bool(SQLITE_USER_MESSAGE.match(str(getattr(error, "message", ""))))
+    message = str(getattr(error, "message", ""))
+    return (error_type in USER_ERROR_TYPES or bool(SQLITE_USER_MESSAGE.match(message))
+            or bool(REFUSAL_MESSAGE.search(message)))
 
 
 def is_user_error(exc: BaseException | None) -> bool:
