@@ -112,8 +112,8 @@ def load_main(argv: list[str] | None = None) -> int:
     """Load an Amplitude export zip (Export API, UI download or S3 export format) into the store.
 
     The project's secret key ($AMPLITUDE_SECRET_KEY, never given on the command line) is required: the store
-    keeps a verifier of it, and queries (offline ones too) must present it. ``--open-to-any-secret`` instead marks the store readable with
-    any secret key: for sample data only (the demo)."""
+    keeps a verifier of it, and queries (offline ones too) must present it. ``--open-to-any-secret`` instead
+    marks the store readable with any secret key: for sample data only (the demo)."""
     parser = argparse.ArgumentParser(prog="amplitude-load", description=load_main.__doc__)
     parser.add_argument("archive", type=Path, help="the .zip file")
     parser.add_argument("--start", type=parse_time, help="first upload hour the file covers (marks empty hours)")
