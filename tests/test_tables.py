@@ -197,6 +197,7 @@ def test_no_predicate_reads_the_last_default_days(tmp_path):
     # loaded as covering the last 32 days (hours without events recorded as empty): offline, every default
     # window below lies within what the store holds (before 02:00 UTC its whole days end at yesterday's midnight)
     load_archive(store, export_zip(tmp_path, events), now - timedelta(days=32), now)
+    store.remember_secret(SECRET_KEY)  # as amplitude-load leaves it
     counts = {}
     for days in (3, 10, 30):
         cursor = sql_connection(cache_dir=str(tmp_path), offline=True, default_days=days).cursor()
@@ -249,6 +250,7 @@ def test_an_inclusive_end_on_the_hour_reads_the_hour_that_starts_there(tmp_path,
     events = [make_event(amplitude_id=n, client_event_time=t, server_upload_time=t) for n, t in times.items()]
     store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
     load_archive(store, export_zip(tmp_path, events), at - timedelta(days=2), at + timedelta(days=2))
+    store.remember_secret(SECRET_KEY)  # as amplitude-load leaves it
     cursor = sql_connection(cache_dir=str(tmp_path), offline=True, late_hours=0).cursor()
     rows = cursor.execute(f"SELECT amplitude_id FROM amplitude_events "
                           f"WHERE {column} BETWEEN '2026-03-01' AND '2026-03-02'").fetchall()
