@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shillelagh_amplitude.superset.help_page import LINK as HELP_LINK
+
 from ..expected import Session, percentile, sessions_from_records, user_property
 from ..helpers import read_zip
 from .conftest import OUTPUT, REPO, SAMPLE_DAYS, Superset, default_range, whole_days_end
@@ -19,6 +21,13 @@ pytestmark = pytest.mark.e2e
 
 SLUG = "session-length"
 LOAD_TIMEOUT_S = 120
+#: What the connection form's fields show before they are touched.
+FORM_PLACEHOLDERS = {
+    "username": "the Amplitude project's API key",
+    "password": "the Amplitude project's secret key",
+    "query_input": "region=eu for an EU project (empty for US)",
+    "database_name": "e.g. Amplitude (production)",
+}
 SQL_BLOCK = re.compile(r"```sql\n(.*?)```", re.S)
 
 
@@ -303,6 +312,10 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=username]"))
     display_name = browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=database_name]")
     assert display_name.get_attribute("value") == "Amplitude Export API"
+    # every field shows what goes in it before it is touched (superset_config's FLASK_APP_MUTATOR)
+    for name, placeholder in FORM_PLACEHOLDERS.items():
+        field = browser.find_element(By.CSS_SELECTOR, f".ant-modal [name={name}]")
+        wait.until(lambda _, f=field, p=placeholder: f.get_attribute("placeholder") == p)
     # through the fields, leaving them empty: the form asks the engine spec what they need
     click(browser, ".ant-modal input[name=username]")
     click(browser, ".ant-modal input[name=password]")
@@ -312,11 +325,15 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     text = modal.text
     assert "Password: the Amplitude project's secret key" in text
     assert "region=eu in Additional parameters" in text
-    readme_section = re.search(r"Help: (\S+#in-superset)", text)[1]
-    # "Need help? Learn more about connecting to Amplitude Export API." leads there too, not to Superset's docs
+    # "Need help? Learn more about connecting to Amplitude Export API." leads to the README's connection
+    # section, served by this Superset (no network needed), not to Superset's missing docs page
     help_link = browser.find_element(By.PARTIAL_LINK_TEXT, "connecting to Amplitude Export API")
-    wait.until(lambda _: help_link.get_attribute("href") == readme_section)
+    wait.until(lambda _: help_link.get_attribute("href") == f"{superset.base}{HELP_LINK}")
     browser.save_screenshot(str(OUTPUT / "first-run-connection-form.png"))
+    browser.get(help_link.get_attribute("href"))
+    heading = wait.until(lambda d: d.find_elements(By.ID, "in-superset"))[0]
+    assert heading.text == "In Superset"
+    assert "Username = the project's API key" in browser.find_element(By.TAG_NAME, "body").text
 
 
 @pytest.mark.parametrize(("sql", "message"), [
