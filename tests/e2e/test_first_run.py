@@ -355,3 +355,17 @@ def test_a_refusal_is_one_error_and_one_log_line(superset: Superset, api, sql: s
     new = superset.layout.log.read_text()[len(log_before):]
     assert "Traceback" not in new, new[-3000:]
     assert len([line for line in new.splitlines() if message in line]) == 1, new[-3000:]
+
+
+def test_sql_lab_keeps_a_querys_own_limit(superset: Superset, api) -> None:
+    """apache/superset#40070 worked around (engine spec's FETCH_MANY): "LIMIT 3" gives 3 rows, and a query
+    without a LIMIT stops at SQL Lab's row limit."""
+    sql = "SELECT session_id FROM amplitude_sessions WHERE session_start >= date('now', '-30 days')"
+    response = sql_lab(superset, api, f"{sql} LIMIT 3")
+    assert response.status_code == 200, response.text[:500]
+    assert len(response.json()["data"]) == 3
+    database = next(d for d in api.get(f"{superset.base}/api/v1/database/").json()["result"]
+                    if d["database_name"] == "Amplitude")
+    limited = api.post(f"{superset.base}/api/v1/sqllab/execute/", json={
+        "database_id": database["id"], "sql": sql, "runAsync": False, "queryLimit": 10})
+    assert len(limited.json()["data"]) == 10
