@@ -45,7 +45,8 @@ ECHARTS_DEFAULTS: dict[str, Any] = {
     "legendType": "scroll",
     "legendOrientation": "top",
     "rich_tooltip": True,
-    "x_axis_time_format": "smart_date",
+    # one date form on every day label ("Nov 05"); smart_date mixed "Thu 05", "Nov 29" and "2026"
+    "x_axis_time_format": "%b %d",
     # room for tick labels up to "10,000" beside the title (at 30 the title overlapped them)
     "y_axis_title_margin": 75,
     "y_axis_title_position": "Left",

@@ -41,7 +41,9 @@ def test_image_installs_connector_fixes_config_and_bundle(dockerfile: str) -> No
             assert requirement in install or f'"{requirement}"' in install, requirement
     assert "/opt/amplitude" in install and "psycopg2-binary" in install
     assert "COPY superset_config/superset_config.py /app/pythonpath/superset_config.py" in dockerfile
-    assert "dashboards/build.py --out /app/amplitude/session_length_dashboard.zip" in dockerfile
+    assert "amplitude-dashboard --output /app/amplitude/session_length_dashboard.zip" in dockerfile
+    # the package's link to dashboards/ resolves when the connector is installed
+    assert dockerfile.index("COPY dashboards /opt/amplitude/dashboards") < dockerfile.index("uv pip install")
     assert "SELECT median(1)" in dockerfile  # percentiles available in the image's SQLite
     assert dockerfile.rstrip().endswith("USER superset")
 

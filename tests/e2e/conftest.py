@@ -7,6 +7,7 @@ go to ``test-output/e2e/timings.json``; screenshots next to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -125,9 +126,9 @@ def ensure_chromium() -> None:
     subprocess.run(install, check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
-@pytest.fixture(scope="session")
-def browser(superset: Superset) -> Iterator[object]:
-    """Headless Chromium, logged in as admin."""
+@contextlib.contextmanager
+def chromium(base: str, password: str) -> Iterator[object]:
+    """Headless Chromium, logged in as admin on the Superset at ``base``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -141,12 +142,19 @@ def browser(superset: Superset) -> Iterator[object]:
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
-        driver.get(f"{superset.base}/login/")
+        driver.get(f"{base}/login/")
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "username"))
         driver.find_element(By.ID, "username").send_keys("admin")
-        driver.find_element(By.ID, "password").send_keys(superset.password)
+        driver.find_element(By.ID, "password").send_keys(password)
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         WebDriverWait(driver, 60).until(lambda d: "/login" not in d.current_url)
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="session")
+def browser(superset: Superset) -> Iterator[object]:
+    """Headless Chromium, logged in as admin."""
+    with chromium(superset.base, superset.password) as driver:
+        yield driver

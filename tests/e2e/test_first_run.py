@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shillelagh_amplitude.superset.help_page import LINK as HELP_LINK
+
 from ..expected import Session, percentile, sessions_from_records, user_property
 from ..helpers import read_zip
 from .browser import click, open_connect_form, pick_option, polling_wait
@@ -20,6 +22,13 @@ pytestmark = pytest.mark.e2e
 
 SLUG = "session-length"
 LOAD_TIMEOUT_S = 120
+#: What the connection form's fields show before they are touched.
+FORM_PLACEHOLDERS = {
+    "username": "the Amplitude project's API key",
+    "password": "the Amplitude project's secret key",
+    "query_input": "region=eu for an EU project (empty for US)",
+    "database_name": "e.g. Amplitude (production)",
+}
 SQL_BLOCK = re.compile(r"```sql\n(.*?)```", re.S)
 
 
@@ -261,6 +270,10 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     open_connect_form(browser, superset.base)
     display_name = browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=database_name]")
     assert display_name.get_attribute("value") == "Amplitude Export API"
+    # every field shows what goes in it before it is touched (superset_config's FLASK_APP_MUTATOR)
+    for name, placeholder in FORM_PLACEHOLDERS.items():
+        field = browser.find_element(By.CSS_SELECTOR, f".ant-modal [name={name}]")
+        wait.until(lambda _, f=field, p=placeholder: f.get_attribute("placeholder") == p)
     # through the fields, leaving them empty: the form asks the engine spec what they need
     click(browser, ".ant-modal input[name=username]")
     click(browser, ".ant-modal input[name=password]")
@@ -270,11 +283,15 @@ def test_first_run_path_in_the_browser(superset: Superset, api, browser, session
     text = modal.text
     assert "Password: the Amplitude project's secret key" in text
     assert "region=eu in Additional parameters" in text
-    readme_section = re.search(r"Help: (\S+#in-superset)", text)[1]
-    # "Need help? Learn more about connecting to Amplitude Export API." leads there too, not to Superset's docs
+    # "Need help? Learn more about connecting to Amplitude Export API." leads to the README's connection
+    # section, served by this Superset (no network needed), not to Superset's missing docs page
     help_link = browser.find_element(By.PARTIAL_LINK_TEXT, "connecting to Amplitude Export API")
-    wait.until(lambda _: help_link.get_attribute("href") == readme_section)
+    wait.until(lambda _: help_link.get_attribute("href") == f"{superset.base}{HELP_LINK}")
     browser.save_screenshot(str(OUTPUT / "first-run-connection-form.png"))
+    browser.get(help_link.get_attribute("href"))
+    heading = wait.until(lambda d: d.find_elements(By.ID, "in-superset"))[0]
+    assert heading.text == "In Superset"
+    assert "Username = the project's API key" in browser.find_element(By.TAG_NAME, "body").text
 
 
 @pytest.mark.parametrize(("sql", "message"), [
@@ -296,3 +313,17 @@ def test_a_refusal_is_one_error_and_one_log_line(superset: Superset, api, sql: s
     new = superset.layout.log.read_text()[len(log_before):]
     assert "Traceback" not in new, new[-3000:]
     assert len([line for line in new.splitlines() if message in line]) == 1, new[-3000:]
+
+
+def test_sql_lab_keeps_a_querys_own_limit(superset: Superset, api) -> None:
+    """apache/superset#40070 worked around (engine spec's FETCH_MANY): "LIMIT 3" gives 3 rows, and a query
+    without a LIMIT stops at SQL Lab's row limit."""
+    sql = "SELECT session_id FROM amplitude_sessions WHERE session_start >= date('now', '-30 days')"
+    response = sql_lab(superset, api, f"{sql} LIMIT 3")
+    assert response.status_code == 200, response.text[:500]
+    assert len(response.json()["data"]) == 3
+    database = next(d for d in api.get(f"{superset.base}/api/v1/database/").json()["result"]
+                    if d["database_name"] == "Amplitude")
+    limited = api.post(f"{superset.base}/api/v1/sqllab/execute/", json={
+        "database_id": database["id"], "sql": sql, "runAsync": False, "queryLimit": 10})
+    assert len(limited.json()["data"]) == 10

@@ -140,9 +140,14 @@ def test_series_colours_axes_and_labels(files) -> None:
         if params.get("y_axis_title"):
             # the widest tick label is "10,000" (6 characters of about 7 px at 12 px) plus a gap
             assert params["y_axis_title_margin"] >= 6 * 7 + 15, name
-    for key in ("length_distribution", "by_signup_month"):  # nine buckets, twelve months: none hidden
+    for key in ("length_distribution", "by_signup_month", "by_company_size"):  # every category label drawn
         params = charts[f"charts/{key}.yaml"]["params"]
         assert (params["xAxisLabelInterval"], params["xAxisLabelRotation"]) == (0, 45), key
+    for name, chart in charts.items():  # day axes: one date form, labels spaced by ECharts
+        params = chart["params"]
+        if params.get("x_axis") == "session_start":
+            assert params["x_axis_time_format"] == "%b %d", name
+            assert params.get("xAxisLabelInterval", "auto") == "auto", name
 
 
 def test_dashboard_places_every_chart_and_filters_target_real_columns(files) -> None:

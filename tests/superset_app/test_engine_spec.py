@@ -155,3 +155,30 @@ def test_the_form_takes_a_region_in_any_case_as_connections_do(region: str, prob
     assert len(errors) == problems
     if not problems:
         assert resolve_base_url(region) == REGION_BASE_URLS[region.lower()]
+
+
+def test_sql_labs_row_limit_keeps_the_querys_own_limit(loaded_cache) -> None:
+    """apache/superset#40070: with Superset's default (FORCE_LIMIT) the dropdown's limit replaces "LIMIT 3"; ours
+    leaves the SQL as written and fetches at most the dropdown's rows."""
+    from sqlalchemy import create_engine
+    from superset.db_engine_specs.base import BaseEngineSpec
+
+    from ..conftest import API_KEY, SECRET_KEY
+
+    sql = ("SELECT session_id FROM amplitude_sessions WHERE session_start >= '2026-03-02' "
+           "AND session_start < '2026-03-03' LIMIT 3")
+    forced, ours = SQLScript(sql, "amplitude"), SQLScript(sql, "amplitude")
+    forced.statements[-1].set_limit_value(1001, BaseEngineSpec.limit_method)  # what SQL Lab does by default
+    ours.statements[-1].set_limit_value(1001, AmplitudeEngineSpec.limit_method)
+    assert forced.format().endswith("LIMIT 1001")  # the bug we avoid
+    engine = create_engine("amplitude://?offline=true", api_key=API_KEY, secret_key=SECRET_KEY,
+                           cache_dir=str(loaded_cache))
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(ours.format())
+        assert len(AmplitudeEngineSpec.fetch_data(cursor, 1001)) == 3
+        cursor.execute(sql.removesuffix(" LIMIT 3"))  # no LIMIT of its own: the dropdown's, by fetching
+        assert len(AmplitudeEngineSpec.fetch_data(cursor, 5)) == 5
+    finally:
+        connection.close()

@@ -22,7 +22,7 @@ from sqlglot import exp
 from sqlglot.dialects.sqlite import SQLite
 from superset.constants import PASSWORD_MASK
 from superset.databases.utils import make_url_safe
-from superset.db_engine_specs.base import BasicParametersMixin, DatabaseCategory
+from superset.db_engine_specs.base import BasicParametersMixin, DatabaseCategory, LimitMethod
 from superset.db_engine_specs.shillelagh import ShillelaghEngineSpec
 from superset.errors import ErrorLevel, SupersetError, SupersetErrorType
 from superset.sql.parse import SQLGLOT_DIALECTS
@@ -133,6 +133,9 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
     sqlalchemy_uri_placeholder = "amplitude://<API key>:<secret key>@?region=eu"
     parameters_schema = AmplitudeParametersSchema()
 
+    # SQL Lab's row limit is applied by fetching (cursor.fetchmany), not by rewriting the query's LIMIT: Superset
+    # 6.1's default (FORCE_LIMIT) replaces a query's own "LIMIT 3" with the dropdown's 1,001 (apache/superset#40070).
+    limit_method = LimitMethod.FETCH_MANY
     disable_ssh_tunneling = True
     supports_file_upload = False
     disallow_uri_query_params = {"apsw": FORBIDDEN_QUERY_PARAMS}

@@ -1,11 +1,13 @@
-"""The "Connect a database" form's help link leads to this project's README, not to a missing Superset page.
+"""The "Connect a database" form, in Amplitude's terms: its help link leads to the connection help that Superset
+itself serves (:mod:`.help_page`), and its fields show what goes in them.
 
 Superset 6.1 builds the link under "Enter the required … credentials" into its frontend as
 ``https://superset.apache.org/docs/databases/<engine>`` (its per-engine overrides come from
-``superset_text.yml`` at build time only). Its runtime extension point is the template
-``tail_js_custom_extra.html``, included at the end of every page. :func:`register` prepends to that template a
-script (carrying Talisman's CSP nonce) that retargets links to Amplitude's missing page at ``HELP_URL``;
-whatever the deployment's own template holds is kept after it.
+``superset_text.yml`` at build time only), and its fields' placeholders are fixed ("e.g. Analytics"). Its runtime
+extension point is the template ``tail_js_custom_extra.html``, included at the end of every page.
+:func:`register` prepends to that template a script (carrying Talisman's CSP nonce) that retargets links to
+Amplitude's missing page at :data:`.help_page.LINK` and, in a form for Amplitude Export API, sets our
+placeholders (and the URI form's); whatever the deployment's own template holds is kept after it.
 """
 
 from __future__ import annotations
@@ -16,26 +18,46 @@ from typing import Any
 
 from jinja2 import ChoiceLoader, DictLoader, Environment, TemplateNotFound
 
-from .engine_spec import HELP_URL, AmplitudeEngineSpec
+from . import help_page
+from .engine_spec import AmplitudeEngineSpec
 
 TEMPLATE = "tail_js_custom_extra.html"
 #: Where Superset's frontend sends "Need help? Learn more about connecting to …" for this engine.
 SUPERSET_DOCS_LINK = f"https://superset.apache.org/docs/databases/{AmplitudeEngineSpec.engine}"
 
+#: The form's inputs (by name) and what they hold, for a connection to Amplitude.
+PLACEHOLDERS = {
+    "username": "the Amplitude project's API key",
+    "password": "the Amplitude project's secret key",
+    "query_input": "region=eu for an EU project (empty for US)",
+    "database_name": "e.g. Amplitude (production)",
+    "sqlalchemy_uri": AmplitudeEngineSpec.sqlalchemy_uri_placeholder,
+}
+
 SCRIPT = Template("""{% import 'superset/macros.html' as amplitude_macros %}
 <script nonce="{{ amplitude_macros.get_nonce() }}">
   (function () {
     var selector = 'a[href=' + JSON.stringify($docs_link) + ']';
-    function retarget() {
+    var placeholders = $placeholders;
+    function update() {
       document.querySelectorAll(selector).forEach(function (link) { link.href = $help_url; });
+      document.querySelectorAll('.ant-modal').forEach(function (modal) {
+        if (modal.textContent.indexOf($engine_name) === -1) { return; }
+        Object.keys(placeholders).forEach(function (name) {
+          modal.querySelectorAll('[name="' + name + '"]').forEach(function (input) {
+            if (input.placeholder !== placeholders[name]) { input.placeholder = placeholders[name]; }
+          });
+        });
+      });
     }
-    new MutationObserver(retarget).observe(document.documentElement, {
-      subtree: true, childList: true, attributes: true, attributeFilter: ['href'],
+    new MutationObserver(update).observe(document.documentElement, {
+      subtree: true, childList: true, attributes: true, attributeFilter: ['href', 'placeholder'],
     });
-    retarget();
+    update();
   })();
 </script>
-""").substitute(docs_link=json.dumps(SUPERSET_DOCS_LINK), help_url=json.dumps(HELP_URL))
+""").substitute(docs_link=json.dumps(SUPERSET_DOCS_LINK), help_url=json.dumps(help_page.LINK),
+                placeholders=json.dumps(PLACEHOLDERS), engine_name=json.dumps(AmplitudeEngineSpec.engine_name))
 
 
 def _existing_source(env: Environment) -> str:
@@ -47,7 +69,8 @@ def _existing_source(env: Environment) -> str:
 
 
 def register(app: Any) -> None:
-    """``FLASK_APP_MUTATOR``: serve the retargeting script before the deployment's own tail template."""
+    """``FLASK_APP_MUTATOR``: serve the help page, and the script before the deployment's own tail template."""
+    help_page.register(app)
     env = app.jinja_env
     source = SCRIPT + _existing_source(env)
     env.loader = ChoiceLoader([DictLoader({TEMPLATE: source}), env.loader])
