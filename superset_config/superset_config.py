@@ -11,7 +11,10 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
   one); ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default ``$SUPERSET_HOME/amplitude``);
 - ``AMPLITUDE_DOWNLOAD_BUDGET_S`` (default 20; ``0``: unlimited): the longest a web request's query may spend
   downloading from Amplitude before it fails with a clear message (Celery workers are not limited);
-- ``AMPLITUDE_SYNC_INTERVAL_S`` (default 900): how often Celery beat runs the background sync (with Celery).
+- ``AMPLITUDE_SYNC_INTERVAL_S`` (default 900): how often Celery beat runs the background sync (with Celery);
+- ``AMPLITUDE_LAKE`` (a folder or object storage URI, optional): the lake the background sync publishes the
+  environment's project to after each run; ``AMPLITUDE_LAKES`` below maps other connections (by database name)
+  to theirs. A connection never chooses where the server writes: its own ``lake`` setting is dropped.
 
 Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
 """
@@ -139,6 +142,9 @@ AMPLITUDE_ENV = {
 }
 AMPLITUDE_CACHE_DIR = os.environ.get("AMPLITUDE_CACHE_DIR") or str(HOME / "amplitude")
 AMPLITUDE_DOWNLOAD_BUDGET_S = _seconds("AMPLITUDE_DOWNLOAD_BUDGET_S", 20, unlimited=True)
+#: The lake of the environment's project, and of other ``amplitude://`` databases by name (the operator's choice).
+AMPLITUDE_LAKE = os.environ.get("AMPLITUDE_LAKE") or None
+AMPLITUDE_LAKES: dict[str, str] = {}
 
 
 def _in_celery_task() -> bool:
@@ -162,6 +168,7 @@ def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
                 if value := os.environ.get(variable):
                     params.setdefault(kwarg, value)
         params["cache_dir"] = AMPLITUDE_CACHE_DIR
+        params.pop("lake", None)  # the background sync takes the lake from AMPLITUDE_LAKE(S) only
         if AMPLITUDE_DOWNLOAD_BUDGET_S and not _in_celery_task():
             params.setdefault("download_budget_s", AMPLITUDE_DOWNLOAD_BUDGET_S)
     return uri, params
