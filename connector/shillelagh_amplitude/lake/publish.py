@@ -42,7 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..hours import HOUR, floor_hour, hour_range, to_utc
+from ..hours import HOUR, floor_hour, hour_range
 from ..schema import EVENT_SCHEMA
 from ..sql.sessions import EVENT_COLUMNS, build_sessions
 from ..store.hour_store import FileStoreLock, HourStore
@@ -160,7 +160,6 @@ def publish(
     late_hours: int = 48,
     first: datetime | None = None,
     last: datetime | None = None,
-    now: datetime | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PublishReport:
     """Bring the lake up to date with the store: every partition whose upload hours intersect ``first..last``
@@ -178,7 +177,7 @@ def publish(
     try:
         for attempt in range(ATTEMPTS):
             try:
-                _publish(store, location, late_hours, span, to_utc(now or datetime.now(UTC)), report, progress)
+                _publish(store, location, late_hours, span, report, progress)
                 break
             except FileNotFoundError:  # a sync re-published an hour while it was read: list again
                 if attempt == ATTEMPTS - 1:
@@ -205,7 +204,7 @@ def candidates(span: tuple[datetime, datetime], late_hours: int) -> list[tuple[L
 
 
 def _publish(store: HourStore, location: StoreLocation, late_hours: int, span: tuple[datetime, datetime],
-             now: datetime, report: PublishReport, progress: Callable[[str], None] | None) -> None:
+             report: PublishReport, progress: Callable[[str], None] | None) -> None:
     manifest = Manifest.read(location, store.project)
     plan = []
     for table, day in candidates(span, late_hours):
