@@ -6,13 +6,14 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import duckdb
+import pytest
 
 from shillelagh_amplitude.cli import lake_main, sync_main
 from shillelagh_amplitude.hours import floor_hour, hour_range
 from shillelagh_amplitude.lake import ddl
 from shillelagh_amplitude.superset import tasks
 
-from .conftest import API_KEY, SECRET_KEY
+from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .helpers import parse_ts
 
 NOW = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)
@@ -92,3 +93,36 @@ def test_a_connections_own_lake_setting_is_dropped_for_the_operators(monkeypatch
     assert tasks._operator_lake(config, None) == "/srv/lake"
     assert tasks._operator_lake(config, "Sales") == "s3://bucket/sales-lake"
     assert tasks._operator_lake(config, "Other") is None
+
+
+def test_duckdb_over_the_lake_gives_the_numbers_of_amplitude_tables(tmp_path, emulator, monkeypatch):
+    """The same emulator project, synced with ``--lake``: session KPIs, per-plan percentiles and events per type
+    through amplitude:// (SQLite over the hour store) and through DuckDB over the lake's Parquet."""
+    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", SECRET_KEY)
+    cache, lake = tmp_path / "cache", tmp_path / "lake"
+    assert sync_main(["--start", "2026-02-28", "--end", "2026-03-06", "--api-key", API_KEY, "--base-url",
+                      emulator.base_url, "--cache-dir", str(cache), "--lake", str(lake)]) == 0
+    amplitude = sql_connection(base_url=emulator.base_url, cache_dir=str(cache)).cursor()
+    connection = duckdb.connect()
+    for statement in ddl.ddl(lake, "duckdb"):
+        connection.execute(statement)
+    sessions = "FROM amplitude_sessions WHERE session_start >= '2026-03-02' AND session_start < '2026-03-05'"
+    events = "FROM amplitude_events WHERE event_time >= '2026-03-02' AND event_time < '2026-03-05'"
+    pairs = [
+        (f"SELECT count(*), avg(length_s), median(length_s), percentile(length_s, 95) {sessions}",
+         f"SELECT count(*), avg(length_s), median(length_s), quantile_cont(length_s, 0.95) {sessions}"),
+        (f"SELECT json_extract(user_properties, '$.plan'), count(*), median(length_s), percentile(length_s, 90) "
+         f"{sessions} GROUP BY 1 ORDER BY 1",
+         f"SELECT json_extract_string(user_properties, '$.plan'), count(*), median(length_s), "
+         f"quantile_cont(length_s, 0.9) {sessions} GROUP BY 1 ORDER BY 1 NULLS FIRST"),
+        (f"SELECT event_type, count(*) {events} GROUP BY 1 ORDER BY 1",
+         f"SELECT event_type, count(*) {events} GROUP BY 1 ORDER BY 1"),
+    ]
+    for sqlite_sql, duckdb_sql in pairs:
+        served = amplitude.execute(sqlite_sql).fetchall()
+        published = connection.execute(duckdb_sql).fetchall()
+        assert len(served) == len(published) > 0
+        for row, other in zip(served, published, strict=True):
+            assert [value for value in row if isinstance(value, str)] == [v for v in other if isinstance(v, str)]
+            assert [value for value in row if not isinstance(value, str)] == pytest.approx(
+                [value for value in other if not isinstance(value, str)], rel=1e-9)
