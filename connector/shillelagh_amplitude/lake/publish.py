@@ -11,9 +11,10 @@ candidate partition and rewrites only those whose digest changed. A partition is
 that can add to it is stored as final: later runs skip it without listing anything. Until then it is
 *provisional* and rewritten whenever a sync stores a new or refreshed hour of its window.
 
-**Flat memory.** One pass reads each needed hour file once, in order, and appends the rows of each partition being
-rebuilt to a local spool file (Arrow IPC, lz4). A partition is written as soon as the last hour of its window has
-been read, then its spool is deleted: memory holds one hour and one day, whatever the size of the lake.
+**Flat memory.** One pass reads each needed hour file once, in order, and keeps the rows of each partition being
+rebuilt; past :data:`PENDING_BYTES` the largest partition's rows go to a local spool file (Arrow IPC, lz4). A
+partition is written as soon as the last hour of its window has been read, then forgotten: memory holds one hour,
+the pending rows (bounded) and one day, whatever the size of the lake.
 
 **Atomic partitions.** A partition is one file under a fixed name, replaced whole:
 
@@ -72,6 +73,8 @@ DAY_US = 86_400_000_000
 DAY_MS = 86_400_000
 MANIFEST_FORMAT = 1
 SPOOL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+#: Rows of partitions not written yet kept in memory; beyond, the largest partition's go to its spool file.
+PENDING_BYTES = 256 * 1024 * 1024
 SESSION_INPUT = pa.schema([EVENT_SCHEMA.field(name) for name in EVENT_COLUMNS])
 #: Times a run starts over when the store re-published an hour file while it was read (a concurrent sync).
 ATTEMPTS = 3
@@ -136,6 +139,8 @@ class _Partition:
     sources: list[tuple[datetime, FileEntry]] = field(default_factory=list)
     final: bool = False
     digest: str = ""
+    pending: list[pa.Table] = field(default_factory=list)
+    pending_bytes: int = 0
     spool: pa.ipc.RecordBatchFileWriter | None = None
     spool_path: Path | None = None
 
@@ -255,12 +260,15 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
             wants_all = any(part.table is EVENTS for part in targets)
             events = store.read_files([entry], None if wants_all else list(EVENT_COLUMNS))
             report.hours_read += 1
-            days = {table: _day_numbers(events, table) for table in {part.table for part in targets}}
+            days = {table.name: _day_numbers(events, table) for table in TABLES}
             for part in targets:
-                rows = events.filter(pa.array(days[part.table] == part.day_number))
+                rows = events.filter(pa.array(days[part.table.name] == part.day_number))
                 if rows.num_rows:
-                    _spool(spool_dir, part, rows if part.table is EVENTS else rows.select(SESSION_INPUT.names))
+                    part.pending.append(rows if part.table is EVENTS else rows.select(SESSION_INPUT.names))
+                    part.pending_bytes += part.pending[-1].nbytes
             del events, days
+            while sum(part.pending_bytes for part in dirty) > PENDING_BYTES:
+                _spill(spool_dir, max(dirty, key=lambda part: part.pending_bytes))
             for part in done_after.pop(hour, []):
                 _finish(location, manifest, part, late_hours, report, progress)
     finally:
@@ -279,25 +287,34 @@ def _day_numbers(events: pa.Table, table: LakeTable) -> np.ndarray:
     return np.floor_divide(pc.fill_null(events["session_id"], -DAY_MS).to_numpy(), DAY_MS)
 
 
-def _spool(spool_dir: Path, part: _Partition, rows: pa.Table) -> None:
+def _spill(spool_dir: Path, part: _Partition) -> None:
+    """Move a partition's pending rows to its spool file (in one batch)."""
     if part.spool is None:
         part.spool_path = spool_dir / f"{part.table.name}-{part.day}.arrow"
-        schema = EVENT_SCHEMA if part.table is EVENTS else SESSION_INPUT
-        part.spool = pa.ipc.new_file(part.spool_path, schema, options=SPOOL_OPTIONS)
-    part.spool.write_table(rows)
+        part.spool = pa.ipc.new_file(part.spool_path, _input_schema(part.table), options=SPOOL_OPTIONS)
+    part.spool.write_table(pa.concat_tables(part.pending).combine_chunks())
+    part.pending, part.pending_bytes = [], 0
+
+
+def _input_schema(table: LakeTable) -> pa.Schema:
+    """The event columns a partition of ``table`` is built from."""
+    return EVENT_SCHEMA if table is EVENTS else SESSION_INPUT
 
 
 def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_hours: int,
             report: PublishReport, progress: Callable[[str], None] | None) -> None:
-    """Build the partition's table from its spool, publish it whole, and record it in the manifest."""
-    if part.spool is None:
-        events = (EVENT_SCHEMA if part.table is EVENTS else SESSION_INPUT).empty_table()
-    else:
+    """Build the partition's table from its rows (spooled, then pending), publish it whole, and record it in the
+    manifest."""
+    parts = part.pending
+    if part.spool is not None:
         part.spool.close()
         part.spool = None
         with pa.memory_map(str(part.spool_path)) as source:
-            events = pa.ipc.open_file(source).read_all()
+            parts = [pa.ipc.open_file(source).read_all(), *parts]
         part.spool_path.unlink()
+    events = pa.concat_tables(parts) if parts else _input_schema(part.table).empty_table()
+    part.pending, part.pending_bytes = [], 0
+    del parts
     table = events if part.table is EVENTS else build_sessions(events)
     del events
     if table.num_rows:
