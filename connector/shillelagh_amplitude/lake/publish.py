@@ -260,7 +260,8 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
             wants_all = any(part.table is EVENTS for part in targets)
             events = store.read_files([entry], None if wants_all else list(EVENT_COLUMNS))
             report.hours_read += 1
-            days = {table.name: _day_numbers(events, table) for table in TABLES}
+            days = {table.name: _day_numbers(events, table) for table in TABLES
+                    if any(part.table is table for part in targets)}
             for part in targets:
                 rows = events.filter(pa.array(days[part.table.name] == part.day_number))
                 if rows.num_rows:
