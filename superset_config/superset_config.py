@@ -160,15 +160,18 @@ def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
     uri: URL, params: dict[str, Any], username: str | None, security_manager: Any, source: Any
 ) -> tuple[URL, dict[str, Any]]:
     """Give ``amplitude://`` connections the operator's hour store, the web process's download budget, and the
-    environment's project to those that name none (no API key in their URI or secure extra); what a connection
-    sets itself wins."""
+    environment's project (and its lake, ``AMPLITUDE_LAKE``) to those that name none (no API key in their URI or
+    secure extra); what a connection sets itself wins, except where the server writes (store, lake)."""
     if uri.get_backend_name() == "amplitude":
         if not uri.username and "api_key" not in params:
             for kwarg, variable in AMPLITUDE_ENV.items():
                 if value := os.environ.get(variable):
                     params.setdefault(kwarg, value)
         params["cache_dir"] = AMPLITUDE_CACHE_DIR
-        params.pop("lake", None)  # the background sync takes the lake from AMPLITUDE_LAKE(S) only
+        params.pop("lake", None)  # where the server writes is the operator's choice, never a connection's
+        environment_key = os.environ.get("AMPLITUDE_API_KEY")
+        if AMPLITUDE_LAKE and environment_key and not uri.username and params.get("api_key") == environment_key:
+            params["lake"] = AMPLITUDE_LAKE  # the environment's project
         if AMPLITUDE_DOWNLOAD_BUDGET_S and not _in_celery_task():
             params.setdefault("download_budget_s", AMPLITUDE_DOWNLOAD_BUDGET_S)
     return uri, params

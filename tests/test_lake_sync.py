@@ -88,11 +88,13 @@ def test_the_celery_sync_publishes_the_operators_lake_and_rewrites_provisional_d
     assert second["partitions_written"] > 0
 
 
-def test_a_connections_own_lake_setting_is_dropped_for_the_operators(monkeypatch):
+def test_the_lake_of_a_database_is_the_one_the_operator_mapped():
     config = {"AMPLITUDE_LAKE": "/srv/lake", "AMPLITUDE_LAKES": {"Sales": "s3://bucket/sales-lake"}}
-    assert tasks._operator_lake(config, None) == "/srv/lake"
-    assert tasks._operator_lake(config, "Sales") == "s3://bucket/sales-lake"
-    assert tasks._operator_lake(config, "Other") is None
+    assert tasks._with_lake({"api_key": "k"}, config, None) == {"api_key": "k", "lake": "/srv/lake"}
+    assert tasks._with_lake({"api_key": "k"}, config, "Sales") == {"api_key": "k", "lake": "s3://bucket/sales-lake"}
+    given = {"api_key": "k", "lake": "/srv/lake"}  # the mutator's, for a database on the environment's project
+    assert tasks._with_lake(given, config, "Other") == given
+    assert tasks._with_lake({"api_key": "k"}, {}, None) == {"api_key": "k"}
 
 
 def test_duckdb_over_the_lake_gives_the_numbers_of_amplitude_tables(tmp_path, emulator, monkeypatch):

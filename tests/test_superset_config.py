@@ -86,11 +86,18 @@ def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatc
 
 
 def test_the_lake_is_the_operators_choice_never_a_connections(monkeypatch, tmp_path) -> None:
-    config = load_config(monkeypatch, tmp_path, AMPLITUDE_LAKE="/srv/lake")
+    config = load_config(monkeypatch, tmp_path, AMPLITUDE_LAKE="/srv/lake", AMPLITUDE_API_KEY="env-key")
     assert config.AMPLITUDE_LAKE == "/srv/lake" and config.AMPLITUDE_LAKES == {}
-    _, params = config.DB_CONNECTION_MUTATOR(make_url("amplitude://"), {"lake": "/home/someone"}, None, None, None)
-    assert "lake" not in params
-    assert load_config(monkeypatch, tmp_path).AMPLITUDE_LAKE is None
+    url = make_url("amplitude://")
+    # the environment's project gets the environment's lake, whatever the connection says
+    assert config.DB_CONNECTION_MUTATOR(url, {"lake": "/home/someone"}, None, None, None)[1]["lake"] == "/srv/lake"
+    # a connection on its own project gets none, and its own is dropped
+    for own_uri, own_params in ((make_url("amplitude://key:secret@"), {}), (url, {"api_key": "extra-key"})):
+        params = config.DB_CONNECTION_MUTATOR(own_uri, {**own_params, "lake": "/home/someone"}, None, None, None)[1]
+        assert "lake" not in params
+    unset = load_config(monkeypatch, tmp_path, AMPLITUDE_API_KEY="env-key")
+    assert unset.AMPLITUDE_LAKE is None
+    assert "lake" not in unset.DB_CONNECTION_MUTATOR(url, {"lake": "/home/someone"}, None, None, None)[1]
 
 
 def test_download_budget_from_the_environment_and_not_in_celery_tasks(monkeypatch, tmp_path) -> None:

@@ -6,9 +6,10 @@
 its own decrypted credentials and the operator's settings (``DB_CONNECTION_MUTATOR``), plus the environment's
 project; each store once, offline connections skipped. Interactive queries then find their hours stored.
 
-A project with a lake (the operator's ``AMPLITUDE_LAKE`` for the environment's project, ``AMPLITUDE_LAKES`` by
-database name for others; never a connection's own setting) is then published to it: the partitions the synced
-upload hours touch, those whose hours changed (:func:`..lake.publish.publish`).
+A project with a ``lake`` setting is then published to it: the partitions the synced upload hours touch, those
+whose hours changed (:func:`..lake.publish.publish`). In Superset the setting is the operator's only:
+``AMPLITUDE_LAKE`` for the environment's project (given by ``DB_CONNECTION_MUTATOR``, which drops a connection's
+own), ``AMPLITUDE_LAKES`` by database name for the others.
 
 ``python -m shillelagh_amplitude.superset.tasks enable-async`` turns on asynchronous SQL Lab execution (on the
 Celery workers) for the Amplitude connections, as docker compose's init does.
@@ -48,9 +49,11 @@ def _environment_project(config: dict) -> dict[str, Any]:
     return settings
 
 
-def _operator_lake(config: dict, name: str | None) -> str | None:
-    """The lake the operator set for a database (None: the environment's project), if any."""
-    return config.get("AMPLITUDE_LAKE") if name is None else config.get("AMPLITUDE_LAKES", {}).get(name)
+def _with_lake(settings: dict[str, Any], config: dict, name: str | None) -> dict[str, Any]:
+    """``settings`` with the lake the operator mapped the database to (``AMPLITUDE_LAKES``; the environment's
+    project, ``name`` None: ``AMPLITUDE_LAKE``), if any."""
+    lake = config.get("AMPLITUDE_LAKE") if name is None else config.get("AMPLITUDE_LAKES", {}).get(name)
+    return {**settings, "lake": lake} if lake else settings
 
 
 def amplitude_projects() -> list[tuple[str, dict[str, Any]]]:
@@ -65,9 +68,7 @@ def amplitude_projects() -> list[tuple[str, dict[str, Any]]]:
     for name, source in [*candidates, ("the environment's project", None)]:
         try:
             settings = _settings_of(source) if source is not None else _environment_project(current_app.config)
-            settings.pop("lake", None)
-            if lake := _operator_lake(current_app.config, name if source is not None else None):
-                settings["lake"] = lake
+            settings = _with_lake(settings, current_app.config, name if source is not None else None)
             if settings.get("offline") or not settings.get("api_key"):
                 continue
             key = (settings.get("cache_dir"), resolve_base_url(settings.get("region", "us"), settings.get("base_url")),
