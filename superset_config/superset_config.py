@@ -14,6 +14,9 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
 - ``AMPLITUDE_SYNC_INTERVAL_S`` (default 900): how often Celery beat runs the background sync (with Celery);
 - ``AMPLITUDE_ALLOWED_BASE_URLS`` (comma-separated; or the list of that name in this file): the Export API hosts
   a connection's ``base_url`` may name besides the regions' (``http://127.0.0.1:*``: every port of a host).
+- ``AMPLITUDE_LAKE`` (a folder or object storage URI, optional): the lake the background sync publishes the
+  environment's project to after each run; ``AMPLITUDE_LAKES`` below maps other connections (by database name)
+  to theirs. A connection never chooses where the server writes: its own ``lake`` setting is dropped.
 
 Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
 """
@@ -151,6 +154,9 @@ AMPLITUDE_ENV = {
 }
 AMPLITUDE_CACHE_DIR = os.environ.get("AMPLITUDE_CACHE_DIR") or str(HOME / "amplitude")
 AMPLITUDE_DOWNLOAD_BUDGET_S = _seconds("AMPLITUDE_DOWNLOAD_BUDGET_S", 20, unlimited=True)
+#: The lake of the environment's project, and of other ``amplitude://`` databases by name (the operator's choice).
+AMPLITUDE_LAKE = os.environ.get("AMPLITUDE_LAKE") or None
+AMPLITUDE_LAKES: dict[str, str] = {}
 
 
 def _in_celery_task() -> bool:
@@ -166,9 +172,10 @@ def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
     uri: URL, params: dict[str, Any], username: str | None, security_manager: Any, source: Any
 ) -> tuple[URL, dict[str, Any]]:
     """Give ``amplitude://`` connections the operator's hour store, the web process's download budget, and the
-    environment's project to those that name none (no API key in their URI or secure extra); what a connection
-    sets itself wins, but the environment's secret is bound to the environment's destination (a connection
-    pointing elsewhere does not get it)."""
+    environment's project (and its lake, ``AMPLITUDE_LAKE``) to those that name none (no API key in their URI or
+    secure extra); what a connection sets itself wins, except where the server writes (store, lake), and the
+    environment's secret is bound to the environment's destination (a connection pointing elsewhere does not get
+    it)."""
     if uri.get_backend_name() == "amplitude":
         if not uri.username and "api_key" not in params:
             for kwarg, variable in AMPLITUDE_ENV.items():
@@ -179,6 +186,10 @@ def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
                 home = destination(os.environ.get("AMPLITUDE_REGION"), os.environ.get("AMPLITUDE_BASE_URL"))
                 params["secret_key"] = bind(secret, params["api_key"], home)
         params["cache_dir"] = AMPLITUDE_CACHE_DIR
+        params.pop("lake", None)  # where the server writes is the operator's choice, never a connection's
+        environment_key = os.environ.get("AMPLITUDE_API_KEY")
+        if AMPLITUDE_LAKE and environment_key and not uri.username and params.get("api_key") == environment_key:
+            params["lake"] = AMPLITUDE_LAKE  # the environment's project
         if AMPLITUDE_DOWNLOAD_BUDGET_S and not _in_celery_task():
             params.setdefault("download_budget_s", AMPLITUDE_DOWNLOAD_BUDGET_S)
     elif uri.get_backend_name() == "shillelagh":

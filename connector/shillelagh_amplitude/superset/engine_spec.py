@@ -67,9 +67,9 @@ FORM_HELP = {
 }
 REGIONS = ("us", "eu")
 #: Adapter settings only the operator chooses (``DB_CONNECTION_MUTATOR``), never a connection: the hour store's
-#: location (``AMPLITUDE_CACHE_DIR``). Refused in a connection's URI, secure extra and engine parameters; the coming
-#: ``lake`` setting belongs here too.
-OPERATOR_SETTINGS = {"cache_dir": "AMPLITUDE_CACHE_DIR"}
+#: location (``AMPLITUDE_CACHE_DIR``) and the lake's (``AMPLITUDE_LAKE``). Refused in a connection's URI, secure
+#: extra and engine parameters.
+OPERATOR_SETTINGS = {"cache_dir": "AMPLITUDE_CACHE_DIR", "lake": "AMPLITUDE_LAKE"}
 #: Not accepted in a URI's query string: credentials would show unmasked, and the operator's settings.
 FORBIDDEN_QUERY_PARAMS = {"api_key", "secret_key", *OPERATOR_SETTINGS}
 #: The adapter's credential errors (they name the problem and never include the secret), kept word for word.
