@@ -1,12 +1,15 @@
 """Build the importable Superset bundle (ZIP) from the YAML sources in ``dashboards/session_length/``.
 
-    python dashboards/build.py [--out build/session_length_dashboard.zip]
+    python dashboards/build.py [--out build/session_length_dashboard.zip] [--engine amplitude|duckdb|spark]
 
 The sources say what matters (datasets with columns and metrics, chart params, a grid of rows, filters);
 this script adds what Superset's export format repeats: UUIDs derived from file names, each chart's
 ``query_context`` (what the chart editor would save, used by ``GET /api/v1/chart/<id>/data/``, reports and
 cache warm-up), the dashboard's position tree and native filter configuration. The output is
 deterministic: same sources, same bytes.
+
+``--engine duckdb|spark`` builds the same dashboard over the lake: ``dashboards/engines/<engine>.yaml`` replaces
+the connection, each dataset's SQL and the metric expressions written for that engine (see ``for_engine``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import uuid
 import zipfile
 from pathlib import Path
@@ -22,6 +26,9 @@ from typing import Any
 import yaml
 
 SOURCES = Path(__file__).resolve().parent / "session_length"
+#: Per-engine overrides of the sources (the dashboard over the lake); the sources themselves are amplitude://'s.
+ENGINE_SOURCES = Path(__file__).resolve().parent / "engines"
+DEFAULT_ENGINE = "amplitude"
 ROOT = "session_length_dashboard"
 VERSION = "1.0.0"
 # Fixed, so that rebuilding gives the same bytes.
@@ -380,13 +387,58 @@ def dashboard_config(
     }
 
 
-def bundle_files(sources: Path = SOURCES) -> dict[str, dict[str, Any]]:
-    """Every file of the bundle (path inside the root folder -> content)."""
+def engines() -> list[str]:
+    """The engines a bundle can be built for."""
+    return [DEFAULT_ENGINE, *sorted(path.stem for path in ENGINE_SOURCES.glob("*.yaml"))]
+
+
+def for_engine(engine: str, database: dict[str, Any], datasets: dict[str, dict[str, Any]],
+               dashboard: dict[str, Any]) -> None:
+    """Apply ``engines/<engine>.yaml`` in place: its connection, each dataset's ``sql`` and metric expressions,
+    and a title and slug of the dashboard's own (so that each engine's bundle imports beside the others)."""
+    overrides = load(ENGINE_SOURCES / f"{engine}.yaml")
+    database.clear()
+    database.update(overrides["database"])
+    for key, override in overrides["datasets"].items():
+        dataset = datasets[key]
+        dataset["sql"] = override["sql"]
+        expressions = override.get("metrics", {})
+        unknown = set(expressions) - {metric["metric_name"] for metric in dataset["metrics"]}
+        if unknown:
+            raise ValueError(f"engines/{engine}.yaml: dataset {key} has no metrics {sorted(unknown)}")
+        for metric in dataset["metrics"]:
+            metric["expression"] = expressions.get(metric["metric_name"], metric["expression"])
+    dashboard["dashboard_title"] = f"{dashboard['dashboard_title']} ({overrides['label']})"
+    dashboard["slug"] = f"{dashboard['slug']}-{engine}"
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def scoped_uuids(value: Any, engine: str) -> Any:
+    """``value`` with every UUID derived anew for ``engine``: its objects never overwrite another engine's."""
+    if isinstance(value, dict):
+        return {key: scoped_uuids(item, engine) for key, item in value.items()}
+    if isinstance(value, list):
+        return [scoped_uuids(item, engine) for item in value]
+    if isinstance(value, str) and _UUID.fullmatch(value):
+        return str(uuid.uuid5(NAMESPACE, f"{engine}/{value}"))
+    return value
+
+
+def bundle_files(sources: Path = SOURCES, engine: str = DEFAULT_ENGINE,
+                 sqlalchemy_uri: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every file of the bundle (path inside the root folder -> content); ``sqlalchemy_uri`` replaces the
+    connection's (e.g. where the Spark Thrift Server or the DuckDB file is)."""
     database = load(sources / "database.yaml")
-    database_uuid = uuid_for("database", database["database_name"])
     datasets = {path.stem: load(path) for path in sorted((sources / "datasets").glob("*.yaml"))}
     charts = {path.stem: load(path) for path in sorted((sources / "charts").glob("*.yaml"))}
     dashboard = load(sources / "dashboard.yaml")
+    if engine != DEFAULT_ENGINE:
+        for_engine(engine, database, datasets, dashboard)
+    if sqlalchemy_uri:
+        database["sqlalchemy_uri"] = sqlalchemy_uri
+    database_uuid = uuid_for("database", database["database_name"])
     laid_out = [key for row in dashboard["rows"] for key in row.get("charts", {})]
     if sorted(laid_out) != sorted(charts):
         raise ValueError(f"dashboard.yaml must place each chart once: {sorted(laid_out)} vs {sorted(charts)}")
@@ -413,14 +465,14 @@ def bundle_files(sources: Path = SOURCES) -> dict[str, dict[str, Any]]:
             "dataset_uuid": uuid_for("dataset", chart["dataset"]),
         }
     files[f"dashboards/{dashboard['slug']}.yaml"] = dashboard_config(dashboard, charts, datasets)
-    return files
+    return files if engine == DEFAULT_ENGINE else scoped_uuids(files, engine)
 
 
-def build(out: Path, sources: Path = SOURCES) -> Path:
+def build(out: Path, sources: Path = SOURCES, engine: str = DEFAULT_ENGINE, sqlalchemy_uri: str | None = None) -> Path:
     """Write the bundle ZIP (sorted members, fixed timestamps) and return its path."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in sorted(bundle_files(sources).items()):
+        for name, content in sorted(bundle_files(sources, engine, sqlalchemy_uri).items()):
             info = zipfile.ZipInfo(f"{ROOT}/{name}", date_time=ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -435,8 +487,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default = Path(__file__).resolve().parents[1] / "build" / f"{ROOT}.zip"
     parser.add_argument("--out", type=Path, default=default, help=f"ZIP to write (default {default})")
+    parser.add_argument("--engine", choices=engines(), default=DEFAULT_ENGINE,
+                        help="amplitude:// (default), or the lake through duckdb-engine or Spark's Thrift Server")
+    parser.add_argument("--sqlalchemy-uri", help="the connection's URI, e.g. hive://hive@spark:10000/amplitude or "
+                        "duckdb:////lake/amplitude.duckdb?access_mode=read_only (default: the engine's example)")
     args = parser.parse_args(argv)
-    print(build(args.out))
+    print(build(args.out, engine=args.engine, sqlalchemy_uri=args.sqlalchemy_uri))
 
 
 if __name__ == "__main__":
