@@ -395,12 +395,14 @@ def engines() -> list[str]:
 def for_engine(engine: str, database: dict[str, Any], datasets: dict[str, dict[str, Any]],
                dashboard: dict[str, Any]) -> None:
     """Apply ``engines/<engine>.yaml`` in place: its connection, each dataset's ``sql`` and metric expressions,
-    and a title and slug of the dashboard's own (so that each engine's bundle imports beside the others)."""
+    and names of their own for the datasets (Superset's metadata DB wants dataset names unique) and the dashboard,
+    so that each engine's bundle imports beside the others."""
     overrides = load(ENGINE_SOURCES / f"{engine}.yaml")
     database.clear()
     database.update(overrides["database"])
     for key, override in overrides["datasets"].items():
         dataset = datasets[key]
+        dataset["table_name"] = f"{dataset['table_name']}_{engine}"
         dataset["sql"] = override["sql"]
         expressions = override.get("metrics", {})
         unknown = set(expressions) - {metric["metric_name"] for metric in dataset["metrics"]}

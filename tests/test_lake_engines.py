@@ -80,7 +80,8 @@ def where_in(values: list[str]) -> str:
 def dataset(engine: str, name: str, contains_event: list[str] | None = None) -> tuple[str, dict[str, str]]:
     """A bundled dataset's SQL for ``engine`` (its Jinja rendered as Superset would) and its metric expressions."""
     files = build.bundle_files(engine=engine)
-    (config,) = [c for path, c in files.items() if path.startswith("datasets/") and c["table_name"] == name]
+    (config,) = [c for path, c in files.items()
+                 if path.startswith("datasets/") and c["table_name"] in (name, f"{name}_{engine}")]
     template = jinja2.Environment(autoescape=False)
     template.filters["where_in"] = where_in
     sql = template.from_string(config["sql"]).render(filter_values=lambda column, remove_filter: contains_event or [])
