@@ -11,7 +11,10 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
   one); ``AMPLITUDE_CACHE_DIR``: the hour store of all connections (default ``$SUPERSET_HOME/amplitude``);
 - ``AMPLITUDE_DOWNLOAD_BUDGET_S`` (default 20; ``0``: unlimited): the longest a web request's query may spend
   downloading from Amplitude before it fails with a clear message (Celery workers are not limited);
-- ``AMPLITUDE_SYNC_INTERVAL_S`` (default 900): how often Celery beat runs the background sync (with Celery).
+- ``AMPLITUDE_SYNC_INTERVAL_S`` (default 900): how often Celery beat runs the background sync (with Celery);
+- ``AMPLITUDE_LAKE`` (a folder or object storage URI, optional): the lake the background sync publishes the
+  environment's project to after each run; ``AMPLITUDE_LAKES`` below maps other connections (by database name)
+  to theirs. A connection never chooses where the server writes: its own ``lake`` setting is dropped.
 
 Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
 """
@@ -157,6 +160,9 @@ AMPLITUDE_ENV = {
 }
 AMPLITUDE_CACHE_DIR = os.environ.get("AMPLITUDE_CACHE_DIR") or str(HOME / "amplitude")
 AMPLITUDE_DOWNLOAD_BUDGET_S = _seconds("AMPLITUDE_DOWNLOAD_BUDGET_S", 20, unlimited=True)
+#: The lake of the environment's project, and of other ``amplitude://`` databases by name (the operator's choice).
+AMPLITUDE_LAKE = os.environ.get("AMPLITUDE_LAKE") or None
+AMPLITUDE_LAKES: dict[str, str] = {}
 
 
 def _in_celery_task() -> bool:
@@ -172,14 +178,18 @@ def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
     uri: URL, params: dict[str, Any], username: str | None, security_manager: Any, source: Any
 ) -> tuple[URL, dict[str, Any]]:
     """Give ``amplitude://`` connections the operator's hour store, the web process's download budget, and the
-    environment's project to those that name none (no API key in their URI or secure extra); what a connection
-    sets itself wins."""
+    environment's project (and its lake, ``AMPLITUDE_LAKE``) to those that name none (no API key in their URI or
+    secure extra); what a connection sets itself wins, except where the server writes (store, lake)."""
     if uri.get_backend_name() == "amplitude":
         if not uri.username and "api_key" not in params:
             for kwarg, variable in AMPLITUDE_ENV.items():
                 if value := os.environ.get(variable):
                     params.setdefault(kwarg, value)
         params["cache_dir"] = AMPLITUDE_CACHE_DIR
+        params.pop("lake", None)  # where the server writes is the operator's choice, never a connection's
+        environment_key = os.environ.get("AMPLITUDE_API_KEY")
+        if AMPLITUDE_LAKE and environment_key and not uri.username and params.get("api_key") == environment_key:
+            params["lake"] = AMPLITUDE_LAKE  # the environment's project
         if AMPLITUDE_DOWNLOAD_BUDGET_S and not _in_celery_task():
             params.setdefault("download_budget_s", AMPLITUDE_DOWNLOAD_BUDGET_S)
     return uri, params

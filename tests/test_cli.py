@@ -49,7 +49,7 @@ def test_load_reads_a_zip_downloaded_by_hand(tmp_path, dataset, capsys):
 
 
 def test_entry_points_are_installed():
-    for command in ("amplitude-sync", "amplitude-load"):
+    for command in ("amplitude-sync", "amplitude-load", "amplitude-lake"):
         result = subprocess.run([sys.executable, "-c", f"from importlib.metadata import entry_points; "
                                  f"print([e.value for e in entry_points(group='console_scripts', name='{command}')])"],
                                 capture_output=True, text=True, check=True)

@@ -15,7 +15,8 @@ from .helpers import free_port
 CONFIG = Path(__file__).resolve().parents[1] / "superset_config" / "superset_config.py"
 AMPLITUDE_VARIABLES = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "AMPLITUDE_REGION", "AMPLITUDE_BASE_URL",
                        "AMPLITUDE_OFFLINE", "AMPLITUDE_DEFAULT_DAYS", "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY",
-                       "SUPERSET_DATABASE_URI", "REDIS_URL", "AMPLITUDE_DOWNLOAD_BUDGET_S", "AMPLITUDE_SYNC_INTERVAL_S")
+                       "SUPERSET_DATABASE_URI", "REDIS_URL", "AMPLITUDE_DOWNLOAD_BUDGET_S", "AMPLITUDE_SYNC_INTERVAL_S",
+                       "AMPLITUDE_LAKE")
 
 
 def load_config(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> ModuleType:
@@ -82,6 +83,21 @@ def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatc
     assert config.DB_CONNECTION_MUTATOR(other, {}, "admin", None, None) == (other, {})
     default_store = load_config(monkeypatch, tmp_path).DB_CONNECTION_MUTATOR(url, {}, None, None, None)[1]
     assert default_store == {"cache_dir": str(tmp_path / "amplitude"), "download_budget_s": 20.0}
+
+
+def test_the_lake_is_the_operators_choice_never_a_connections(monkeypatch, tmp_path) -> None:
+    config = load_config(monkeypatch, tmp_path, AMPLITUDE_LAKE="/srv/lake", AMPLITUDE_API_KEY="env-key")
+    assert config.AMPLITUDE_LAKE == "/srv/lake" and config.AMPLITUDE_LAKES == {}
+    url = make_url("amplitude://")
+    # the environment's project gets the environment's lake, whatever the connection says
+    assert config.DB_CONNECTION_MUTATOR(url, {"lake": "/home/someone"}, None, None, None)[1]["lake"] == "/srv/lake"
+    # a connection on its own project gets none, and its own is dropped
+    for own_uri, own_params in ((make_url("amplitude://key:secret@"), {}), (url, {"api_key": "extra-key"})):
+        params = config.DB_CONNECTION_MUTATOR(own_uri, {**own_params, "lake": "/home/someone"}, None, None, None)[1]
+        assert "lake" not in params
+    unset = load_config(monkeypatch, tmp_path, AMPLITUDE_API_KEY="env-key")
+    assert unset.AMPLITUDE_LAKE is None
+    assert "lake" not in unset.DB_CONNECTION_MUTATOR(url, {"lake": "/home/someone"}, None, None, None)[1]
 
 
 def test_download_budget_from_the_environment_and_not_in_celery_tasks(monkeypatch, tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""Command line: ``amplitude-sync`` prefills the hour store; ``amplitude-load`` loads an export zip by hand.
+"""Command line: ``amplitude-sync`` prefills the hour store (and publishes the lake with ``--lake``);
+``amplitude-load`` loads an export zip by hand; ``amplitude-lake`` publishes the lake and prints engines' DDL.
 
 The secret key is read from ``$AMPLITUDE_SECRET_KEY`` only (never from the command line, where other users of
 the machine could see it in the process list); the API key from ``--api-key`` or ``$AMPLITUDE_API_KEY``.
@@ -18,6 +19,8 @@ from .export.client import AmplitudeError, ExportClient, resolve_base_url
 from .export.loader import fill, load_archive
 from .export.sync import days_range, sync_project
 from .hours import HOUR, floor_hour, hour_count
+from .lake.ddl import ENGINES, script
+from .lake.publish import publish
 from .store.hour_store import HourStore
 
 
@@ -40,6 +43,16 @@ def _project_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data region (default: $AMPLITUDE_REGION or us)")
     parser.add_argument("--base-url", help="API host, overrides --region (proxies, the local emulator)")
     parser.add_argument("--cache-dir", help="hour store folder (default: per-user cache, or $AMPLITUDE_CACHE_DIR)")
+
+
+def _lake_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--late-hours", type=int, default=48,
+                        help="hours after its day an upload can still add to a day, as the connection's (default 48)")
+    if required:
+        parser.add_argument("lake", help="the lake: a folder or an object storage URI, as --cache-dir")
+    else:
+        parser.add_argument("--lake", default=os.environ.get("AMPLITUDE_LAKE"),
+                            help="then publish the days the synced hours touch to this lake (default: $AMPLITUDE_LAKE)")
 
 
 def _store(args: argparse.Namespace) -> HourStore:
@@ -65,7 +78,10 @@ def sync_main(argv: list[str] | None = None) -> int:
                         help="last day or hour (UTC), included")
     parser.add_argument("--window-hours", type=int, default=24, help="hours per Export API request (default 24)")
     _project_arguments(parser)
+    _lake_arguments(parser, required=False)
     args = parser.parse_args(argv)
+    if args.late_hours < 0:
+        parser.error("--late-hours must be at least 0")
     if (args.days is None) == (args.start is None or args.end is None) or (args.days and (args.start or args.end)):
         parser.error("give either --days N or both --start and --end")
     if args.days is not None and args.days < 1:
@@ -82,6 +98,8 @@ def sync_main(argv: list[str] | None = None) -> int:
                                       progress=bar.update)
                 bar.update(bar.total - bar.n)  # the hours stored already count as done
             print(f"amplitude-sync: {result.summary()}")
+            if args.lake:
+                _publish(HourStore(args.cache_dir, _base_url(args), args.api_key), args, result.first, result.last)
             return 0
         store = _store(args)
         client = ExportClient(args.api_key, secret, base_url=_base_url(args))
@@ -91,12 +109,20 @@ def sync_main(argv: list[str] | None = None) -> int:
             bar.update(bar.total - bar.n)
         if report.windows:  # Amplitude accepted the secret
             store.remember_secret(secret)
+        print(f"{report.hours_wanted} hours in range, {report.hours_downloaded} downloaded in "
+              f"{len(report.windows)} requests, {report.events} events stored in {store.where}")
+        if args.lake:
+            _publish(store, args, args.start, args.end)
     except (AmplitudeError, OSError) as exc:
         print(f"amplitude-sync: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{report.hours_wanted} hours in range, {report.hours_downloaded} downloaded in "
-          f"{len(report.windows)} requests, {report.events} events stored in {store.where}")
     return 0
+
+
+def _publish(store: HourStore, args: argparse.Namespace, first: datetime, last: datetime) -> None:
+    """Publish the lake partitions the synced upload hours ``first..last`` can touch."""
+    report = publish(store, args.lake, late_hours=args.late_hours, first=first, last=last)
+    print(f"amplitude-sync: {report.summary()}")
 
 
 def load_main(argv: list[str] | None = None) -> int:
@@ -116,4 +142,30 @@ def load_main(argv: list[str] | None = None) -> int:
         print(f"amplitude-load: error: {exc}", file=sys.stderr)
         return 2
     print(f"{events} events loaded into {store.where}")
+    return 0
+
+
+def lake_main(argv: list[str] | None = None) -> int:
+    """The lake: ``publish`` it from the hour store (every stored hour), or print an engine's ``ddl`` for it."""
+    parser = argparse.ArgumentParser(prog="amplitude-lake", description=lake_main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    publishing = commands.add_parser("publish", help="publish every stored hour's partitions that changed")
+    _project_arguments(publishing)
+    _lake_arguments(publishing, required=True)
+    statements = commands.add_parser("ddl", help="print the statements that define the lake's tables")
+    statements.add_argument("--engine", required=True, choices=ENGINES)
+    statements.add_argument("--schema", default="amplitude", help="database/schema of the tables (default amplitude)")
+    statements.add_argument("lake", help="the lake: a folder or an object storage URI")
+    args = parser.parse_args(argv)
+    if args.command == "ddl":
+        print(script(args.lake, args.engine, args.schema), end="")
+        return 0
+    if args.late_hours < 0:
+        parser.error("--late-hours must be at least 0")
+    try:
+        report = publish(_store(args), args.lake, late_hours=args.late_hours)
+    except (AmplitudeError, OSError) as exc:
+        print(f"amplitude-lake: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"amplitude-lake: {report.summary()}")
     return 0

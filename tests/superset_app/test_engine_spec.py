@@ -57,7 +57,10 @@ def test_validate_parameters() -> None:
 
 
 def test_credentials_cannot_ride_in_the_uri_query() -> None:
-    assert AmplitudeEngineSpec.disallow_uri_query_params["apsw"] >= {"api_key", "secret_key", "cache_dir"}
+    assert AmplitudeEngineSpec.disallow_uri_query_params["apsw"] >= {"api_key", "secret_key", "cache_dir", "lake"}
+    (invalid,) = AmplitudeEngineSpec.validate_parameters(
+        {"parameters": {"username": "k", "password": "s", "query": {"lake": "/home/someone/lake"}}})
+    assert "lake cannot be an additional parameter" in invalid.message
 
 
 def test_secure_extra_is_masked_and_unmasked() -> None:

@@ -153,7 +153,10 @@ class AmplitudeAPI(Adapter):
         default_days: int = 30,
         offline: bool = False,
         download_budget_s: float | None = None,
+        lake: str | None = None,
     ) -> None:
+        """``lake``: where the background sync publishes this project's lake (``superset/tasks.py``); queries do not use
+        it."""
         super().__init__()
         if table not in TABLES:
             raise ProgrammingError(f"Unknown table {table!r}: use {EVENTS_TABLE} or {SESSIONS_TABLE}.")

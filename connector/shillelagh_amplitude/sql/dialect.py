@@ -28,7 +28,7 @@ from .connection import AmplitudeConnection
 ADAPTER = "amplitude"
 TABLES = ("amplitude_events", "amplitude_sessions")
 
-STRING_KWARGS = ("api_key", "secret_key", "region", "base_url", "cache_dir")
+STRING_KWARGS = ("api_key", "secret_key", "region", "base_url", "cache_dir", "lake")
 INTEGER_KWARGS = ("window_hours", "late_hours", "default_days")
 BOOLEAN_KWARGS = ("offline",)
 FLOAT_KWARGS = ("download_budget_s",)
@@ -94,6 +94,7 @@ class AmplitudeDialect(APSWDialect):
         default_days: int | str | None = None,
         offline: bool | str | None = None,
         download_budget_s: float | str | None = None,
+        lake: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -108,6 +109,7 @@ class AmplitudeDialect(APSWDialect):
             "default_days": default_days,
             "offline": offline,
             "download_budget_s": download_budget_s,
+            "lake": lake,
         }
         self.amplitude_kwargs = {name: coerce(name, value) for name, value in given.items() if value is not None}
 

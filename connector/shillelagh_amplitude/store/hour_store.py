@@ -151,6 +151,20 @@ class HourStore:
         days = dict(zip(names, listings, strict=True))
         return [(hour, self._stored_in(days[f"{hour:%Y%m%d}"], hour, now, final_only)) for hour in hours]
 
+    def latest(self, hours: Iterable[datetime]) -> list[tuple[datetime, FileEntry | None, bool]]:
+        """Each hour with its newest stored file whatever its age (final first, else fresh; ``.arrow`` or
+        ``.empty``), None when absent, and whether that file is final. What copies of the store (the lake) are
+        built from: they publish what is stored, and never download."""
+        hours = [to_utc(hour) for hour in hours]
+        listings = {day: self.location.list(self.project, day) for day in sorted({f"{h:%Y%m%d}" for h in hours})}
+        found = []
+        for hour in hours:
+            entries = listings[f"{hour:%Y%m%d}"]
+            stored = next(((entries[name], final) for final in (True, False) for kind in ("arrow", "empty")
+                           if (name := _name(hour, final, kind)) in entries), (None, False))
+            found.append((hour, *stored))
+        return found
+
     def has(self, hour: datetime, now: datetime) -> bool:
         return self._stored([hour], now)[0][1] is not None
 

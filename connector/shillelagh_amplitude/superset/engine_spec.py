@@ -59,9 +59,9 @@ FORM_HELP = {
     "query": "Additional parameters: region=eu for an EU project",
 }
 REGIONS = ("us", "eu")
-#: Not accepted in a URI's query string: credentials would show unmasked, and the hour store's location is the
-#: operator's choice (``AMPLITUDE_CACHE_DIR``), not a connection's.
-FORBIDDEN_QUERY_PARAMS = {"api_key", "secret_key", "cache_dir"}
+#: Not accepted in a URI's query string: credentials would show unmasked, and where the server writes (the hour
+#: store, the lake) is the operator's choice (``AMPLITUDE_CACHE_DIR``, ``AMPLITUDE_LAKE``), not a connection's.
+FORBIDDEN_QUERY_PARAMS = {"api_key", "secret_key", "cache_dir", "lake"}
 #: The adapter's credential errors (they name the problem and never include the secret), kept word for word.
 AUTH_ERROR_REGEX = re.compile(
     r"(?P<message>(Amplitude rejected the credentials|The secret key does not match|"

@@ -6,6 +6,11 @@
 its own decrypted credentials and the operator's settings (``DB_CONNECTION_MUTATOR``), plus the environment's
 project; each store once, offline connections skipped. Interactive queries then find their hours stored.
 
+A project with a ``lake`` setting is then published to it: the partitions the synced upload hours touch, those
+whose hours changed (:func:`..lake.publish.publish`). In Superset the setting is the operator's only:
+``AMPLITUDE_LAKE`` for the environment's project (given by ``DB_CONNECTION_MUTATOR``, which drops a connection's
+own), ``AMPLITUDE_LAKES`` by database name for the others.
+
 ``python -m shillelagh_amplitude.superset.tasks enable-async`` turns on asynchronous SQL Lab execution (on the
 Celery workers) for the Amplitude connections, as docker compose's init does.
 """
@@ -20,8 +25,10 @@ from typing import Any
 from superset.extensions import celery_app
 
 from ..export.client import AmplitudeError, AmplitudeFault, resolve_base_url
-from ..export.sync import sync_project
+from ..export.sync import SyncResult, sync_project
+from ..lake.publish import PublishReport, publish
 from ..sql.dialect import ADAPTER, coerce
+from ..store.hour_store import HourStore
 
 _logger = logging.getLogger(__name__)
 
@@ -42,6 +49,13 @@ def _environment_project(config: dict) -> dict[str, Any]:
     return settings
 
 
+def _with_lake(settings: dict[str, Any], config: dict, name: str | None) -> dict[str, Any]:
+    """``settings`` with the lake the operator mapped the database to (``AMPLITUDE_LAKES``; the environment's
+    project, ``name`` None: ``AMPLITUDE_LAKE``), if any."""
+    lake = config.get("AMPLITUDE_LAKE") if name is None else config.get("AMPLITUDE_LAKES", {}).get(name)
+    return {**settings, "lake": lake} if lake else settings
+
+
 def amplitude_projects() -> list[tuple[str, dict[str, Any]]]:
     """(name, settings) of every project to keep current, one per hour store."""
     from flask import current_app
@@ -54,10 +68,11 @@ def amplitude_projects() -> list[tuple[str, dict[str, Any]]]:
     for name, source in [*candidates, ("the environment's project", None)]:
         try:
             settings = _settings_of(source) if source is not None else _environment_project(current_app.config)
+            settings = _with_lake(settings, current_app.config, name if source is not None else None)
             if settings.get("offline") or not settings.get("api_key"):
                 continue
             key = (settings.get("cache_dir"), resolve_base_url(settings.get("region", "us"), settings.get("base_url")),
-                   settings["api_key"])
+                   settings["api_key"], settings.get("lake"))
         except Exception as exc:  # noqa: BLE001 - one bad connection must not stop the others
             _logger.warning("Amplitude sync: skipping %s: %s", name, exc)
             continue
@@ -75,6 +90,7 @@ def sync_amplitude_stores() -> list[dict[str, Any]]:
     for name, settings in amplitude_projects():
         try:
             result = sync_project(**settings)
+            published = _publish_lake(result, settings)
         except Exception as exc:  # noqa: BLE001 - one project's fault must not stop the others
             if isinstance(exc, AmplitudeError) and not isinstance(exc, AmplitudeFault):  # a refusal: one line
                 _logger.warning("Amplitude sync of %s failed: %s", name, exc)
@@ -84,8 +100,21 @@ def sync_amplitude_stores() -> list[dict[str, Any]]:
             results.append({"database": name, "ok": False, "error": error})
             continue
         results.append({"database": name, "ok": True, "summary": result.summary(),
-                        "hours_downloaded": result.hours_downloaded, "requests": result.requests})
+                        "hours_downloaded": result.hours_downloaded, "requests": result.requests,
+                        **({"lake": published.summary(), "partitions_written": len(published.written)}
+                           if published else {})})
     return results
+
+
+def _publish_lake(result: SyncResult, settings: dict[str, Any]) -> PublishReport | None:
+    """Publish the project's lake, if it has one, for the upload hours the sync covered."""
+    if not settings.get("lake"):
+        return None
+    store = HourStore(settings.get("cache_dir"), result.host, settings["api_key"])
+    report = publish(store, settings["lake"], late_hours=settings.get("late_hours", 48), first=result.first,
+                     last=result.last)
+    _logger.info("amplitude sync: %s", report.summary())
+    return report
 
 
 def enable_async_sql_lab() -> list[str]:

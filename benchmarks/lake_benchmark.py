@@ -1,0 +1,208 @@
+"""The eight queries of ``query_benchmark.py`` through amplitude://, DuckDB over the lake and DuckDB over the same rows
+in memory (the floor), plus the cost of publishing the lake against a cold sync; at each scale, in one run.
+
+    python benchmarks/lake_benchmark.py [--scales 1000000 10000000] [--repeat 5] [--work /tmp/amplitude-lake-bench]
+
+For each scale the dataset is generated once (``query_benchmark.prepare``). Then:
+- a cold sync: a new process downloads every upload hour from the Export API emulator (serving the generated files)
+  into an empty store, then publishes the lake from it; its times and peak RSS are the sync's, publishing included.
+  A second run of the publisher (nothing changed) gives the cost of an incremental run with no new hours;
+- bytes on disk: the hour store (Arrow IPC + zstd, one file per upload hour) and the lake (Parquet + zstd);
+- queries: each engine runs each query in a new process (first run, then the median of ``--repeat`` more) and
+  reports its peak RSS; the floor runs in this process, over the same rows loaded into DuckDB's own in-memory
+  tables.
+
+Engines are the functions in :data:`ENGINES` (name -> function(args, cache_dir, lake, query names) -> figures per
+query): another engine (e.g. Spark local[2]) is added there and gets its columns in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from query_benchmark import API_KEY, FIRST_DAY, QUERIES, SECRET, peak_rss_mb, prepare  # noqa: E402
+from query_benchmark import worker as amplitude_worker  # noqa: E402
+
+from shillelagh_amplitude.export.client import ExportClient  # noqa: E402
+from shillelagh_amplitude.export.loader import fill  # noqa: E402
+from shillelagh_amplitude.lake.ddl import ddl  # noqa: E402
+from shillelagh_amplitude.lake.publish import publish  # noqa: E402
+from shillelagh_amplitude.sample.emulator import ExportEmulator  # noqa: E402
+from shillelagh_amplitude.store.hour_store import HourStore  # noqa: E402
+
+#: Figures of one query: first run, median repeated run (s), peak RSS of its process (MB), rows returned.
+Figures = dict[str, float]
+
+
+def _hours(days: int) -> tuple[datetime, datetime]:
+    """The upload hours of the generated dataset (its late uploads included)."""
+    return FIRST_DAY - timedelta(hours=1), FIRST_DAY + timedelta(days=days + 3)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+# --- workers (one new process each) --------------------------------------------------------------------------------
+def run_sync_worker(args: argparse.Namespace) -> None:
+    """A cold sync from the emulator into an empty store, then the lake published from it; times and peak RSS."""
+    store = HourStore(args.cache, args.base_url, API_KEY)
+    first, last = _hours(args.days)
+    began = time.perf_counter()
+    report = fill(store, ExportClient(API_KEY, SECRET, base_url=args.base_url), first, last, now=datetime.now(UTC))
+    sync_s = time.perf_counter() - began
+    published = publish(store, args.lake, first=first, last=last)
+    again = publish(store, args.lake, first=first, last=last)
+    print(json.dumps({"sync_s": sync_s, "events": report.events, "publish_s": published.seconds,
+                      "partitions": len(published.written), "republish_s": again.seconds,
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
+def run_duckdb_lake_worker(args: argparse.Namespace) -> None:
+    """The queries through DuckDB's views over the lake (``amplitude-lake ddl --engine duckdb``)."""
+    connection = duckdb.connect()
+    for statement in ddl(args.lake, "duckdb"):
+        connection.execute(statement)
+    results = {}
+    for name in args.query:
+        sql = QUERIES[name][1]
+        times = []
+        for _ in range(args.repeat + 1):
+            began = time.perf_counter()
+            rows = connection.execute(sql).fetchall()
+            times.append(time.perf_counter() - began)
+        results[name] = {"first": times[0], "repeated": statistics.median(times[1:]), "rows": len(rows)}
+    print(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb()}))
+
+
+def _worker(args: argparse.Namespace, mode: str, **options: str) -> dict:
+    command = [sys.executable, __file__, "--worker", mode, "--repeat", str(args.repeat), "--days", str(args.days)]
+    for option, value in options.items():
+        if option == "query":
+            for name in value:
+                command += ["--query", name]
+        else:
+            command += [f"--{option.replace('_', '-')}", value]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+# --- engines --------------------------------------------------------------------------------------------------------
+def amplitude_engine(args: argparse.Namespace, cache_dir: Path, lake: Path, names: list[str]) -> dict[str, Figures]:
+    """amplitude:// over the hour store (``query_benchmark``'s worker: one process per query)."""
+    once = argparse.Namespace(**{**vars(args), "repeat": 0})
+    amplitude_worker(once, [names[0]], cache=str(cache_dir))  # sessions built and kept beside the hours, as a sync
+    figures = {}
+    for name in names:
+        report = amplitude_worker(args, [name], cache=str(cache_dir))
+        figures[name] = {**report["results"][name], "peak_rss_mb": report["peak_rss_mb"]}
+    return figures
+
+
+def duckdb_lake_engine(args: argparse.Namespace, cache_dir: Path, lake: Path, names: list[str]) -> dict[str, Figures]:
+    """DuckDB over the lake's Parquet (one process per query)."""
+    figures = {}
+    for name in names:
+        report = _worker(args, "duckdb-lake", lake=str(lake), query=[name])
+        figures[name] = {**report["results"][name], "peak_rss_mb": report["peak_rss_mb"]}
+    return figures
+
+
+#: name -> function(args, hour store, lake, query names) -> figures per query. Add engines here.
+ENGINES: dict[str, Callable[[argparse.Namespace, Path, Path, list[str]], dict[str, Figures]]] = {
+    "amplitude://": amplitude_engine,
+    "duckdb lake": duckdb_lake_engine,
+}
+
+
+def floor(args: argparse.Namespace, lake: Path) -> dict[str, Figures]:
+    """DuckDB over the same rows loaded into its own in-memory tables, in this process (at 10M events the rows as
+    Arrow tables would not fit beside the other engines on this machine; DuckDB's tables are compressed)."""
+    connection = duckdb.connect()
+    for statement in ddl(lake, "duckdb"):
+        connection.execute(statement.replace("CREATE OR REPLACE VIEW", "CREATE TABLE"))
+    figures = {}
+    for name, (_, sql) in QUERIES.items():
+        times = []
+        for _ in range(args.repeat + 1):
+            began = time.perf_counter()
+            rows = connection.execute(sql).fetchall()
+            times.append(time.perf_counter() - began)
+        figures[name] = {"first": times[0], "repeated": statistics.median(times[1:]), "rows": len(rows)}
+    return figures
+
+
+def bench_scale(args: argparse.Namespace, events: int) -> dict:
+    cache_dir = prepare(args.work, events, args.days)
+    synced, lake = args.work / f"sync-cache-{events}-{args.days}", args.work / f"lake-{events}-{args.days}"
+    shutil.rmtree(synced, ignore_errors=True)
+    shutil.rmtree(lake, ignore_errors=True)
+    with ExportEmulator(args.work / f"data-{events}-{args.days}", api_key=API_KEY, secret_key=SECRET) as emulator:
+        sync = _worker(args, "sync", cache=str(synced), lake=str(lake), base_url=emulator.base_url)
+    sync["store_mb"] = folder_bytes(synced) / 1e6
+    sync["lake_mb"] = folder_bytes(lake) / 1e6
+    shutil.rmtree(synced, ignore_errors=True)
+    names = list(QUERIES)
+    engines = {engine: run(args, cache_dir, lake, names) for engine, run in ENGINES.items()}
+    engines["duckdb memory"] = floor(args, lake)
+    for name in names:
+        rows = {engine: figures[name]["rows"] for engine, figures in engines.items()}
+        assert len(set(rows.values())) == 1, (name, rows)
+    return {"sync": sync, "engines": engines}
+
+
+def print_scale(events: int, days: int, figures: dict) -> None:
+    sync = figures["sync"]
+    print(f"\n{events:,} events generated ({sync['events']:,} synced), {days} days; times in seconds")
+    print(f"cold sync {sync['sync_s']:.1f} s, publishing the lake {sync['publish_s']:.1f} s "
+          f"({sync['publish_s'] / sync['sync_s']:.0%} of the sync; {sync['partitions']} partitions), republishing "
+          f"with no new hours {sync['republish_s']:.2f} s; peak RSS of the sync process {sync['peak_rss_mb']:.0f} MB")
+    print(f"on disk: hour store {sync['store_mb']:.0f} MB, lake {sync['lake_mb']:.0f} MB")
+    engines = figures["engines"]
+    measured = [engine for engine in engines if engine != "duckdb memory"]
+    print(f"{'query':30s}" + "".join(f" | {engine:>24s}" for engine in measured) +
+          f" | {'duckdb memory':>13s} | {'lake/floor':>10s}")
+    print(f"{'':30s}" + f" | {'first':>7s} {'rep':>7s} {'MB':>8s}" * len(measured) + f" | {'rep':>13s} |")
+    for name in QUERIES:
+        cells = "".join(f" | {engines[e][name]['first']:7.3f} {engines[e][name]['repeated']:7.3f} "
+                        f"{engines[e][name]['peak_rss_mb']:8.0f}" for e in measured)
+        floor_ = engines["duckdb memory"][name]["repeated"]
+        print(f"{name:30s}{cells} | {floor_:13.3f} | {engines['duckdb lake'][name]['repeated'] / floor_:9.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/amplitude-lake-bench"))
+    parser.add_argument("--worker", choices=["sync", "duckdb-lake"], help=argparse.SUPPRESS)
+    parser.add_argument("--query", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    parser.add_argument("--lake", help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker == "sync":
+        run_sync_worker(args)
+        return
+    if args.worker == "duckdb-lake":
+        run_duckdb_lake_worker(args)
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    for events in args.scales:
+        print_scale(events, args.days, bench_scale(args, events))
+
+
+if __name__ == "__main__":
+    main()

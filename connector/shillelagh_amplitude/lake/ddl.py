@@ -1,0 +1,112 @@
+"""The statements each engine needs to query the lake: ``amplitude-lake ddl --engine duckdb|spark|trino|athena``.
+
+- DuckDB: views over ``read_parquet(…, hive_partitioning = true)``, re-listing the files at every query (nothing
+  to refresh after a publish). Run them once into the DuckDB file Superset opens read-only.
+- Spark SQL: tables ``USING parquet`` partitioned by the date column; a running Thrift Server sees new partitions
+  and replaced files only after :func:`refresh_statements` (``MSCK REPAIR TABLE … SYNC PARTITIONS`` and
+  ``REFRESH TABLE``).
+- Trino and Athena: external tables; **untested here** (no Trino or Athena server can run on these machines).
+
+Locations never carry credentials or query parameters: engines take credentials from their own configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from ..store.location import is_uri, redact
+from .layout import TABLES, LakeTable
+
+ENGINES = ("duckdb", "spark", "trino", "athena")
+UNTESTED = ("trino", "athena")
+
+
+def _sql_type(arrow_type: pa.DataType, engine: str) -> str:
+    if pa.types.is_timestamp(arrow_type):
+        return {"trino": "timestamp(6)", "athena": "timestamp"}.get(engine, "TIMESTAMP")
+    if pa.types.is_integer(arrow_type):
+        return "BIGINT"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE"
+    if pa.types.is_boolean(arrow_type):
+        return "BOOLEAN"
+    return {"trino": "varchar", "duckdb": "VARCHAR"}.get(engine, "STRING")
+
+
+def table_location(lake: str | Path, table: LakeTable, engine: str) -> str:
+    """Where an engine finds a table's folder: an absolute path (Spark: a ``file:`` URI) or the object storage URI
+    without credentials or parameters (Spark reads S3 through ``s3a://``)."""
+    if not is_uri(lake):
+        folder = Path(str(lake).removeprefix("file://")).expanduser().absolute() / table.name
+        return folder.as_uri() if engine == "spark" else folder.as_posix()
+    base = redact(str(lake)).split("?", 1)[0].rstrip("/")
+    if engine == "spark" and base.startswith("s3://"):
+        base = "s3a://" + base.removeprefix("s3://")
+    return f"{base}/{table.name}"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _columns(table: LakeTable, engine: str, quote: str) -> list[str]:
+    return [f"{quote}{f.name}{quote} {_sql_type(f.type, engine)}" for f in table.schema]
+
+
+def ddl(lake: str | Path, engine: str, schema: str = "amplitude") -> list[str]:
+    """The statements creating ``amplitude_events`` and ``amplitude_sessions`` over the lake for ``engine``."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    statements = []
+    if engine == "spark":
+        statements.append(f"CREATE DATABASE IF NOT EXISTS {schema}")
+    for table in TABLES:
+        location = table_location(lake, table, engine)
+        key = table.partition_column
+        if engine == "duckdb":
+            glob = _quote(f"{location}/*/*.parquet")
+            statements.append(
+                f"CREATE OR REPLACE VIEW {table.name} AS SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
+                f"hive_types = {{'{key}': DATE}}, union_by_name = true)"
+            )
+        elif engine == "spark":
+            columns = ",\n  ".join([*_columns(table, engine, "`"), f"`{key}` DATE"])
+            statements.append(f"CREATE TABLE IF NOT EXISTS {schema}.{table.name} (\n  {columns}\n) USING parquet "
+                              f"PARTITIONED BY ({key}) LOCATION {_quote(location)}")
+        elif engine == "trino":
+            columns = ",\n  ".join([*_columns(table, engine, '"'), f'"{key}" date'])
+            statements.append(f"CREATE TABLE IF NOT EXISTS hive.{schema}.{table.name} (\n  {columns}\n) WITH "
+                              f"(external_location = {_quote(location + '/')}, format = 'PARQUET', "
+                              f"partitioned_by = ARRAY['{key}'])")
+        else:
+            columns = ",\n  ".join(_columns(table, engine, "`"))
+            statements.append(
+                f"CREATE EXTERNAL TABLE IF NOT EXISTS {schema}.{table.name} (\n  {columns}\n) PARTITIONED BY "
+                f"({key} string) STORED AS PARQUET LOCATION {_quote(location + '/')} TBLPROPERTIES ("
+                f"'projection.enabled' = 'true', 'projection.{key}.type' = 'date', "
+                f"'projection.{key}.format' = 'yyyy-MM-dd', 'projection.{key}.range' = '2020-01-01,NOW', "
+                f"'projection.{key}.interval' = '1', 'projection.{key}.interval.unit' = 'DAYS', "
+                f"'storage.location.template' = {_quote(location + '/' + key + '=${' + key + '}/')})"
+            )
+    return statements + refresh_statements(engine, schema)
+
+
+def refresh_statements(engine: str, schema: str = "amplitude") -> list[str]:
+    """What an engine must run after each publish to see new partitions and replaced files (none for DuckDB's
+    views, nor for Athena's partition projection)."""
+    if engine == "spark":
+        return [statement for table in TABLES for statement in (
+            f"MSCK REPAIR TABLE {schema}.{table.name} SYNC PARTITIONS", f"REFRESH TABLE {schema}.{table.name}")]
+    if engine == "trino":
+        return [f"CALL hive.system.sync_partition_metadata(schema_name => '{schema}', table_name => '{table.name}', "
+                "mode => 'FULL')" for table in TABLES]
+    return []
+
+
+def script(lake: str | Path, engine: str, schema: str = "amplitude") -> str:
+    """The statements as one script, ``;``-terminated, with a header naming untested engines."""
+    header = (f"-- {engine}: untested here (no {engine} server on the machines this project is tested on)\n"
+              if engine in UNTESTED else "")
+    return header + "".join(f"{statement};\n" for statement in ddl(lake, engine, schema))

@@ -1,0 +1,364 @@
+"""Publishing a project's hour store as the lake: partitioned Parquet that Spark, DuckDB, Trino or Athena read.
+
+**What a partition holds.** The partition of day D is built from the upload hours that ``amplitude://`` reads for
+a query of that day (:meth:`.layout.LakeTable.source_hours`): events whose ``event_time`` falls on D; sessions
+that start on D, built by :func:`..sql.sessions.build_sessions` (the one definition of a session) from the
+events whose ``session_id`` falls on D. An event or session is in exactly one partition.
+
+**Incremental.** The manifest (``<lake>/_amplitude_lake.json``) records, per partition, a digest of the stored
+hour files it was built from (name, size, modification time) and ``late_hours``. A run lists the hours of each
+candidate partition and rewrites only those whose digest changed. A partition is *final* once every upload hour
+that can add to it is stored as final: later runs skip it without listing anything. Until then it is
+*provisional* and rewritten whenever a sync stores a new or refreshed hour of its window.
+
+**Flat memory.** One pass reads each needed hour file once, in order, and keeps the rows of each partition being
+rebuilt; past :data:`PENDING_BYTES` the largest partition's rows go to a local spool file (Arrow IPC, lz4). A
+partition is written as soon as the last hour of its window has been read, then forgotten: memory holds one hour,
+the pending rows (bounded) and one day, whatever the size of the lake.
+
+**Atomic partitions.** A partition is one file under a fixed name, replaced whole:
+
+- in a folder: written beside its place under a hidden name (``.part-0.parquet.<id>.tmp``, skipped by Spark and
+  Trino, not matched by ``*.parquet``) and renamed over the old file (``os.replace``: readers that list or open
+  the file get the old one or the new one, and a reader holding the old one open keeps reading it whole);
+- on object storage: uploaded under its final key in one PUT (or one multipart upload, which becomes visible only
+  when completed): a reader gets the old object or the new one, never a part.
+
+So a reader never sees a partition partly written, doubled or missing rows. Consistency holds per partition:
+while a run rewrites several days, a reader spanning them may see some days already new and others still old
+(every row once either way: a day's rows never move to another partition). A publisher killed midway leaves each
+partition whole (old or new) and at worst a hidden temporary file; the manifest is written after each partition,
+so the next run rebuilds what was left and removes the temporaries. Publishers of one folder lake take turns
+(a ``flock`` on ``<lake>/.lock``); on object storage, two publishers at once each write whole, identical
+partitions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..hours import HOUR, floor_hour, hour_range
+from ..schema import EVENT_SCHEMA
+from ..sql.sessions import EVENT_COLUMNS, build_sessions
+from ..store.hour_store import FileStoreLock, HourStore
+from ..store.location import FileEntry, StoreError, StoreLocation
+from .layout import (
+    EVENTS,
+    MANIFEST,
+    PARQUET_OPTIONS,
+    PART_FILE,
+    ROW_GROUP_ROWS,
+    TABLES,
+    LakeTable,
+    days_between,
+    is_temp,
+    temp_name,
+)
+
+DAY_US = 86_400_000_000
+DAY_MS = 86_400_000
+MANIFEST_FORMAT = 1
+SPOOL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+#: Rows of partitions not written yet kept in memory; beyond, the largest partition's go to its spool file.
+PENDING_BYTES = 256 * 1024 * 1024
+SESSION_INPUT = pa.schema([EVENT_SCHEMA.field(name) for name in EVENT_COLUMNS])
+#: Times a run starts over when the store re-published an hour file while it was read (a concurrent sync).
+ATTEMPTS = 3
+
+
+class LakeError(StoreError):
+    """The lake cannot be published (another project's lake, an unreadable manifest)."""
+
+
+@dataclass
+class PublishReport:
+    """What one run did."""
+
+    lake: str
+    written: list[str] = field(default_factory=list)
+    emptied: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    hours_read: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rows = ", ".join(f"{count} {name.removeprefix('amplitude_')}" for name, count in self.rows.items())
+        return (f"lake {self.lake}: {len(self.written)} partitions written ({rows or 'no rows'}), "
+                f"{len(self.emptied)} emptied, {self.unchanged} unchanged; {self.hours_read} hour files read "
+                f"in {self.seconds:.1f} s")
+
+
+@dataclass
+class Manifest:
+    """Per partition: the digest of its sources, its row count and whether it is final."""
+
+    project: str
+    partitions: dict[str, dict]
+
+    @classmethod
+    def read(cls, location: StoreLocation, project: str) -> Manifest:
+        try:
+            data = json.loads(location.read_bytes(location.path(MANIFEST)))
+        except FileNotFoundError:
+            return cls(project, {})
+        except ValueError:
+            raise LakeError(f"The lake {location.display} has an unreadable {MANIFEST}; remove it to republish "
+                            "every partition.") from None
+        if data.get("project") != project:
+            raise LakeError(f"The lake {location.display} holds another Amplitude project (a lake holds one).")
+        return cls(project, data.get("partitions", {}))
+
+    def write(self, location: StoreLocation) -> None:
+        data = {"format": MANIFEST_FORMAT, "project": self.project, "partitions": self.partitions}
+        location.publish_bytes(location.path(MANIFEST), json.dumps(data, sort_keys=True, indent=0).encode())
+
+
+@dataclass
+class _Partition:
+    """A partition a run considers: its window of upload hours and the hour files stored in it."""
+
+    table: LakeTable
+    day: date
+    first: datetime
+    last: datetime
+    sources: list[tuple[datetime, FileEntry]] = field(default_factory=list)
+    final: bool = False
+    digest: str = ""
+    pending: list[pa.Table] = field(default_factory=list)
+    pending_bytes: int = 0
+    spool: pa.ipc.RecordBatchFileWriter | None = None
+    spool_path: Path | None = None
+
+    @property
+    def key(self) -> str:
+        return self.table.partition(self.day)
+
+    @property
+    def day_number(self) -> int:
+        return (self.day - date(1970, 1, 1)).days
+
+
+def open_lake(lake: str | Path) -> StoreLocation:
+    """The lake's location: a folder (created) or an object storage URI, as ``cache_dir``."""
+    return StoreLocation.open(lake)
+
+
+def publish(
+    store: HourStore,
+    lake: str | Path,
+    *,
+    late_hours: int = 48,
+    first: datetime | None = None,
+    last: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PublishReport:
+    """Bring the lake up to date with the store: every partition whose upload hours intersect ``first..last``
+    (default: every hour stored), rewriting only those whose hour files changed."""
+    started = time.monotonic()
+    location = open_lake(lake)
+    report = PublishReport(location.display)
+    Manifest.read(location, store.project)  # another project's lake is refused even when there is nothing to do
+    span = (floor_hour(first), floor_hour(last)) if first and last else store.stored_span()
+    if span is None:
+        return report
+    lock = FileStoreLock(Path(location.root) / ".lock") if location.local else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        for attempt in range(ATTEMPTS):
+            try:
+                _publish(store, location, late_hours, span, report, progress)
+                break
+            except FileNotFoundError:  # a sync re-published an hour while it was read: list again
+                if attempt == ATTEMPTS - 1:
+                    raise
+    finally:
+        if lock is not None:
+            lock.release()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def candidates(span: tuple[datetime, datetime], late_hours: int) -> list[tuple[LakeTable, date]]:
+    """The partitions whose window of upload hours intersects ``span``."""
+    first, last = span
+    widest = max(table.reach for table in TABLES)
+    days = days_between((first - 23 * HOUR - timedelta(hours=late_hours) - widest).date(), (last + HOUR).date())
+    found = []
+    for table in TABLES:
+        for day in days:
+            start, end = table.source_hours(day, late_hours)
+            if start <= last and end >= first:
+                found.append((table, day))
+    return found
+
+
+def _publish(store: HourStore, location: StoreLocation, late_hours: int, span: tuple[datetime, datetime],
+             report: PublishReport, progress: Callable[[str], None] | None) -> None:
+    manifest = Manifest.read(location, store.project)
+    plan = []
+    for table, day in candidates(span, late_hours):
+        part = _Partition(table, day, *table.source_hours(day, late_hours))
+        known = manifest.partitions.get(part.key)
+        if known and known.get("final") and known.get("late_hours") == late_hours:
+            report.unchanged += 1
+            continue
+        plan.append(part)
+    if not plan:
+        return
+    stored = {hour: (entry, final) for hour, entry, final in
+              store.latest(hour_range(min(p.first for p in plan), max(p.last for p in plan)))}
+    dirty = []
+    for part in plan:
+        window = [(hour, *stored[hour]) for hour in hour_range(part.first, part.last)]
+        part.sources = [(hour, entry) for hour, entry, _ in window if entry is not None and
+                        entry.name.endswith(".arrow")]
+        part.final = all(entry is not None and final for _, entry, final in window)
+        fingerprint = [late_hours] + [(f"{hour:%Y%m%d%H}", entry.name, entry.size, entry.mtime_ns)
+                                      for hour, entry in part.sources]
+        part.digest = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()
+        known = manifest.partitions.get(part.key)
+        if known and known.get("sources") == part.digest and known.get("late_hours") == late_hours:
+            report.unchanged += 1
+            if part.final != known.get("final"):
+                known["final"] = part.final
+                manifest.write(location)
+        else:
+            dirty.append(part)
+    if dirty:
+        _rebuild(store, location, manifest, dirty, late_hours, report, progress)
+
+
+def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirty: list[_Partition],
+             late_hours: int, report: PublishReport, progress: Callable[[str], None] | None) -> None:
+    """One pass over the hour files of the dirty partitions, writing each partition once its window is read."""
+    hours = sorted({hour: entry for part in dirty for hour, entry in part.sources}.items())
+    done_after: dict[datetime | None, list[_Partition]] = {}
+    for part in dirty:
+        done_after.setdefault(part.sources[-1][0] if part.sources else None, []).append(part)
+    spool_dir = Path(tempfile.mkdtemp(dir=store.root, prefix=".staging-lake-"))
+    try:
+        for part in done_after.pop(None, []):
+            _finish(location, manifest, part, late_hours, report, progress)
+        for hour, entry in hours:
+            targets = [part for part in dirty if part.first <= hour <= part.last and part.sources]
+            wants_all = any(part.table is EVENTS for part in targets)
+            events = store.read_files([entry], None if wants_all else list(EVENT_COLUMNS))
+            report.hours_read += 1
+            days = {table.name: _day_numbers(events, table) for table in TABLES
+                    if any(part.table is table for part in targets)}
+            for part in targets:
+                rows = events.filter(pa.array(days[part.table.name] == part.day_number))
+                if rows.num_rows:
+                    part.pending.append(rows if part.table is EVENTS else rows.select(SESSION_INPUT.names))
+                    part.pending_bytes += part.pending[-1].nbytes
+            del events, days
+            while sum(part.pending_bytes for part in dirty) > PENDING_BYTES:
+                _spill(spool_dir, max(dirty, key=lambda part: part.pending_bytes))
+            for part in done_after.pop(hour, []):
+                _finish(location, manifest, part, late_hours, report, progress)
+    finally:
+        for part in dirty:
+            if part.spool is not None:
+                part.spool.close()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+
+
+def _day_numbers(events: pa.Table, table: LakeTable) -> np.ndarray:
+    """The UTC day (days since 1970-01-01) dating each event in ``table``: its ``event_time`` for events, its
+    ``session_id`` (the session's start, ms) for sessions; -1 when it has none."""
+    if table is EVENTS:
+        micros = pc.fill_null(pc.cast(events["event_time"], pa.int64()), -DAY_US).to_numpy()
+        return np.floor_divide(micros, DAY_US)
+    return np.floor_divide(pc.fill_null(events["session_id"], -DAY_MS).to_numpy(), DAY_MS)
+
+
+def _spill(spool_dir: Path, part: _Partition) -> None:
+    """Move a partition's pending rows to its spool file (in one batch)."""
+    if part.spool is None:
+        part.spool_path = spool_dir / f"{part.table.name}-{part.day}.arrow"
+        part.spool = pa.ipc.new_file(part.spool_path, _input_schema(part.table), options=SPOOL_OPTIONS)
+    part.spool.write_table(pa.concat_tables(part.pending).combine_chunks())
+    part.pending, part.pending_bytes = [], 0
+
+
+def _input_schema(table: LakeTable) -> pa.Schema:
+    """The event columns a partition of ``table`` is built from."""
+    return EVENT_SCHEMA if table is EVENTS else SESSION_INPUT
+
+
+def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_hours: int,
+            report: PublishReport, progress: Callable[[str], None] | None) -> None:
+    """Build the partition's table from its rows (spooled, then pending), publish it whole, and record it in the
+    manifest."""
+    parts = part.pending
+    if part.spool is not None:
+        part.spool.close()
+        part.spool = None
+        with pa.memory_map(str(part.spool_path)) as source:
+            parts = [pa.ipc.open_file(source).read_all(), *parts]
+        part.spool_path.unlink()
+    events = pa.concat_tables(parts) if parts else _input_schema(part.table).empty_table()
+    part.pending, part.pending_bytes = [], 0
+    del parts
+    table = events if part.table is EVENTS else build_sessions(events)
+    del events
+    if table.num_rows:
+        write_partition(location, part.table, part.day, table)
+        report.written.append(part.key)
+        report.rows[part.table.name] = report.rows.get(part.table.name, 0) + table.num_rows
+    elif delete_partition(location, part.table, part.day):
+        report.emptied.append(part.key)
+    manifest.partitions[part.key] = {"sources": part.digest, "rows": table.num_rows, "final": part.final,
+                                     "late_hours": late_hours}
+    manifest.write(location)
+    if progress is not None:
+        progress(part.key)
+
+
+def write_partition(location: StoreLocation, table: LakeTable, day: date, rows: pa.Table) -> None:
+    """Replace the partition's file whole with ``rows``, sorted by the table's time column (so row groups have
+    non-overlapping time ranges that engines skip by their statistics)."""
+    order = pc.sort_indices(rows, [(table.time_column, "ascending")])
+    target = location.path(table.file(day))
+    if location.local:
+        folder = Path(target).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in os.listdir(folder):  # left by a publisher killed midway (publishers of a folder take turns)
+            if is_temp(name):
+                (folder / name).unlink(missing_ok=True)
+        temp = folder / temp_name()
+    else:
+        fd, name = tempfile.mkstemp(prefix=".tmp-lake-", suffix=".parquet")
+        os.close(fd)
+        temp = Path(name)
+    try:
+        with pq.ParquetWriter(temp, table.schema, **PARQUET_OPTIONS) as writer:
+            for offset in range(0, rows.num_rows, ROW_GROUP_ROWS):
+                writer.write_table(rows.take(order.slice(offset, ROW_GROUP_ROWS)), row_group_size=ROW_GROUP_ROWS)
+        location.publish_file(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def delete_partition(location: StoreLocation, table: LakeTable, day: date) -> bool:
+    """Remove a partition's file (a day left without rows); True if there was one."""
+    target = location.path(table.file(day))
+    existed = PART_FILE in location.list(table.partition(day))
+    location.delete(target)
+    return existed

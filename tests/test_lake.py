@@ -1,0 +1,170 @@
+"""The lake published from a loaded store: layout, Parquet types, content (against raw records and amplitude://),
+incremental runs and the engines' DDL."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shillelagh_amplitude.hours import hour_range
+from shillelagh_amplitude.lake import ddl
+from shillelagh_amplitude.lake.layout import EVENTS, PART_FILE, SESSIONS
+from shillelagh_amplitude.lake.publish import publish
+from shillelagh_amplitude.sql.adapter import AmplitudeAPI
+from shillelagh_amplitude.sql.scan import TimeRange
+from shillelagh_amplitude.store.hour_store import HourStore
+
+from .conftest import API_KEY, sql_connection
+from .expected import kpis, sessions_from_records
+from .helpers import parse_ts
+
+DAYS = [date(2026, 3, 1) + timedelta(days=offset) for offset in range(5)]
+
+
+def _store(cache_dir: Path) -> HourStore:
+    return HourStore(cache_dir, "https://amplitude.com", API_KEY)
+
+
+@pytest.fixture(scope="module")
+def folder_lake(loaded_cache, tmp_path_factory) -> Path:
+    lake = tmp_path_factory.mktemp("lake")
+    publish(_store(loaded_cache), lake)
+    return lake
+
+
+def _duckdb(lake: Path) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect()
+    for statement in ddl.ddl(lake, "duckdb"):
+        connection.execute(statement)
+    return connection
+
+
+def test_layout_one_file_per_partition_with_the_sql_types(folder_lake):
+    days = sorted(path.name for path in (folder_lake / "amplitude_events").iterdir())
+    assert days == [f"event_date={day}" for day in DAYS]
+    for table in (EVENTS, SESSIONS):
+        for folder in (folder_lake / table.name).iterdir():
+            assert [path.name for path in folder.iterdir()] == [PART_FILE]
+            schema = pq.read_schema(folder / PART_FILE)
+            assert schema == table.schema  # no partition column in the file; JSON as text
+            arrow = pq.ParquetFile(folder / PART_FILE).schema_arrow
+            assert arrow.field(table.time_column).type == pa.timestamp("us", tz="UTC")
+            logical = pq.ParquetFile(folder / PART_FILE).schema.column(schema.get_field_index(table.time_column))
+            kind = str(logical.logical_type)
+            assert "isAdjustedToUTC=true" in kind and "timeUnit=microseconds" in kind
+    events = pq.read_table(folder_lake / "amplitude_events" / "event_date=2026-03-02" / PART_FILE)
+    times = events["event_time"].to_pylist()
+    assert times == sorted(times) and all(t.date() == date(2026, 3, 2) for t in times)
+    assert events.schema.field("user_properties").type == pa.string()
+    assert events.schema.field("paying").type == pa.bool_() and events.schema.field("app").type == pa.int64()
+
+
+def test_every_event_once_in_its_event_date(dataset, folder_lake):
+    expected = Counter(parse_ts(record["event_time"]).date() for record in dataset.records)
+    rows = _duckdb(folder_lake).sql("SELECT event_date, count(*), count(DISTINCT uuid) FROM amplitude_events "
+                                    "GROUP BY 1").fetchall()
+    assert {day: count for day, count, _ in rows} == expected
+    assert all(count == distinct for _, count, distinct in rows)  # no event twice
+
+
+def test_sessions_equal_an_independent_computation(dataset, folder_lake):
+    sessions = sessions_from_records(dataset.records)
+    connection = _duckdb(folder_lake)
+    for day in DAYS:
+        expected = [s for s in sessions if s.start.date() == day]
+        row = connection.execute("SELECT count(*), avg(length_s), quantile_cont(length_s, 0.5), "
+                                 "quantile_cont(length_s, 0.95) FROM amplitude_sessions WHERE session_date = ?",
+                                 [day]).fetchone()
+        if not expected:
+            assert row[0] == 0
+            continue
+        assert row[0] == len(expected)
+        assert row[1:] == pytest.approx(kpis(expected)[1:], rel=1e-9)
+
+
+def test_the_same_numbers_as_amplitude_tables(loaded_cache, folder_lake):
+    """Per day, the lake holds exactly what amplitude:// serves for that day (offline, it serves the days the store
+    holds whole: not 2026-03-05)."""
+    cursor = sql_connection(cache_dir=str(loaded_cache), offline=True).cursor()
+    lake = _duckdb(folder_lake)
+    for day in DAYS[:-1]:
+        bounds = (f"{day}", f"{day + timedelta(days=1)}")
+        served = cursor.execute("SELECT event_type, count(*) FROM amplitude_events WHERE event_time >= ? AND "
+                                "event_time < ? GROUP BY 1", bounds).fetchall()
+        published = lake.execute("SELECT event_type, count(*) FROM amplitude_events WHERE event_date = ? "
+                                 "GROUP BY 1", [day]).fetchall()
+        assert sorted(served) == sorted(published)
+        served = cursor.execute("SELECT count(*), sum(length_s), sum(event_count) FROM amplitude_sessions "
+                                "WHERE session_start >= ? AND session_start < ?", bounds).fetchone()
+        published = lake.execute("SELECT count(*), sum(length_s), sum(event_count) FROM amplitude_sessions "
+                                 "WHERE session_date = ?", [day]).fetchone()
+        assert served[0] == published[0] and served[2] == published[2]
+        assert served[1] == pytest.approx(published[1] or 0, rel=1e-12)
+
+
+@pytest.mark.parametrize("table", [EVENTS, SESSIONS])
+def test_source_hours_are_the_hours_amplitude_reads_for_the_day(table):
+    adapter = AmplitudeAPI(table.name, api_key="k", late_hours=7)
+    day = date(2026, 3, 2)
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    ranges = {table.time_column: TimeRange(start, start + timedelta(days=1))}
+    assert table.source_hours(day, 7) == adapter._upload_hours(ranges, now=datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def test_publishing_again_rewrites_only_the_partitions_whose_hours_changed(loaded_cache, tmp_path):
+    """A store missing the hours of 2026-03-03 is published; once they are stored, the next run rewrites exactly
+    the partitions whose window of upload hours holds one of them."""
+    cache = tmp_path / "cache"
+    shutil.copytree(loaded_cache, cache)
+    store = _store(cache)
+    held = tmp_path / "held"
+    shutil.move(cache / store.project / "20260303", held)
+    lake = tmp_path / "lake"
+    first = publish(store, lake)
+    assert first.written and first.hours_read > 0
+    before = {path: path.stat().st_mtime_ns for path in lake.rglob(PART_FILE)}
+    again = publish(store, lake)
+    assert again.written == [] and again.hours_read == 0
+    shutil.move(held, cache / store.project / "20260303")
+    late_hours = 48
+    added = list(hour_range(datetime(2026, 3, 3, tzinfo=UTC), datetime(2026, 3, 3, 23, tzinfo=UTC)))
+    expected = set()
+    for day in [date(2026, 2, 26) + timedelta(days=offset) for offset in range(12)]:
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        for table, extra in ((EVENTS, 0), (SESSIONS, 24)):
+            window_end = midnight + timedelta(hours=23 + late_hours + extra)
+            has_rows = (lake / table.partition(day) / PART_FILE).exists() or day == date(2026, 3, 3)
+            if any(midnight - timedelta(hours=1) <= hour <= window_end for hour in added) and has_rows:
+                expected.add(table.partition(day))
+    report = publish(store, lake, late_hours=late_hours)
+    assert set(report.written) == expected
+    after = {path: path.stat().st_mtime_ns for path in lake.rglob(PART_FILE)}
+    for path, mtime in before.items():
+        rewritten = str(path.parent.relative_to(lake)) in expected
+        assert (after[path] != mtime) == rewritten
+    assert publish(store, lake).written == []
+
+
+def test_a_lake_holds_one_project(loaded_cache, tmp_path):
+    lake = tmp_path / "lake"
+    publish(_store(loaded_cache), lake)
+    other = HourStore(loaded_cache, "https://amplitude.com", "another-key")
+    with pytest.raises(Exception, match="holds another Amplitude project"):
+        publish(other, lake)
+
+
+def test_ddl_locations_carry_no_credentials():
+    uri = "s3://AKIAEXAMPLE:s3cr3t@bucket/lake?endpoint_override=minio:9000&secret_key=s3cr3t"
+    for engine in ddl.ENGINES:
+        text = ddl.script(uri, engine)
+        assert "s3cr3t" not in text and "AKIAEXAMPLE" not in text and "endpoint_override" not in text
+    assert "LOCATION 's3a://bucket/lake/amplitude_events'" in ddl.script(uri, "spark")
+    assert ddl.script(uri, "trino").startswith("-- trino: untested here")
+    assert "MSCK REPAIR TABLE amplitude.amplitude_sessions SYNC PARTITIONS;" in ddl.script("/lake", "spark")

@@ -1,0 +1,200 @@
+"""The lake's guarantees under change: readers during rewrites, a publisher killed midway, object storage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from shillelagh_amplitude.lake.layout import EVENTS, PART_FILE, SESSIONS
+from shillelagh_amplitude.lake.publish import publish
+from shillelagh_amplitude.store.hour_store import HourStore
+
+from .conftest import API_KEY
+from .expected import sessions_from_records
+from .helpers import parse_ts
+from .object_store import S3Proxy
+
+AWS = {"AWS_ACCESS_KEY_ID": "test-access-key", "AWS_SECRET_ACCESS_KEY": "test-aws-secret-5150",
+       "AWS_EC2_METADATA_DISABLED": "true"}
+#: Upload hours held back, then stored: they add late rows to the provisional days 2026-03-02..03-04.
+HELD_HOURS = [f"{hour:02d}" for hour in range(8, 24)]
+PER_PARTITION = (
+    "SELECT 'e', event_date, count(*), count(DISTINCT uuid) FROM read_parquet('{lake}/amplitude_events/*/*.parquet', "
+    "hive_partitioning = true) GROUP BY 1, 2 UNION ALL "
+    "SELECT 's', session_date, count(*), count(DISTINCT (amplitude_id, session_id)) FROM "
+    "read_parquet('{lake}/amplitude_sessions/*/*.parquet', hive_partitioning = true) GROUP BY 1, 2"
+)
+
+
+def _store(cache_dir: Path) -> HourStore:
+    return HourStore(cache_dir, "https://amplitude.com", API_KEY)
+
+
+def _hold(cache: Path, store: HourStore, held: Path) -> None:
+    """Move the held-back hours of 2026-03-03 out of the store."""
+    held.mkdir(exist_ok=True)
+    for path in (cache / store.project / "20260303").iterdir():
+        if path.name[:2] in HELD_HOURS:
+            shutil.move(path, held / path.name)
+
+
+def _restore(cache: Path, store: HourStore, held: Path) -> None:
+    for path in held.iterdir():
+        shutil.move(path, cache / store.project / "20260303" / path.name)
+
+
+def _counts(lake: Path) -> dict[tuple[str, str], int]:
+    rows = duckdb.connect().sql(PER_PARTITION.format(lake=lake)).fetchall()
+    assert all(count == distinct for _, _, count, distinct in rows)  # every row once
+    return {(table, str(day)): count for table, day, count, _ in rows}
+
+
+def test_readers_see_each_partition_before_or_after_a_rewrite_never_a_mix(loaded_cache, tmp_path):
+    """Publishes alternate between the store without and with late hours (each rewrites the provisional days)
+    while a reader loops over the whole lake: every read's per-partition counts are those before or after."""
+    cache = tmp_path / "cache"
+    shutil.copytree(loaded_cache, cache)
+    store, held, lake = _store(cache), tmp_path / "held", tmp_path / "lake"
+    _hold(cache, store, held)
+    publish(store, lake)
+    before = _counts(lake)
+    _restore(cache, store, held)
+    publish(store, lake)
+    after = _counts(lake)
+    changed = {key for key in after if before.get(key) != after[key]}
+    assert len(changed) >= 4  # events and sessions of several days change
+    stop, reads, failures = threading.Event(), [], []
+
+    def read_loop() -> None:
+        while not stop.is_set():
+            try:
+                seen = _counts(lake)
+                listed = {path.name for folder in lake.glob("amplitude_*/*") for path in folder.iterdir()
+                          if not path.name.startswith(".")}
+            except Exception as exc:  # noqa: BLE001 - a failed read is a failure of the guarantee
+                failures.append(repr(exc))
+                continue
+            reads.append(seen)
+            if listed != {PART_FILE}:
+                failures.append(f"visible files {listed}")
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    rewrites = 0
+    try:
+        for _ in range(4):
+            _hold(cache, store, held)
+            rewrites += len(publish(store, lake).written)
+            _restore(cache, store, held)
+            rewrites += len(publish(store, lake).written)
+    finally:
+        stop.set()
+        reader.join()
+    assert not failures
+    mixed = [seen for seen in reads if any(seen.get(key) not in (before.get(key), after[key]) for key in after)]
+    assert not mixed
+    both = {key: {seen.get(key) for seen in reads} for key in changed}
+    print(f"\nlake atomicity: {len(reads)} reads during 8 publishes rewriting {rewrites} partitions; "
+          f"{len(changed)} partitions changed; states seen per changed partition: {both}")
+    assert len(reads) >= 8 and rewrites >= 8 * len(changed) // 2
+
+
+KILLED_PUBLISHER = """
+import sys, time
+import pyarrow.parquet as pq
+from shillelagh_amplitude.lake import publish as module
+from shillelagh_amplitude.store.hour_store import HourStore
+
+class SlowWriter(pq.ParquetWriter):
+    def write_table(self, table, *args, **kwargs):
+        super().write_table(table, *args, **kwargs)
+        if str(self.where).endswith('.tmp') and 'event_date=2026-03-03' in str(self.where):
+            print('half-written', self.where, flush=True)
+            time.sleep(60)
+
+module.pq.ParquetWriter = SlowWriter
+store = HourStore(sys.argv[1], "https://amplitude.com", sys.argv[2])
+module.publish(store, sys.argv[3], progress=lambda key: print('published', key, flush=True))
+"""
+
+
+def test_a_publisher_killed_midway_leaves_the_lake_readable_and_the_next_run_completes_it(loaded_cache, tmp_path):
+    reference = tmp_path / "reference"
+    publish(_store(loaded_cache), reference)
+    lake = tmp_path / "lake"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_PUBLISHER, str(loaded_cache), API_KEY, str(lake)],
+                             stdout=subprocess.PIPE, text=True)
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if line.startswith("half-written"):
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    assert any(line.startswith("published") for line in lines)  # killed after some partitions, in the middle of one
+    temp = Path(lines[-1].split()[1])
+    assert temp.exists() and temp.name.startswith(".")  # the half-written file: hidden, not *.parquet
+    partial = _counts(lake)  # readable: every file listed is whole
+    complete = _counts(reference)
+    assert partial and all(complete[key] == count for key, count in partial.items())
+    assert len(partial) < len(complete)
+    report = publish(_store(loaded_cache), lake)
+    assert report.written and _counts(lake) == complete
+    assert not temp.exists() and not [path for path in lake.rglob(".*") if path.name != ".lock"]
+    for path in reference.rglob(PART_FILE):
+        assert pq.read_table(lake / path.relative_to(reference)).equals(pq.read_table(path))
+
+
+@pytest.fixture(scope="module")
+def s3() -> S3Proxy:
+    proxy = S3Proxy()
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+def test_the_lake_on_object_storage(s3, loaded_cache, dataset, monkeypatch, tmp_path):
+    """Published to the S3 server, listed and read back through pyarrow's dataset API partition by partition;
+    a second run puts nothing; no temporary object is ever created (one PUT per partition)."""
+    for name, value in AWS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(bucket)
+    s3.clear_log()
+    uri = s3.uri(bucket, "lake")
+    report = publish(_store(loaded_cache), uri)
+    keys = s3.keys(bucket)
+    parts = sorted(key for key in keys if key.endswith(".parquet"))
+    assert parts == sorted(f"lake/{partition}/{PART_FILE}" for partition in report.written)
+    assert set(keys) == {*parts, "lake/_amplitude_lake.json"}
+    puts = [path for _, path, _ in s3.requests_made("PUT") if ".parquet" in path]
+    assert len(puts) == len(parts)  # each partition in one PUT, under its final key
+    filesystem, root = __import__("pyarrow.fs", fromlist=["FileSystem"]).FileSystem.from_uri(uri)
+    expected_events = Counter(str(parse_ts(r["event_time"]).date()) for r in dataset.records)
+    expected_sessions = Counter(str(s.start.date()) for s in sessions_from_records(dataset.records))
+    for table, expected in ((EVENTS, expected_events), (SESSIONS, expected_sessions)):
+        dataset_ = ds.dataset(f"{root}/{table.name}", filesystem=filesystem, format="parquet", partitioning="hive")
+        assert dataset_.schema.field(table.time_column).type == table.schema.field(table.time_column).type
+        for fragment in dataset_.get_fragments():
+            day = str(ds.get_partition_keys(fragment.partition_expression)[table.partition_column])
+            assert fragment.count_rows() == expected[day], (table.name, day)
+            assert fragment.path.endswith(f"{table.partition_column}={day}/{PART_FILE}")
+        assert dataset_.count_rows() == sum(expected.values())
+    s3.clear_log()
+    again = publish(_store(loaded_cache), uri)
+    assert again.written == [] and not s3.requests_made("PUT")
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in str(s3.keys(bucket))

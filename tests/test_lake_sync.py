@@ -1,0 +1,131 @@
+"""Publishing wired to the syncs: ``amplitude-sync --lake``, ``amplitude-lake``, and Superset's Celery task."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+
+import duckdb
+import pytest
+
+from shillelagh_amplitude.cli import lake_main, sync_main
+from shillelagh_amplitude.hours import floor_hour, hour_range
+from shillelagh_amplitude.lake import ddl
+from shillelagh_amplitude.superset import tasks
+
+from .conftest import API_KEY, SECRET_KEY, sql_connection
+from .helpers import parse_ts
+
+NOW = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)
+
+
+def _expected_events(records: list[dict], hours: list[datetime], late_hours: int) -> Counter:
+    """Events per event date that a lake built from ``hours`` holds: those uploaded from one hour before their day
+    through ``late_hours`` after its last hour."""
+    stored = set(hours)
+    counts: Counter = Counter()
+    for record in records:
+        uploaded, happened = floor_hour(parse_ts(record["server_upload_time"])), parse_ts(record["event_time"])
+        midnight = datetime.combine(happened.date(), datetime.min.time(), UTC)
+        if uploaded in stored and midnight - timedelta(hours=1) <= uploaded <= midnight + timedelta(
+                hours=23 + late_hours):
+            counts[happened.date()] += 1
+    return counts
+
+
+def _lake_events(lake) -> Counter:
+    connection = duckdb.connect()
+    for statement in ddl.ddl(lake, "duckdb"):
+        connection.execute(statement)
+    return Counter(dict(connection.sql("SELECT event_date, count(*) FROM amplitude_events GROUP BY 1").fetchall()))
+
+
+def test_sync_with_lake_publishes_the_days_its_hours_touch(tmp_path, dataset, emulator, monkeypatch, capsys):
+    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", SECRET_KEY)
+    lake = tmp_path / "lake"
+    code = sync_main(["--start", "2026-03-02", "--end", "2026-03-02", "--api-key", API_KEY, "--base-url",
+                      emulator.base_url, "--cache-dir", str(tmp_path / "cache"), "--lake", str(lake),
+                      "--late-hours", "6"])
+    assert code == 0
+    out = capsys.readouterr().out
+    hours = list(hour_range(datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 2, 23, tzinfo=UTC)))
+    expected = _expected_events(dataset.records, hours, late_hours=6)
+    assert _lake_events(lake) == expected and sum(expected.values()) > 0
+    assert f"amplitude-sync: lake {lake}:" in out and "partitions written" in out
+    assert SECRET_KEY not in out
+
+
+def test_amplitude_lake_publishes_the_store_and_prints_ddl(loaded_cache, tmp_path, capsys):
+    lake = tmp_path / "lake"
+    assert lake_main(["publish", "--api-key", API_KEY, "--cache-dir", str(loaded_cache), str(lake)]) == 0
+    assert "9 partitions written" in capsys.readouterr().out  # 5 days of events, 4 of sessions
+    assert sorted(path.parent.name for path in lake.glob("amplitude_sessions/*/part-0.parquet")) == [
+        f"session_date=2026-03-0{day}" for day in range(1, 5)]
+    assert lake_main(["ddl", "--engine", "duckdb", str(lake)]) == 0
+    script = capsys.readouterr().out
+    connection = duckdb.connect()
+    connection.execute(script)
+    assert connection.execute("SELECT count(*) FROM amplitude_sessions WHERE session_date = DATE '2026-03-02'"
+                              ).fetchone()[0] > 0
+
+
+def test_the_celery_sync_publishes_the_operators_lake_and_rewrites_provisional_days(tmp_path, dataset, emulator,
+                                                                                     monkeypatch):
+    lake = tmp_path / "lake"
+    settings = {"base_url": emulator.base_url, "default_days": 1, "api_key": API_KEY, "secret_key": SECRET_KEY,
+                "cache_dir": str(tmp_path / "cache"), "lake": str(lake), "late_hours": 12}
+    monkeypatch.setattr(tasks, "amplitude_projects", lambda: [("Project", {**settings, "now": NOW})])
+    (first,) = tasks.sync_amplitude_stores.run()
+    assert first["ok"] and first["partitions_written"] > 0 and first["lake"].startswith(f"lake {lake}:")
+    synced = list(hour_range(datetime(2026, 3, 2, 23, tzinfo=UTC), datetime(2026, 3, 4, 9, tzinfo=UTC)))
+    assert _lake_events(lake) == _expected_events(dataset.records, synced, late_hours=12)
+    later = NOW + timedelta(hours=10)
+    monkeypatch.setattr(tasks, "amplitude_projects", lambda: [("Project", {**settings, "now": later})])
+    (second,) = tasks.sync_amplitude_stores.run()
+    synced = list(hour_range(synced[0], datetime(2026, 3, 4, 19, tzinfo=UTC)))
+    expected = _expected_events(dataset.records, synced, late_hours=12)
+    assert _lake_events(lake) == expected and expected[date(2026, 3, 4)] > 0
+    assert second["partitions_written"] > 0
+
+
+def test_the_lake_of_a_database_is_the_one_the_operator_mapped():
+    config = {"AMPLITUDE_LAKE": "/srv/lake", "AMPLITUDE_LAKES": {"Sales": "s3://bucket/sales-lake"}}
+    assert tasks._with_lake({"api_key": "k"}, config, None) == {"api_key": "k", "lake": "/srv/lake"}
+    assert tasks._with_lake({"api_key": "k"}, config, "Sales") == {"api_key": "k", "lake": "s3://bucket/sales-lake"}
+    given = {"api_key": "k", "lake": "/srv/lake"}  # the mutator's, for a database on the environment's project
+    assert tasks._with_lake(given, config, "Other") == given
+    assert tasks._with_lake({"api_key": "k"}, {}, None) == {"api_key": "k"}
+
+
+def test_duckdb_over_the_lake_gives_the_numbers_of_amplitude_tables(tmp_path, emulator, monkeypatch):
+    """The same emulator project, synced with ``--lake``: session KPIs, per-plan percentiles and events per type
+    through amplitude:// (SQLite over the hour store) and through DuckDB over the lake's Parquet."""
+    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", SECRET_KEY)
+    cache, lake = tmp_path / "cache", tmp_path / "lake"
+    assert sync_main(["--start", "2026-02-28", "--end", "2026-03-06", "--api-key", API_KEY, "--base-url",
+                      emulator.base_url, "--cache-dir", str(cache), "--lake", str(lake)]) == 0
+    amplitude = sql_connection(base_url=emulator.base_url, cache_dir=str(cache)).cursor()
+    connection = duckdb.connect()
+    for statement in ddl.ddl(lake, "duckdb"):
+        connection.execute(statement)
+    sessions = "FROM amplitude_sessions WHERE session_start >= '2026-03-02' AND session_start < '2026-03-05'"
+    events = "FROM amplitude_events WHERE event_time >= '2026-03-02' AND event_time < '2026-03-05'"
+    pairs = [
+        (f"SELECT count(*), avg(length_s), median(length_s), percentile(length_s, 95) {sessions}",
+         f"SELECT count(*), avg(length_s), median(length_s), quantile_cont(length_s, 0.95) {sessions}"),
+        (f"SELECT json_extract(user_properties, '$.plan'), count(*), median(length_s), percentile(length_s, 90) "
+         f"{sessions} GROUP BY 1 ORDER BY 1",
+         f"SELECT json_extract_string(user_properties, '$.plan'), count(*), median(length_s), "
+         f"quantile_cont(length_s, 0.9) {sessions} GROUP BY 1 ORDER BY 1 NULLS FIRST"),
+        (f"SELECT event_type, count(*) {events} GROUP BY 1 ORDER BY 1",
+         f"SELECT event_type, count(*) {events} GROUP BY 1 ORDER BY 1"),
+    ]
+    for sqlite_sql, duckdb_sql in pairs:
+        served = amplitude.execute(sqlite_sql).fetchall()
+        published = connection.execute(duckdb_sql).fetchall()
+        assert len(served) == len(published) > 0
+        for row, other in zip(served, published, strict=True):
+            labels = [value for value in row if not isinstance(value, int | float)]  # plans (text or NULL)
+            assert labels == [value for value in other if not isinstance(value, int | float)]
+            assert [value for value in row if isinstance(value, int | float)] == pytest.approx(
+                [value for value in other if isinstance(value, int | float)], rel=1e-9)
