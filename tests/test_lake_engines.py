@@ -4,17 +4,19 @@ per-engine dataset SQL (``dashboards/engines/``) and give the numbers ``amplitud
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
 import jinja2
 import pytest
 
+from shillelagh_amplitude.lake.ddl import ddl, refresh_statements
+from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.store.hour_store import HourStore
 
-from .conftest import API_KEY, Dataset
+from .conftest import API_KEY, DATASET_START, Dataset
 from .expected import sessions_from_records
-from .lake_temp import duckdb_ddl, spark_ddl, write_lake
 from .scripts import load_script
 from .spark_server import ThriftServer, thrift_server
 
@@ -27,9 +29,9 @@ Run = Callable[[str], list[tuple]]
 
 @pytest.fixture(scope="module")
 def lake(loaded_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test store's events and sessions as a folder lake."""
+    """The test store published as a folder lake (the lake's own publisher)."""
     folder = tmp_path_factory.mktemp("lake")
-    write_lake(HourStore(loaded_cache, "https://amplitude.com", API_KEY), folder)
+    publish(HourStore(loaded_cache, "https://amplitude.com", API_KEY), folder)
     return folder
 
 
@@ -41,7 +43,7 @@ def dataset_records(dataset: Dataset) -> list[dict]:
 @pytest.fixture(scope="module")
 def spark(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThriftServer]:
     with thrift_server(tmp_path_factory.mktemp("spark")) as server:
-        server.run(*spark_ddl(lake))
+        server.run(*ddl(lake, "spark"))
         yield server
 
 
@@ -50,7 +52,7 @@ def duckdb_file(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DuckDB file holding the lake's views, closed before it is read (read-only, as Superset opens it)."""
     path = tmp_path_factory.mktemp("duckdb") / "lake.duckdb"
     with duckdb.connect(str(path)) as connection:
-        for statement in duckdb_ddl(lake):
+        for statement in ddl(lake, "duckdb"):
             connection.execute(statement)
     return path
 
@@ -161,6 +163,26 @@ def test_data_complete_through(engine: tuple[str, Run], offline_sql: Run) -> Non
     expected = offline_sql(sql("amplitude"))
     assert expected[0][0] > 0
     assert run(sql(name)) == expected
+
+
+def test_a_running_spark_sees_a_publish_after_the_refresh_statements(
+    spark: ThriftServer, loaded_cache: Path, tmp_path: Path
+) -> None:
+    """A lake published in two runs under a running Thrift Server: after the second run and
+    ``refresh_statements``, Spark counts every event and session the lake holds (DuckDB's count, re-listed)."""
+    store = HourStore(loaded_cache, "https://amplitude.com", API_KEY)
+    publish(store, tmp_path, first=DATASET_START, last=DATASET_START + timedelta(hours=12))
+    spark.run(*ddl(tmp_path, "spark", schema="fresh"))
+    counts = "SELECT (SELECT COUNT(*) FROM {0}amplitude_events), (SELECT COUNT(*) FROM {0}amplitude_sessions)"
+    before = spark.run(counts.format("fresh."))
+    publish(store, tmp_path)
+    spark.run(*refresh_statements("spark", schema="fresh"))
+    with duckdb.connect() as connection:
+        for statement in ddl(tmp_path, "duckdb"):
+            connection.execute(statement)
+        after = connection.execute(counts.format("")).fetchall()
+    assert spark.run(counts.format("fresh.")) == after
+    assert 0 < before[0][0] < after[0][0] and 0 < before[0][1] < after[0][1]
 
 
 def test_read_only_duckdb_file_is_not_locked_against_readers(duckdb_file: Path) -> None:

@@ -14,9 +14,10 @@ import pytest
 import requests
 
 from shillelagh_amplitude.export.client import resolve_base_url
+from shillelagh_amplitude.lake.ddl import ddl
+from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.store.hour_store import HourStore
 
-from ..lake_temp import duckdb_ddl, spark_ddl, write_lake
 from ..scripts import load_script
 from ..spark_server import thrift_server
 from .conftest import OUTPUT, Superset, demo
@@ -33,14 +34,14 @@ CHARTS = 17
 def lake(superset: Superset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The e2e sample's store published as a folder lake."""
     folder = tmp_path_factory.mktemp("lake")
-    write_lake(HourStore(superset.layout.demo_store, resolve_base_url(), demo.DEMO_API_KEY), folder)
+    publish(HourStore(superset.layout.demo_store, resolve_base_url(), demo.DEMO_API_KEY), folder)
     return folder
 
 
 @pytest.fixture(scope="module")
 def spark_uri(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with thrift_server(tmp_path_factory.mktemp("spark")) as server:
-        server.run(*spark_ddl(lake))
+        server.run(*ddl(lake, "spark"))
         yield server.uri("amplitude")
 
 
@@ -49,7 +50,7 @@ def duckdb_uri(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The DuckDB file of views, written and closed before Superset opens it read-only."""
     path = tmp_path_factory.mktemp("duckdb") / "lake.duckdb"
     with duckdb.connect(str(path)) as connection:
-        for statement in duckdb_ddl(lake):
+        for statement in ddl(lake, "duckdb"):
             connection.execute(statement)
     return f"duckdb:///{path}?access_mode=read_only"
 
