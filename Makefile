@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 BROWSER := /usr/bin/chromedriver
 # Debian's Redis for the background-sync tests (a real broker for a real Celery worker and beat).
 REDIS := /usr/bin/redis-server
+# Debian's Java 17 for Spark (pyspark's jars: local mode and the Thrift Server of the lake tests).
+JAVA := /usr/bin/java
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test lint demo bench clean
@@ -25,10 +27,14 @@ $(REDIS):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server
 
+$(JAVA):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq openjdk-17-jre-headless
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) $(BROWSER) $(REDIS) lint
+test: $(STAMP) $(BROWSER) $(REDIS) $(JAVA) lint
 	$(PY) -m pytest
 
 demo: $(STAMP)

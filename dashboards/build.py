@@ -1,6 +1,6 @@
 """Build the importable Superset bundle (ZIP) from the YAML sources in ``dashboards/session_length/``.
 
-    amplitude-dashboard [--output session_length_dashboard.zip] [--database-uuid UUID]
+    amplitude-dashboard [--output session_length_dashboard.zip] [--database-uuid UUID] [--engine amplitude|duckdb|spark]
     python dashboards/build.py ...   (the same, from a clone)
 
 This folder is installed with the package as ``shillelagh_amplitude.dashboards`` (a link in ``connector/``), so
@@ -13,6 +13,9 @@ this script adds what Superset's export format repeats: UUIDs derived from file 
 ``query_context`` (what the chart editor would save, used by ``GET /api/v1/chart/<id>/data/``, reports and
 cache warm-up), the dashboard's position tree and native filter configuration. The output is
 deterministic: same sources, same bytes.
+
+``--engine duckdb|spark`` builds the same dashboard over the lake: ``dashboards/engines/<engine>.yaml`` replaces
+the connection, each dataset's SQL and the metric expressions written for that engine (see ``for_engine``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import uuid
 import zipfile
 from pathlib import Path
@@ -28,6 +32,9 @@ from typing import Any
 import yaml
 
 SOURCES = Path(__file__).resolve().parent / "session_length"
+#: Per-engine overrides of the sources (the dashboard over the lake); the sources themselves are amplitude://'s.
+ENGINE_SOURCES = Path(__file__).resolve().parent / "engines"
+DEFAULT_ENGINE = "amplitude"
 ROOT = "session_length_dashboard"
 VERSION = "1.0.0"
 # Fixed, so that rebuilding gives the same bytes.
@@ -387,14 +394,63 @@ def dashboard_config(
     }
 
 
-def bundle_files(sources: Path = SOURCES, database_uuid: str | None = None) -> dict[str, dict[str, Any]]:
+def engines() -> list[str]:
+    """The engines a bundle can be built for."""
+    return [DEFAULT_ENGINE, *sorted(path.stem for path in ENGINE_SOURCES.glob("*.yaml"))]
+
+
+def for_engine(engine: str, database: dict[str, Any], datasets: dict[str, dict[str, Any]],
+               dashboard: dict[str, Any]) -> None:
+    """Apply ``engines/<engine>.yaml`` in place: its connection, each dataset's ``sql`` and metric expressions,
+    and names of their own for the datasets (Superset's metadata DB wants dataset names unique) and the dashboard,
+    so that each engine's bundle imports beside the others."""
+    overrides = load(ENGINE_SOURCES / f"{engine}.yaml")
+    database.clear()
+    database.update(overrides["database"])
+    for key, override in overrides["datasets"].items():
+        dataset = datasets[key]
+        dataset["table_name"] = f"{dataset['table_name']}_{engine}"
+        dataset["sql"] = override["sql"]
+        expressions = override.get("metrics", {})
+        unknown = set(expressions) - {metric["metric_name"] for metric in dataset["metrics"]}
+        if unknown:
+            raise ValueError(f"engines/{engine}.yaml: dataset {key} has no metrics {sorted(unknown)}")
+        for metric in dataset["metrics"]:
+            metric["expression"] = expressions.get(metric["metric_name"], metric["expression"])
+    dashboard["dashboard_title"] = f"{dashboard['dashboard_title']} ({overrides['label']})"
+    dashboard["slug"] = f"{dashboard['slug']}-{engine}"
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def scoped_uuids(value: Any, engine: str, keep: frozenset[str] = frozenset()) -> Any:
+    """``value`` with every UUID but those in ``keep`` derived anew for ``engine``: its objects never overwrite
+    another engine's."""
+    if isinstance(value, dict):
+        return {key: scoped_uuids(item, engine, keep) for key, item in value.items()}
+    if isinstance(value, list):
+        return [scoped_uuids(item, engine, keep) for item in value]
+    if isinstance(value, str) and _UUID.fullmatch(value) and value not in keep:
+        return str(uuid.uuid5(NAMESPACE, f"{engine}/{value}"))
+    return value
+
+
+def bundle_files(sources: Path = SOURCES, database_uuid: str | None = None, engine: str = DEFAULT_ENGINE,
+                 sqlalchemy_uri: str | None = None) -> dict[str, dict[str, Any]]:
     """Every file of the bundle (path inside the root folder -> content); the connection's UUID is
-    ``database_uuid`` (an existing connection's) or the bundle's own."""
+    ``database_uuid`` (an existing connection's) or the bundle's own; ``sqlalchemy_uri`` replaces the
+    connection's (e.g. where the Spark Thrift Server or the DuckDB file is)."""
     database = load(sources / "database.yaml")
-    database_uuid = database_uuid or uuid_for("database", database["database_name"])
     datasets = {path.stem: load(path) for path in sorted((sources / "datasets").glob("*.yaml"))}
     charts = {path.stem: load(path) for path in sorted((sources / "charts").glob("*.yaml"))}
     dashboard = load(sources / "dashboard.yaml")
+    if engine != DEFAULT_ENGINE:
+        for_engine(engine, database, datasets, dashboard)
+    if sqlalchemy_uri:
+        database["sqlalchemy_uri"] = sqlalchemy_uri
+    existing = frozenset({database_uuid} if database_uuid else ())
+    database_uuid = database_uuid or uuid_for("database", database["database_name"])
     laid_out = [key for row in dashboard["rows"] for key in row.get("charts", {})]
     if sorted(laid_out) != sorted(charts):
         raise ValueError(f"dashboard.yaml must place each chart once: {sorted(laid_out)} vs {sorted(charts)}")
@@ -421,14 +477,15 @@ def bundle_files(sources: Path = SOURCES, database_uuid: str | None = None) -> d
             "dataset_uuid": uuid_for("dataset", chart["dataset"]),
         }
     files[f"dashboards/{dashboard['slug']}.yaml"] = dashboard_config(dashboard, charts, datasets)
-    return files
+    return files if engine == DEFAULT_ENGINE else scoped_uuids(files, engine, existing)
 
 
-def build(out: Path, sources: Path = SOURCES, database_uuid: str | None = None) -> Path:
+def build(out: Path, sources: Path = SOURCES, database_uuid: str | None = None, engine: str = DEFAULT_ENGINE,
+          sqlalchemy_uri: str | None = None) -> Path:
     """Write the bundle ZIP (sorted members, fixed timestamps) and return its path."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in sorted(bundle_files(sources, database_uuid).items()):
+        for name, content in sorted(bundle_files(sources, database_uuid, engine, sqlalchemy_uri).items()):
             info = zipfile.ZipInfo(f"{ROOT}/{name}", date_time=ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -460,8 +517,13 @@ def main(argv: list[str] | None = None) -> None:
              "then creates no connection of its own; without it the import creates one named \"Amplitude\", "
              "without keys",
     )
+    parser.add_argument("--engine", choices=engines(), default=DEFAULT_ENGINE,
+                        help="amplitude:// (default), or the lake through duckdb-engine or Spark's Thrift Server")
+    parser.add_argument("--sqlalchemy-uri", help="the connection's URI, e.g. hive://hive@spark:10000/amplitude or "
+                        "duckdb:////lake/amplitude.duckdb?access_mode=read_only (default: the engine's example)")
     args = parser.parse_args(argv)
-    print(build(args.output, database_uuid=args.database_uuid))
+    print(build(args.output, database_uuid=args.database_uuid, engine=args.engine,
+                sqlalchemy_uri=args.sqlalchemy_uri))
 
 
 if __name__ == "__main__":

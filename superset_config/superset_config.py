@@ -143,6 +143,24 @@ DATASET_AUTO_DETECT_DATETIME_FORMATS = False
 PREVENT_UNSAFE_DB_CONNECTIONS = True
 # Template processing stays off (Superset's default): the bundled dashboard needs no Jinja.
 
+# The lake through Spark: Superset 6.1 resolves hive:// (PyHive, the Spark Thrift Server) to its Hive engine spec,
+# whose time grains Spark refuses (weeks: pattern letter 'u') or returns as text (days). Spark's own date_trunc
+# grains (those of Superset's SparkEngineSpec) replace them for hive:// connections.
+TIME_GRAIN_ADDON_EXPRESSIONS = {
+    "hive": {
+        "PT1S": "date_trunc('second', {col})",
+        "PT1M": "date_trunc('minute', {col})",
+        "PT1H": "date_trunc('hour', {col})",
+        "P1D": "date_trunc('day', {col})",
+        "P1W": "date_trunc('week', {col})",
+        "P1M": "date_trunc('month', {col})",
+        "P3M": "date_trunc('quarter', {col})",
+        "P1Y": "date_trunc('year', {col})",
+        "P1W/1970-01-03T00:00:00Z": "date_trunc('week', {col} + interval '1 day') + interval '5 days'",
+        "1969-12-28T00:00:00Z/P1W": "date_trunc('week', {col} + interval '1 day') - interval '1 day'",
+    }
+}
+
 # The environment's project, by adapter kwarg: for connections that name no API key of their own.
 AMPLITUDE_ENV = {
     "api_key": "AMPLITUDE_API_KEY",

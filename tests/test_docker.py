@@ -54,7 +54,7 @@ def test_compose_services_share_the_hour_store(compose: dict) -> None:
         "postgres", "redis", "superset-init", "superset", "superset-worker", "superset-worker-beat"}
     for name in ("superset-init", "superset", "superset-worker", "superset-worker-beat"):
         service = services[name]
-        assert service["volumes"] == ["amplitude-store:/var/lib/amplitude"], name
+        assert service["volumes"] == ["amplitude-store:/var/lib/amplitude", "amplitude-lake:/var/lib/amplitude-lake"]
         env = service["environment"]
         assert env["AMPLITUDE_CACHE_DIR"] == "${AMPLITUDE_CACHE_DIR:-/var/lib/amplitude}"
         assert env["SUPERSET_DATABASE_URI"].startswith("postgresql+psycopg2://superset:${POSTGRES_PASSWORD")
@@ -63,7 +63,8 @@ def test_compose_services_share_the_hour_store(compose: dict) -> None:
         assert service["env_file"] == ".env"
     for name in ("superset", "superset-worker", "superset-worker-beat"):
         assert services[name]["depends_on"]["superset-init"] == {"condition": "service_completed_successfully"}
-    assert set(compose["volumes"]) == {"postgres-data", "redis-data", "amplitude-store", "object-store-data"}
+    assert set(compose["volumes"]) == {"postgres-data", "redis-data", "amplitude-store", "amplitude-lake",
+                                       "object-store-data", "spark-metastore"}
     assert services["superset"]["ports"] == ["127.0.0.1:8088:8088"]
 
 
@@ -116,3 +117,31 @@ def test_object_storage_profile_creates_the_bucket_the_example_points_at(compose
     uri = re.search(r"AMPLITUDE_CACHE_DIR=(s3://amplitude-hours/\S+)", example).group(1)
     assert "endpoint_override=object-store:9000" in uri and "scheme=http" in uri
     assert "@" not in uri  # credentials come from the environment, never the URI
+
+
+def test_lake_spark_profile_serves_the_lake_volume_as_the_tests_serve_theirs(compose: dict, dockerfile: str) -> None:
+    """The Thrift Server reads the lake's volume (read-only) at the path the sync publishes to, started like the
+    tests' server; its tables are the lake's DDL for that path, re-run to refresh; the image's Spark bundle
+    points at it."""
+    from shillelagh_amplitude.lake.ddl import script
+
+    from .spark_server import command
+
+    services = compose["services"]
+    thrift, refresh = services["spark-thrift"], services["spark-lake-refresh"]
+    assert thrift["profiles"] == refresh["profiles"] == ["lake-spark"]
+    assert "amplitude-lake:/var/lib/amplitude-lake:ro" in thrift["volumes"]
+    assert services["superset-worker"]["environment"]["AMPLITUDE_LAKE"] == "${AMPLITUDE_LAKE:-}"
+    tested = command(DOCKER, 10000)
+    for option in ("--class", "--master"):
+        assert thrift["command"][thrift["command"].index(option) + 1] == tested[tested.index(option) + 1]
+    for setting in ("spark.sql.session.timeZone=UTC", "hive.server2.thrift.port=10000"):
+        assert setting in thrift["command"] and setting in tested
+    assert refresh["depends_on"] == {"spark-thrift": {"condition": "service_healthy"}}
+    assert "./spark-lake.sql:/opt/amplitude/spark-lake.sql:ro" in refresh["volumes"]
+    assert "jdbc:hive2://spark-thrift:10000/ -n hive -f /opt/amplitude/spark-lake.sql" in refresh["command"][-1]
+    statements = "".join(line + "\n" for line in (DOCKER / "spark-lake.sql").read_text().splitlines()
+                         if not line.startswith("--"))
+    assert statements == script("/var/lib/amplitude-lake", "spark")
+    assert "--engine spark --sqlalchemy-uri hive://hive@spark-thrift:10000/amplitude" in dockerfile
+

@@ -1,0 +1,173 @@
+"""The dashboard over the lake in the real Superset of the e2e suite: the bundle built for Spark (``hive://`` to a
+local Spark Thrift Server) and for DuckDB (duckdb-engine, a read-only DuckDB file of views), imported beside the
+amplitude:// one. Every chart gives the amplitude:// dashboard's numbers, through the API and in Chromium."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+import requests
+
+from shillelagh_amplitude.export.client import resolve_base_url
+from shillelagh_amplitude.lake.ddl import ddl
+from shillelagh_amplitude.lake.publish import publish
+from shillelagh_amplitude.store.hour_store import HourStore
+
+from ..scripts import load_script
+from ..spark_server import thrift_server
+from .conftest import OUTPUT, Superset, demo
+
+pytestmark = pytest.mark.e2e
+
+build = load_script("dashboards/build.py")
+SLUG = "session-length"
+CHART_LOAD_TIMEOUT_S = 240
+CHARTS = 17
+
+
+@pytest.fixture(scope="module")
+def lake(superset: Superset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The e2e sample's store published as a folder lake."""
+    folder = tmp_path_factory.mktemp("lake")
+    publish(HourStore(superset.layout.demo_store, resolve_base_url(), demo.DEMO_API_KEY), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def spark_uri(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with thrift_server(tmp_path_factory.mktemp("spark")) as server:
+        server.run(*ddl(lake, "spark"))
+        yield server.uri("amplitude")
+
+
+@pytest.fixture(scope="module")
+def duckdb_uri(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The DuckDB file of views, written and closed before Superset opens it read-only."""
+    path = tmp_path_factory.mktemp("duckdb") / "lake.duckdb"
+    with duckdb.connect(str(path)) as connection:
+        for statement in ddl(lake, "duckdb"):
+            connection.execute(statement)
+    return f"duckdb:///{path}?access_mode=read_only"
+
+
+def import_bundle(superset: Superset, api: requests.Session, engine: str, uri: str, folder: Path) -> None:
+    bundle = build.build(folder / f"{engine}.zip", engine=engine, sqlalchemy_uri=uri)
+    started = time.monotonic()
+    demo.import_assets(api, superset.base, bundle)
+    superset.timings[f"lake_{engine}_import_s"] = round(time.monotonic() - started, 2)
+
+
+@pytest.fixture(scope="module", params=["spark", "duckdb"])
+def engine(request: pytest.FixtureRequest, superset: Superset, api: requests.Session,
+           tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The engine's bundle imported (the amplitude:// one is imported by the suite's ``api`` fixture)."""
+    uri = request.getfixturevalue(f"{request.param}_uri")
+    import_bundle(superset, api, request.param, uri, tmp_path_factory.mktemp(f"bundle-{request.param}"))
+    return request.param
+
+
+def dashboard_data(superset: Superset, api: requests.Session, slug: str) -> dict[str, dict]:
+    """Every chart's ``GET /api/v1/chart/<id>/data/?force=true``, by chart name."""
+    charts = api.get(f"{superset.base}/api/v1/dashboard/{slug}/charts").json()["result"]
+    results = {}
+    for chart in charts:
+        response = api.get(f"{superset.base}/api/v1/chart/{chart['id']}/data/?force=true", timeout=300)
+        assert response.status_code == 200, (slug, chart["slice_name"], response.text[:500])
+        results[chart["slice_name"]] = response.json()["result"][0]
+    return results
+
+
+@pytest.fixture(scope="module")
+def amplitude_data(superset: Superset, api: requests.Session) -> dict[str, dict]:
+    return dashboard_data(superset, api, SLUG)
+
+
+def comparable(value: object) -> object:
+    """A chart value compared across engines: floats to 1e-9 relative; a time axis as epoch ms."""
+    if isinstance(value, float) and not math.isnan(value):
+        return pytest.approx(value, rel=1e-9)
+    return value
+
+
+def test_every_chart_gives_amplitudes_numbers(superset: Superset, api: requests.Session, engine: str,
+                                              amplitude_data: dict[str, dict]) -> None:
+    started = time.monotonic()
+    lake_data = dashboard_data(superset, api, f"{SLUG}-{engine}")
+    superset.timings[f"lake_{engine}_all_chart_data_forced_s"] = round(time.monotonic() - started, 2)
+    assert sorted(lake_data) == sorted(amplitude_data) and len(lake_data) == CHARTS
+    for name, expected in amplitude_data.items():
+        result = lake_data[name]
+        assert (result["status"], result["error"]) == ("success", None), (engine, name)
+        assert result["rowcount"] == expected["rowcount"] > 0, (engine, name)
+        rows = [{key: comparable(value) for key, value in row.items()} for row in expected["data"]]
+        assert result["data"] == rows, (engine, name)
+
+
+def test_contains_event_filter(superset: Superset, api: requests.Session, engine: str) -> None:
+    """The dashboard's "Sessions that contain event" and plan filters on the sessions dataset, each engine against
+    amplitude://'s, over the dashboard's default range."""
+    datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
+    by_name = {d["table_name"]: d["id"] for d in datasets}
+    default_range = build.load(build.SOURCES / "dashboard.yaml")["default_time_range"]
+
+    def sessions(dataset_id: int) -> dict:
+        response = api.post(f"{superset.base}/api/v1/chart/data", json={
+            "datasource": {"id": dataset_id, "type": "table"},
+            "force": True,
+            "queries": [{
+                "metrics": ["sessions", "p95_length_s"],
+                "columns": [],
+                "filters": [
+                    {"col": "session_start", "op": "TEMPORAL_RANGE", "val": default_range},
+                    {"col": "plan", "op": "IN", "val": ["free"]},
+                    {"col": "contains_event", "op": "IN", "val": ["invite_sent"]},
+                ],
+            }],
+            "result_format": "json",
+            "result_type": "full",
+        })
+        assert response.status_code == 200, response.text[:500]
+        return response.json()["result"][0]
+
+    expected = sessions(by_name["sessions"])
+    result = sessions(by_name[f"sessions_{engine}"])
+    (row,) = result["data"]
+    assert row == {key: comparable(value) for key, value in expected["data"][0].items()}
+    assert row["sessions"] > 0
+
+
+def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str) -> None:
+    """Both dashboards in Chromium: every chart drawn, none in error, and the same text on each chart."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    state = """
+        const holders = [...document.querySelectorAll('[data-test="dashboard-component-chart-holder"]')];
+        const charts = holders.filter(h => h.querySelector('[data-test="chart-container"]'));
+        return {
+          charts: charts.length,
+          loading: charts.filter(h => h.querySelector('.loading, [data-test="loading-indicator"]')).length,
+          errors: charts.filter(h => h.querySelector('[role="alert"], .ant-alert-error, [data-test="error-message"]'))
+                        .map(h => h.innerText.slice(0, 300)),
+          numbers: Object.fromEntries(charts.filter(h => h.querySelector('.header-line'))
+                        .map(h => [h.querySelector('.header-title, [data-test="editable-title"]')?.innerText
+                                   || h.innerText.split('\\n')[0], h.querySelector('.header-line').innerText])),
+        };
+    """
+    seen = {}
+    for slug in (SLUG, f"{SLUG}-{engine}"):
+        started = time.monotonic()
+        browser.get(f"{superset.base}/superset/dashboard/{slug}/")
+        WebDriverWait(browser, CHART_LOAD_TIMEOUT_S, poll_frequency=0.25).until(
+            lambda d: (s := d.execute_script(state))["charts"] == CHARTS and s["loading"] == 0
+        )
+        superset.timings[f"dashboard_{slug}_loaded_in_browser_s"] = round(time.monotonic() - started, 2)
+        seen[slug] = browser.execute_script(state)
+        browser.save_screenshot(str(OUTPUT / f"dashboard-{slug}.png"))
+        assert seen[slug]["errors"] == [], slug
+    assert len(seen[SLUG]["numbers"]) == 8  # the seven KPIs and "Data complete through"
+    assert seen[f"{SLUG}-{engine}"]["numbers"] == seen[SLUG]["numbers"]
