@@ -1,0 +1,146 @@
+"""User sessions: one person's periods of activity across devices and session ids, split by an inactivity gap.
+
+Amplitude's sessions (:mod:`.sessions`) follow the SDK: every device and every app restart starts a new
+``session_id``, and the project's timeout decides the splits once and for all. A user session is computed here,
+at query time, from the same events:
+- the events are those with ``session_id != -1`` (those Amplitude's sessions count), per ``amplitude_id``
+  (Amplitude's user, already merged across devices), in ``client_event_time`` order;
+- a new user session starts at the user's first event, at an event more than ``gap_minutes`` after the previous
+  one, or at an event more than 24 h after the session's first event (so no session is longer than a day);
+- ``session_start`` is its first event's ``client_event_time`` (the session is dated by it), ``session_end`` its
+  last event's, ``length_s`` their difference;
+- attributes (``user_id``, ``platform``, ``country``, ``device_type``, ``user_properties``,
+  ``user_creation_time``) come from the first event, as for Amplitude's sessions; events at the same instant
+  keep their stored order.
+Only events from ``since`` on are read (the look-back of a query): a user active without any gap since before it
+has a session starting at their first event at or after ``since``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..schema import TIMESTAMP
+from .sessions import MAX_LENGTH_S, encode_event_types, event_type_lists, length_bucket, span_seconds
+
+DEFAULT_GAP_MINUTES = 30
+MIN_GAP_MINUTES = 1
+MAX_GAP_MINUTES = 1440
+#: How far before a queried range events are read, to know where the range's first sessions begin.
+LOOKBACK = timedelta(hours=48)
+#: Attributes taken from the first event of the user session.
+FIRST_EVENT_COLUMNS = ("user_id", "platform", "country", "device_type", "user_creation_time", "user_properties")
+#: Event columns needed to build user sessions.
+EVENT_COLUMNS = ("amplitude_id", "session_id", "client_event_time", "event_type", "device_id", *FIRST_EVENT_COLUMNS)
+
+USER_SESSION_SCHEMA = pa.schema(
+    [
+        ("session_start", TIMESTAMP),
+        ("session_end", TIMESTAMP),
+        ("length_s", pa.float64()),
+        ("length_bucket", pa.string()),
+        ("event_count", pa.int64()),
+        ("gap_minutes", pa.int64()),
+        ("amplitude_id", pa.int64()),
+        ("user_id", pa.string()),
+        ("devices", pa.int64()),
+        ("amplitude_sessions", pa.int64()),
+        ("first_event_type", pa.string()),
+        ("last_event_type", pa.string()),
+        ("event_types", pa.string()),
+        ("platform", pa.string()),
+        ("country", pa.string()),
+        ("device_type", pa.string()),
+        ("user_creation_time", TIMESTAMP),
+        ("user_properties", pa.string()),
+    ]
+)
+
+_MICROS = 1_000_000
+_DAY_US = int(MAX_LENGTH_S) * _MICROS
+
+
+def session_starts(users: np.ndarray, times: np.ndarray, gap_minutes: int) -> np.ndarray:
+    """True at each event that starts a user session; events sorted by user, then time (int64 microseconds)."""
+    starts = np.ones(len(times), dtype=bool)
+    starts[1:] = (users[1:] != users[:-1]) | (times[1:] - times[:-1] > gap_minutes * 60 * _MICROS)
+    firsts = np.flatnonzero(starts)
+    ends = np.append(firsts[1:], len(times))
+    # the 24 h rule: only runs longer than a day are walked, a day at a time
+    longer = times[ends - 1] - times[firsts] > _DAY_US
+    for first, end in zip(firsts[longer].tolist(), ends[longer].tolist(), strict=True):
+        while True:
+            first += int(np.searchsorted(times[first:end], times[first] + _DAY_US, side="right"))
+            if first >= end:
+                break
+            starts[first] = True
+    return starts
+
+
+def build_user_sessions(events: pa.Table, gap_minutes: int, since: datetime | None = None) -> pa.Table:
+    """One row per user session of the given events (from ``since`` on), sorted by ``session_start``.
+
+    See the module docstring for the rules. The key columns are sorted and split in numpy; the wide attribute
+    columns are read from the first events' rows alone.
+    """
+    event_types = encode_event_types(events)
+    keyed = pa.table(
+        {
+            "amplitude_id": events["amplitude_id"],
+            "time": pc.cast(events["client_event_time"], pa.int64()),
+            "row": np.arange(events.num_rows, dtype=np.int64),
+            "type": event_types.indices,
+            "device_id": events["device_id"],
+            "session_id": events["session_id"],
+        }
+    )
+    keep = pc.and_(pc.and_(pc.is_valid(keyed["amplitude_id"]), pc.is_valid(keyed["time"])),
+                   pc.not_equal(keyed["session_id"], -1))
+    if since is not None:
+        keep = pc.and_(keep, pc.greater_equal(events["client_event_time"], pa.scalar(since, TIMESTAMP)))
+    keyed = keyed.filter(pc.fill_null(keep, False))
+    if keyed.num_rows == 0:
+        return USER_SESSION_SCHEMA.empty_table()
+    keyed = keyed.take(pc.sort_indices(keyed, [("amplitude_id", "ascending"), ("time", "ascending"),
+                                               ("row", "ascending")]))
+    times = keyed["time"].to_numpy()
+    starts = session_starts(keyed["amplitude_id"].to_numpy(), times, gap_minutes)
+    firsts = np.flatnonzero(starts)
+    lasts = np.append(firsts[1:], len(times)) - 1
+    keyed = keyed.append_column("session", pa.array(np.cumsum(starts) - 1))
+    # single-threaded, so that the distinct event types keep their order of first occurrence
+    grouped = keyed.group_by("session", use_threads=False).aggregate(
+        [
+            ("device_id", "count_distinct"),
+            ("session_id", "count_distinct"),
+            ("type", "distinct", pc.CountOptions(mode="only_valid")),
+        ]
+    )
+    grouped = grouped.take(pc.sort_indices(grouped, [("session", "ascending")]))
+    first_rows = keyed["row"].take(pa.array(firsts))
+    last_rows = keyed["row"].take(pa.array(lasts))
+    attributes = events.select(["event_type", *FIRST_EVENT_COLUMNS]).take(first_rows)
+    session_start = pa.array(times[firsts]).cast(TIMESTAMP)
+    session_end = pa.array(times[lasts]).cast(TIMESTAMP)
+    length_s = span_seconds(session_start, session_end)
+    columns = {
+        "session_start": session_start,
+        "session_end": session_end,
+        "length_s": length_s,
+        "length_bucket": length_bucket(length_s),
+        "event_count": pa.array(lasts - firsts + 1),
+        "gap_minutes": pa.array(np.full(len(firsts), gap_minutes, dtype=np.int64)),
+        "amplitude_id": keyed["amplitude_id"].take(pa.array(firsts)),
+        "devices": grouped["device_id_count_distinct"],
+        "amplitude_sessions": grouped["session_id_count_distinct"],
+        "first_event_type": attributes["event_type"],
+        "last_event_type": events["event_type"].take(last_rows),
+        "event_types": event_type_lists(event_types, grouped["type_distinct"]),
+        **{column: attributes[column] for column in FIRST_EVENT_COLUMNS},
+    }
+    table = pa.table([columns[name] for name in USER_SESSION_SCHEMA.names], schema=USER_SESSION_SCHEMA)
+    return table.take(pc.sort_indices(table, [("session_start", "ascending"), ("amplitude_id", "ascending")]))

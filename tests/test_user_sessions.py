@@ -1,0 +1,269 @@
+"""User sessions (``amplitude_user_sessions``): each rule on hand-built events, the range boundaries, the gap chosen
+in SQL, and the rows of an independent DuckDB implementation for several gaps through both row paths."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from shillelagh_amplitude.export.loader import load_archive
+from shillelagh_amplitude.sample.generator import make_event
+from shillelagh_amplitude.sql import adapter
+from shillelagh_amplitude.sql.scan import TABLE_CACHE
+from shillelagh_amplitude.store.hour_store import HourStore
+
+from .conftest import API_KEY, SECRET_KEY, sql_connection
+from .helpers import export_zip, parse_ts
+
+DAY = datetime(2026, 3, 10, tzinfo=UTC)  # the queried day of the hand-built events
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+
+def _event(user: int, at: datetime, session_id: int | None = None, **extra) -> dict:
+    """One event of ``user`` at ``at`` in session ``session_id`` (default: a session started at ``at``)."""
+    session = int(at.timestamp() * 1000) if session_id is None else session_id
+    return make_event(amplitude_id=user, user_id=f"u{user}", client_event_time=at, session_id=session, **extra)
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _rules() -> list[dict]:
+    """Hand-built events, one user per rule."""
+    t = DAY + timedelta(hours=9)
+    phone, laptop = _ms(t), _ms(t + MINUTE)
+    closed = t + timedelta(minutes=3)
+    events = [
+        # 1: two devices interleaved in one user session (phone and laptop sessions, 4 events)
+        _event(1, t, phone, device_id="phone", platform="iOS", event_type="open"),
+        _event(1, t + MINUTE, laptop, device_id="laptop", platform="Web"),
+        _event(1, t + 2 * MINUTE, phone, device_id="phone"),
+        _event(1, t + 4 * MINUTE, laptop, device_id="laptop", event_type="close"),
+        # 2: pauses of 29 min (same session) and then 31 min (a new one), with a 30-minute gap
+        _event(2, t), _event(2, t + 29 * MINUTE), _event(2, t + 60 * MINUTE),
+        # 3: a force-close 10 s after the last event: a new session id, merged back
+        _event(3, t, device_id="d3"), _event(3, closed - timedelta(seconds=10), _ms(t), device_id="d3"),
+        _event(3, closed, device_id="d3"), _event(3, closed + 5 * MINUTE, _ms(closed), device_id="d3"),
+        # 4: crossing midnight, dated by its start (the next day is outside the queried range)
+        _event(4, DAY + timedelta(hours=23, minutes=50)), _event(4, DAY + timedelta(days=1, minutes=15)),
+        # 5: 30 hours of activity every 20 minutes: split once at 24 h (the second part starts the next day)
+        *[_event(5, DAY + n * 20 * MINUTE, _ms(DAY)) for n in range(91)],
+        # 6: out-of-session events are ignored: they neither extend nor bridge a session
+        _event(6, t), _event(6, t + 20 * MINUTE, -1), _event(6, t + 40 * MINUTE, -1), _event(6, t + 50 * MINUTE),
+        # 7: a late upload (a day later) that fills the pause between two events: one session
+        _event(7, t), _event(7, t + 50 * MINUTE),
+        _event(7, t + 25 * MINUTE, server_upload_time=t + timedelta(hours=26)),
+        # range boundaries (queried from DAY): 8 runs without a pause from 10 minutes before the range into it
+        *[_event(8, DAY - 10 * MINUTE + n * 5 * MINUTE, _ms(DAY - 10 * MINUTE)) for n in range(5)],
+        # 9: last event before the range 40 minutes before its first event inside the range
+        _event(9, DAY - 30 * MINUTE), _event(9, DAY + 10 * MINUTE), _event(9, DAY + 12 * MINUTE),
+    ]
+    return events
+
+
+@pytest.fixture(scope="module")
+def rules_cache(tmp_path_factory) -> Path:
+    """A store holding the hand-built events, loaded as covering 5 days around the queried one."""
+    root = tmp_path_factory.mktemp("rules")
+    store = HourStore(root / "cache", "https://amplitude.com", API_KEY)
+    load_archive(store, export_zip(root, _rules()), DAY - timedelta(days=3), DAY + timedelta(days=3))
+    store.remember_secret(SECRET_KEY)
+    return root / "cache"
+
+
+def _amplitude(cache: Path):
+    return create_engine("amplitude://", api_key=API_KEY, secret_key=SECRET_KEY, cache_dir=str(cache), offline=True)
+
+
+def _rows(cache: Path, where: str) -> dict[int, list[dict]]:
+    """User sessions of the queried day by user, through amplitude://."""
+    sql = (f"SELECT * FROM amplitude_user_sessions WHERE session_start >= '{DAY:%Y-%m-%d}' "
+           f"AND session_start < '{DAY + timedelta(days=1):%Y-%m-%d}' {where} ORDER BY amplitude_id, session_start")
+    with _amplitude(cache).connect() as connection:
+        rows = [dict(row._mapping) for row in connection.execute(text(sql))]
+    by_user: dict[int, list[dict]] = {}
+    for row in rows:
+        by_user.setdefault(row["amplitude_id"], []).append(row)
+    return by_user
+
+
+def test_each_rule_on_hand_built_events(rules_cache):
+    users = _rows(rules_cache, "")
+    t = DAY + timedelta(hours=9)
+    (devices,) = users[1]
+    assert (devices["event_count"], devices["devices"], devices["amplitude_sessions"]) == (4, 2, 2)
+    assert (devices["length_s"], devices["first_event_type"], devices["last_event_type"]) == (240.0, "open", "close")
+    assert devices["platform"] == "iOS" and devices["gap_minutes"] == 30
+    assert [(s["session_start"], s["event_count"], s["length_s"]) for s in users[2]] == [
+        (t, 2, 29 * 60.0), (t + 60 * MINUTE, 1, 0.0)]
+    (merged,) = users[3]
+    assert (merged["event_count"], merged["amplitude_sessions"], merged["length_s"]) == (4, 2, 8 * 60.0)
+    (midnight,) = users[4]
+    assert midnight["session_start"] == DAY + timedelta(hours=23, minutes=50)
+    assert midnight["session_end"] == DAY + timedelta(days=1, minutes=15) and midnight["length_s"] == 25 * 60.0
+    (long,) = users[5]  # the second part starts at 24 h 20 min: the next day, outside the range
+    assert (long["session_start"], long["length_s"], long["event_count"]) == (DAY, 86_400.0, 73)
+    assert long["length_bucket"] == "9: 1-24 h"
+    assert [(s["session_start"], s["event_count"]) for s in users[6]] == [(t, 1), (t + 50 * MINUTE, 1)]
+    (late,) = users[7]
+    assert (late["event_count"], late["length_s"]) == (3, 50 * 60.0)
+    # the next day holds the rest of user 5's activity, from 24 h 20 min on
+    with _amplitude(rules_cache).connect() as connection:
+        (rest,) = connection.execute(text(
+            "SELECT session_start, event_count FROM amplitude_user_sessions WHERE amplitude_id = 5 "
+            f"AND session_start >= '{DAY + timedelta(days=1):%Y-%m-%d}' AND session_start < "
+            f"'{DAY + timedelta(days=2):%Y-%m-%d}'")).fetchall()
+    assert rest == (DAY + timedelta(hours=24, minutes=20), 18)
+
+
+def test_range_boundaries(rules_cache):
+    """The look-back sees where the range's first sessions begin (30-minute gap)."""
+    users = _rows(rules_cache, "")
+    assert 8 not in users  # active without a pause from 10 minutes before the range: dated before it
+    (returned,) = users[9]  # back 40 minutes after the last event before the range: a new session
+    assert (returned["session_start"], returned["event_count"]) == (DAY + 10 * MINUTE, 2)
+    with _amplitude(rules_cache).connect() as connection:
+        (before,) = connection.execute(text(
+            "SELECT session_start, event_count FROM amplitude_user_sessions WHERE amplitude_id = 8 "
+            f"AND session_start >= '{DAY - HOUR:%Y-%m-%d %H:%M:%S}' AND session_start < '{DAY:%Y-%m-%d}'")).all()
+    assert before == (DAY - 10 * MINUTE, 5)
+
+
+def test_the_gap_is_chosen_in_sql(rules_cache):
+    t = DAY + timedelta(hours=9)
+    assert len(_rows(rules_cache, "AND gap_minutes = 60")[2]) == 1  # the 31-minute pause no longer splits
+    assert [s["event_count"] for s in _rows(rules_cache, "AND gap_minutes = 4")[3]] == [3, 1]  # 5 min > 4
+    both = _rows(rules_cache, "AND gap_minutes IN (30, 60)")[2]
+    assert sorted((s["gap_minutes"], s["session_start"], s["event_count"]) for s in both) == [
+        (30, t, 2), (30, t + 60 * MINUTE, 1), (60, t, 3)]
+    with _amplitude(rules_cache).connect() as connection:
+        per_gap = connection.execute(text(
+            "SELECT gap_minutes, count(*) FROM amplitude_user_sessions WHERE session_start >= '2026-03-10' "
+            "AND session_start < '2026-03-11' AND gap_minutes IN (5, 30, 1440) GROUP BY 1 ORDER BY 1")).fetchall()
+    assert [gap for gap, _ in per_gap] == [5, 30, 1440]
+    assert per_gap[0][1] > per_gap[1][1] > per_gap[2][1]
+
+
+@pytest.mark.parametrize("value", ["0", "1441", "-5"])
+def test_a_gap_outside_one_minute_to_a_day_is_refused(rules_cache, value):
+    with _amplitude(rules_cache).connect() as connection, pytest.raises(DBAPIError) as error:
+        connection.execute(text(f"SELECT count(*) FROM amplitude_user_sessions WHERE gap_minutes = {value}"))
+    assert (f"gap_minutes must be a whole number of minutes from 1 to 1440 (24 h), not {value}: choose it with "
+            "gap_minutes = 60 or gap_minutes IN (30, 60).") in str(error.value)
+
+
+def test_a_gap_is_compared_as_sql_compares_it(rules_cache):
+    """shillelagh hands the adapter 7.5 as 7: SQLite's own check keeps gap 7's rows out; '60' is 60."""
+    where = "session_start >= '2026-03-10' AND session_start < '2026-03-11' AND"
+    with _amplitude(rules_cache).connect() as connection:
+        count = lambda gap: connection.execute(text(  # noqa: E731
+            f"SELECT count(*) FROM amplitude_user_sessions WHERE {where} gap_minutes = {gap}")).scalar()
+        assert count("7.5") == 0 and count("7") > 0
+        assert count("'60'") == count("60.0") == count("60") > 0
+
+
+def test_contradictory_gaps_and_ranges_read_nothing(rules_cache):
+    with _amplitude(rules_cache).connect() as connection:
+        for where in ("gap_minutes = 30 AND gap_minutes = 60",
+                      "session_start > '2026-03-11' AND session_start < '2026-03-09'"):
+            assert connection.execute(text(f"SELECT count(*) FROM amplitude_user_sessions WHERE {where}")).all() == [
+                (0,)]
+
+
+def test_user_sessions_are_kept_per_gap_for_other_processes(rules_cache, monkeypatch):
+    where = "WHERE session_start >= '2026-03-10' AND session_start < '2026-03-11'"
+    sql = f"SELECT gap_minutes, count(*), sum(length_s) FROM amplitude_user_sessions {where} AND gap_minutes = ?"
+    derived = lambda: set(Path(rules_cache).glob("*/derived/*.arrow"))  # noqa: E731
+    before = derived()
+    cursor = sql_connection(cache_dir=str(rules_cache), offline=True).cursor()
+    first = [cursor.execute(sql, (gap,)).fetchall() for gap in (45, 50)]
+    built = derived() - before
+    assert len(built) == 2  # one per gap
+    TABLE_CACHE.clear()  # as in a new process
+    monkeypatch.setattr(adapter, "build_user_sessions", lambda *_, **__: pytest.fail("user sessions built twice"))
+    assert [cursor.execute(sql, (gap,)).fetchall() for gap in (45, 50)] == first
+    assert derived() - before == built
+
+
+# --- an independent implementation over generated data ------------------------------------------------------
+
+def _events_table(records: list[dict]) -> pa.Table:
+    """The records' columns a user session needs, with their stored order (``rn``), parsed without the connector."""
+    names = ("amplitude_id", "session_id", "device_id", "event_type", "user_id", "platform", "country",
+             "device_type")
+    columns = {name: [r[name] for r in records] for name in names}
+    columns["t"] = [parse_ts(r["client_event_time"]) for r in records]
+    columns["uploaded"] = [parse_ts(r["server_upload_time"]) for r in records]
+    columns["user_properties"] = [p if p is None or isinstance(p, str) else json.dumps(p)
+                                  for p in (r["user_properties"] for r in records)]
+    columns["rn"] = list(range(len(records)))
+    return pa.table(columns)
+
+
+#: User sessions in DuckDB: a recursive walk per user over the events in time order (the 24 h rule needs the
+#: session's first event, so it cannot be a window function alone).
+INDEPENDENT = """
+WITH RECURSIVE ev AS (
+    SELECT *, row_number() OVER (PARTITION BY amplitude_id ORDER BY t, uploaded, rn) AS k
+    FROM events WHERE session_id <> -1 AND amplitude_id IS NOT NULL AND t >= $since
+), walk AS (
+    SELECT amplitude_id, k, t, t AS first_t, 0 AS n FROM ev WHERE k = 1
+    UNION ALL
+    SELECT e.amplitude_id, e.k, e.t,
+           CASE WHEN e.t - w.t > to_minutes($gap) OR e.t - w.first_t > INTERVAL 1 DAY THEN e.t ELSE w.first_t END,
+           CASE WHEN e.t - w.t > to_minutes($gap) OR e.t - w.first_t > INTERVAL 1 DAY THEN w.n + 1 ELSE w.n END
+    FROM walk w JOIN ev e ON e.amplitude_id = w.amplitude_id AND e.k = w.k + 1
+)
+SELECT min(ev.t) AS session_start, max(ev.t) AS session_end,
+       date_diff('microsecond', min(ev.t), max(ev.t)) / 1e6 AS length_s, count(*) AS event_count, ev.amplitude_id,
+       count(DISTINCT device_id) AS devices, count(DISTINCT session_id) AS amplitude_sessions,
+       arg_min(event_type, k) AS first_event_type, arg_max(event_type, k) AS last_event_type,
+       arg_min(platform, k) AS platform, arg_min(country, k) AS country, arg_min(user_id, k) AS user_id,
+       arg_min(user_properties, k) AS user_properties
+FROM walk JOIN ev USING (amplitude_id, k)
+GROUP BY ev.amplitude_id, walk.n
+HAVING min(ev.t) >= $start AND min(ev.t) < $end
+ORDER BY session_start, amplitude_id
+"""
+COMPARED = ("session_start", "session_end", "length_s", "event_count", "amplitude_id", "devices",
+            "amplitude_sessions", "first_event_type", "last_event_type", "platform", "country", "user_id",
+            "user_properties")
+
+
+def _independent(records: list[dict], start: datetime, end: datetime, gap: int) -> list[tuple]:
+    duck = duckdb.connect()
+    duck.execute("SET TimeZone = 'UTC'")
+    duck.register("events", _events_table(records))
+    rows = duck.execute(INDEPENDENT, {"since": start - timedelta(hours=48), "gap": gap, "start": start,
+                                      "end": end}).fetchall()
+    return [(*row[:12], json.loads(row[12] or "null")) for row in rows]
+
+
+def _through(run, start: datetime, end: datetime, gap: int) -> list[tuple]:
+    """The compared columns, through ``run(sql)`` (a row path)."""
+    sql = (f"SELECT {', '.join(COMPARED)} FROM amplitude_user_sessions WHERE session_start >= '{start:%Y-%m-%d}' "
+           f"AND session_start < '{end:%Y-%m-%d}' AND gap_minutes = {gap} ORDER BY session_start, amplitude_id")
+    rows = run(sql)
+    return [(*row[:12], json.loads(row[12]) if row[12] else None) for row in rows]
+
+
+@pytest.mark.parametrize("gap", [5, 30, 60, 240])
+@pytest.mark.parametrize("start,end", [(datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 4, tzinfo=UTC)),
+                                       (datetime(2026, 3, 4, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC))])
+def test_an_independent_implementation_gives_the_same_rows(dataset, loaded_cache, gap, start, end):
+    """From 03-04 on, the 48 h look-back also cuts the events of 03-01 out."""
+    expected = _independent(dataset.records, start, end, gap)
+    assert len(expected) > 100
+    generic = sql_connection(cache_dir=str(loaded_cache), offline=True).cursor()
+    assert _through(lambda sql: generic.execute(sql).fetchall(), start, end, gap) == expected
+    with _amplitude(loaded_cache).connect() as connection:
+        assert _through(lambda sql: connection.execute(text(sql)).fetchall(), start, end, gap) == expected
