@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from shillelagh_amplitude.export.loader import load_archive
@@ -203,6 +203,7 @@ def _events_table(records: list[dict]) -> pa.Table:
     columns = {name: [r[name] for r in records] for name in names}
     columns["t"] = [parse_ts(r["client_event_time"]) for r in records]
     columns["uploaded"] = [parse_ts(r["server_upload_time"]) for r in records]
+    columns["user_creation_time"] = [parse_ts(r["user_creation_time"]) for r in records]
     columns["user_properties"] = [p if p is None or isinstance(p, str) else json.dumps(p)
                                   for p in (r["user_properties"] for r in records)]
     columns["rn"] = list(range(len(records)))
@@ -228,7 +229,8 @@ SELECT min(ev.t) AS session_start, max(ev.t) AS session_end,
        count(DISTINCT device_id) AS devices, count(DISTINCT session_id) AS amplitude_sessions,
        arg_min(event_type, k) AS first_event_type, arg_max(event_type, k) AS last_event_type,
        arg_min(platform, k) AS platform, arg_min(country, k) AS country, arg_min(user_id, k) AS user_id,
-       arg_min(user_properties, k) AS user_properties
+       arg_min(device_type, k) AS device_type, arg_min(user_creation_time, k) AS user_creation_time,
+       list(event_type ORDER BY k) AS event_types, arg_min(user_properties, k) AS user_properties
 FROM walk JOIN ev USING (amplitude_id, k)
 GROUP BY ev.amplitude_id, walk.n
 HAVING min(ev.t) >= $start AND min(ev.t) < $end
@@ -236,7 +238,7 @@ ORDER BY session_start, amplitude_id
 """
 COMPARED = ("session_start", "session_end", "length_s", "event_count", "amplitude_id", "devices",
             "amplitude_sessions", "first_event_type", "last_event_type", "platform", "country", "user_id",
-            "user_properties")
+            "device_type", "user_creation_time", "event_types", "user_properties")
 
 
 def _independent(records: list[dict], start: datetime, end: datetime, gap: int) -> list[tuple]:
@@ -245,7 +247,7 @@ def _independent(records: list[dict], start: datetime, end: datetime, gap: int) 
     duck.register("events", _events_table(records))
     rows = duck.execute(INDEPENDENT, {"since": start - timedelta(hours=48), "gap": gap, "start": start,
                                       "end": end}).fetchall()
-    return [(*row[:12], json.loads(row[12] or "null")) for row in rows]
+    return [(*row[:14], list(dict.fromkeys(row[14])), json.loads(row[15] or "null")) for row in rows]
 
 
 def _through(run, start: datetime, end: datetime, gap: int) -> list[tuple]:
@@ -253,7 +255,7 @@ def _through(run, start: datetime, end: datetime, gap: int) -> list[tuple]:
     sql = (f"SELECT {', '.join(COMPARED)} FROM amplitude_user_sessions WHERE session_start >= '{start:%Y-%m-%d}' "
            f"AND session_start < '{end:%Y-%m-%d}' AND gap_minutes = {gap} ORDER BY session_start, amplitude_id")
     rows = run(sql)
-    return [(*row[:12], json.loads(row[12]) if row[12] else None) for row in rows]
+    return [(*row[:14], json.loads(row[14]), json.loads(row[15]) if row[15] else None) for row in rows]
 
 
 @pytest.mark.parametrize("gap", [5, 30, 60, 240])
@@ -267,3 +269,17 @@ def test_an_independent_implementation_gives_the_same_rows(dataset, loaded_cache
     assert _through(lambda sql: generic.execute(sql).fetchall(), start, end, gap) == expected
     with _amplitude(loaded_cache).connect() as connection:
         assert _through(lambda sql: connection.execute(text(sql)).fetchall(), start, end, gap) == expected
+
+
+def test_the_dialect_lists_the_table_and_its_types(rules_cache):
+    inspector = inspect(_amplitude(rules_cache))
+    assert "amplitude_user_sessions" in inspector.get_table_names()
+    assert inspector.has_table("amplitude_user_sessions")
+    columns = {c["name"]: str(c["type"]) for c in inspector.get_columns("amplitude_user_sessions")}
+    assert columns == {
+        "session_start": "TIMESTAMP", "session_end": "TIMESTAMP", "length_s": "REAL", "length_bucket": "TEXT",
+        "event_count": "INTEGER", "gap_minutes": "INTEGER", "amplitude_id": "INTEGER", "user_id": "TEXT",
+        "devices": "INTEGER", "amplitude_sessions": "INTEGER", "first_event_type": "TEXT", "last_event_type": "TEXT",
+        "event_types": "TEXT", "platform": "TEXT", "country": "TEXT", "device_type": "TEXT",
+        "user_creation_time": "TIMESTAMP", "user_properties": "TEXT",
+    }

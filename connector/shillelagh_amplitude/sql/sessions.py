@@ -112,11 +112,10 @@ def encode_event_types(events: pa.Table) -> pa.DictionaryArray:
     return pc.dictionary_encode(events["event_type"]).combine_chunks()
 
 
-def event_type_lists(event_types: pa.DictionaryArray, distinct: pa.ChunkedArray) -> pa.Array:
-    """JSON array text of the event type names of each group, from a ``distinct`` aggregate of type indices."""
-    distinct = distinct.combine_chunks()
-    names = pa.ListArray.from_arrays(distinct.offsets, pc.take(event_types.dictionary, distinct.flatten()))
-    return json_string_lists(names)
+def event_type_lists(names: pa.Array, offsets: pa.Array, indices: pa.Array) -> pa.Array:
+    """JSON array text of each group's event types: ``indices`` into ``names``, group i at
+    ``offsets[i]:offsets[i + 1]``."""
+    return json_string_lists(pa.ListArray.from_arrays(offsets, pc.take(names, indices)))
 
 
 def build_sessions(events: pa.Table) -> pa.Table:
@@ -155,6 +154,7 @@ def build_sessions(events: pa.Table) -> pa.Table:
     grouped = grouped.take(pc.sort_indices(grouped, [("session_id", "ascending"), ("amplitude_id", "ascending")]))
     first_rows = events.select(["event_type", *FIRST_EVENT_COLUMNS]).take(grouped["row_first"])
     length_s = span_seconds(grouped["time_min"], grouped["time_max"])
+    distinct = grouped["type_distinct"].combine_chunks()
     columns = {
         "session_start": pc.multiply(grouped["session_id"], 1000).cast(TIMESTAMP),
         "session_end": grouped["time_max"],
@@ -163,7 +163,7 @@ def build_sessions(events: pa.Table) -> pa.Table:
         "event_count": grouped["row_count"],
         "first_event_type": first_rows["event_type"],
         "last_event_type": events["event_type"].take(grouped["row_last"]),
-        "event_types": event_type_lists(event_types, grouped["type_distinct"]),
+        "event_types": event_type_lists(event_types.dictionary, distinct.offsets, distinct.flatten()),
         "amplitude_id": grouped["amplitude_id"],
         "session_id": grouped["session_id"],
         **{column: first_rows[column] for column in FIRST_EVENT_COLUMNS},

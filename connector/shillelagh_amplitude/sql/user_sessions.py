@@ -81,11 +81,30 @@ def session_starts(users: np.ndarray, times: np.ndarray, gap_minutes: int) -> np
     return starts
 
 
+def first_occurrences(groups: np.ndarray, codes: pa.Array) -> np.ndarray:
+    """Row positions of the first occurrence of each (group, non-null code) pair, in row order (``groups``: each
+    row's group number; ``codes``: dictionary indices)."""
+    values = pc.fill_null(codes, -1).to_numpy()
+    pairs = groups * (int(values.max(initial=0)) + 2) + values + 1
+    firsts = np.sort(np.unique(pairs, return_index=True)[1])
+    return firsts[values[firsts] >= 0]
+
+
+def distinct_counts(groups: np.ndarray, codes: pa.Array, count: int) -> np.ndarray:
+    """The number of distinct non-null ``codes`` in each of ``count`` groups."""
+    return np.bincount(groups[first_occurrences(groups, codes)], minlength=count)
+
+
+def _codes(column: pa.ChunkedArray) -> pa.Array:
+    """A column's values as dictionary indices (nulls stay null)."""
+    return pc.dictionary_encode(column).combine_chunks().indices
+
+
 def build_user_sessions(events: pa.Table, gap_minutes: int, since: datetime | None = None) -> pa.Table:
     """One row per user session of the given events (from ``since`` on), sorted by ``session_start``.
 
-    See the module docstring for the rules. The key columns are sorted and split in numpy; the wide attribute
-    columns are read from the first events' rows alone.
+    See the module docstring for the rules. The key columns are sorted, split and counted in numpy (a session's
+    events are contiguous once sorted); the wide attribute columns are read from the first events' rows alone.
     """
     event_types = encode_event_types(events)
     keyed = pa.table(
@@ -111,16 +130,10 @@ def build_user_sessions(events: pa.Table, gap_minutes: int, since: datetime | No
     starts = session_starts(keyed["amplitude_id"].to_numpy(), times, gap_minutes)
     firsts = np.flatnonzero(starts)
     lasts = np.append(firsts[1:], len(times)) - 1
-    keyed = keyed.append_column("session", pa.array(np.cumsum(starts) - 1))
-    # single-threaded, so that the distinct event types keep their order of first occurrence
-    grouped = keyed.group_by("session", use_threads=False).aggregate(
-        [
-            ("device_id", "count_distinct"),
-            ("session_id", "count_distinct"),
-            ("type", "distinct", pc.CountOptions(mode="only_valid")),
-        ]
-    )
-    grouped = grouped.take(pc.sort_indices(grouped, [("session", "ascending")]))
+    session = np.cumsum(starts) - 1
+    types = keyed["type"].combine_chunks()
+    type_firsts = first_occurrences(session, types)  # each session's event types in order of first occurrence
+    type_offsets = pa.array(np.searchsorted(session[type_firsts], np.arange(len(firsts) + 1)), pa.int32())
     first_rows = keyed["row"].take(pa.array(firsts))
     last_rows = keyed["row"].take(pa.array(lasts))
     attributes = events.select(["event_type", *FIRST_EVENT_COLUMNS]).take(first_rows)
@@ -135,11 +148,11 @@ def build_user_sessions(events: pa.Table, gap_minutes: int, since: datetime | No
         "event_count": pa.array(lasts - firsts + 1),
         "gap_minutes": pa.array(np.full(len(firsts), gap_minutes, dtype=np.int64)),
         "amplitude_id": keyed["amplitude_id"].take(pa.array(firsts)),
-        "devices": grouped["device_id_count_distinct"],
-        "amplitude_sessions": grouped["session_id_count_distinct"],
+        "devices": distinct_counts(session, _codes(keyed["device_id"]), len(firsts)),
+        "amplitude_sessions": distinct_counts(session, _codes(keyed["session_id"]), len(firsts)),
         "first_event_type": attributes["event_type"],
         "last_event_type": events["event_type"].take(last_rows),
-        "event_types": event_type_lists(event_types, grouped["type_distinct"]),
+        "event_types": event_type_lists(event_types.dictionary, type_offsets, types.take(type_firsts)),
         **{column: attributes[column] for column in FIRST_EVENT_COLUMNS},
     }
     table = pa.table([columns[name] for name in USER_SESSION_SCHEMA.names], schema=USER_SESSION_SCHEMA)
