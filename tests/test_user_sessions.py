@@ -283,3 +283,11 @@ def test_the_dialect_lists_the_table_and_its_types(rules_cache):
         "event_types": "TEXT", "platform": "TEXT", "country": "TEXT", "device_type": "TEXT",
         "user_creation_time": "TIMESTAMP", "user_properties": "TEXT",
     }
+
+
+def test_offline_the_look_back_may_lie_outside_the_stored_span(dataset, loaded_cache):
+    """The store begins with the dataset (03-01): its first day is answered without the 48 h before it."""
+    cursor = sql_connection(cache_dir=str(loaded_cache), offline=True).cursor()
+    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+    rows = _through(lambda sql: cursor.execute(sql).fetchall(), start, end, 30)
+    assert rows == _independent(dataset.records, start, end, 30) and rows
