@@ -291,3 +291,19 @@ def test_offline_the_look_back_may_lie_outside_the_stored_span(dataset, loaded_c
     start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
     rows = _through(lambda sql: cursor.execute(sql).fetchall(), start, end, 30)
     assert rows == _independent(dataset.records, start, end, 30) and rows
+
+
+def test_an_in_list_before_the_range_is_planned(rules_cache):
+    """SQLite also plans an IN list as unusable; amplitude:// marks the used constraints at their own positions
+    (shillelagh's numbering failed with "xBestIndex malfunction" when the IN list came first)."""
+    with _amplitude(rules_cache).connect() as connection:
+        run = lambda where: connection.execute(text(  # noqa: E731
+            f"SELECT gap_minutes, count(*) FROM amplitude_user_sessions WHERE {where} GROUP BY 1")).all()
+        day = "session_start >= '2026-03-10' AND session_start < '2026-03-11'"
+        first = run(f"gap_minutes IN (30, 60) AND {day}")
+        assert first == run(f"{day} AND gap_minutes IN (30, 60)") and [gap for gap, _ in first] == [30, 60]
+        union = connection.execute(text(
+            "SELECT definition, count(*) FROM (SELECT 'amplitude' AS definition, session_start FROM amplitude_sessions "
+            "UNION ALL SELECT 'gap ' || gap_minutes, session_start FROM amplitude_user_sessions "
+            f"WHERE gap_minutes IN (30, 60)) WHERE {day} GROUP BY 1 ORDER BY 1")).all()
+        assert union[1:] == [("gap 30", first[0][1]), ("gap 60", first[1][1])] and union[0][0] == "amplitude"
