@@ -7,8 +7,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
-import pyarrow as pa
 import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
@@ -20,7 +18,8 @@ from shillelagh_amplitude.sql.scan import TABLE_CACHE
 from shillelagh_amplitude.store.hour_store import HourStore
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
-from .helpers import export_zip, parse_ts
+from .expected import USER_SESSION_COLUMNS, user_sessions
+from .helpers import export_zip
 
 DAY = datetime(2026, 3, 10, tzinfo=UTC)  # the queried day of the hand-built events
 MINUTE = timedelta(minutes=1)
@@ -196,64 +195,11 @@ def test_user_sessions_are_kept_per_gap_for_other_processes(rules_cache, monkeyp
 
 # --- an independent implementation over generated data ------------------------------------------------------
 
-def _events_table(records: list[dict]) -> pa.Table:
-    """The records' columns a user session needs, with their stored order (``rn``), parsed without the connector."""
-    names = ("amplitude_id", "session_id", "device_id", "event_type", "user_id", "platform", "country",
-             "device_type")
-    columns = {name: [r[name] for r in records] for name in names}
-    columns["t"] = [parse_ts(r["client_event_time"]) for r in records]
-    columns["uploaded"] = [parse_ts(r["server_upload_time"]) for r in records]
-    columns["user_creation_time"] = [parse_ts(r["user_creation_time"]) for r in records]
-    columns["user_properties"] = [p if p is None or isinstance(p, str) else json.dumps(p)
-                                  for p in (r["user_properties"] for r in records)]
-    columns["rn"] = list(range(len(records)))
-    return pa.table(columns)
-
-
-#: User sessions in DuckDB: a recursive walk per user over the events in time order (the 24 h rule needs the
-#: session's first event, so it cannot be a window function alone).
-INDEPENDENT = """
-WITH RECURSIVE ev AS (
-    SELECT *, row_number() OVER (PARTITION BY amplitude_id ORDER BY t, uploaded, rn) AS k
-    FROM events WHERE session_id <> -1 AND amplitude_id IS NOT NULL AND t >= $since
-), walk AS (
-    SELECT amplitude_id, k, t, t AS first_t, 0 AS n FROM ev WHERE k = 1
-    UNION ALL
-    SELECT e.amplitude_id, e.k, e.t,
-           CASE WHEN e.t - w.t > to_minutes($gap) OR e.t - w.first_t > INTERVAL 1 DAY THEN e.t ELSE w.first_t END,
-           CASE WHEN e.t - w.t > to_minutes($gap) OR e.t - w.first_t > INTERVAL 1 DAY THEN w.n + 1 ELSE w.n END
-    FROM walk w JOIN ev e ON e.amplitude_id = w.amplitude_id AND e.k = w.k + 1
-)
-SELECT min(ev.t) AS session_start, max(ev.t) AS session_end,
-       date_diff('microsecond', min(ev.t), max(ev.t)) / 1e6 AS length_s, count(*) AS event_count, ev.amplitude_id,
-       count(DISTINCT device_id) AS devices, count(DISTINCT session_id) AS amplitude_sessions,
-       arg_min(event_type, k) AS first_event_type, arg_max(event_type, k) AS last_event_type,
-       arg_min(platform, k) AS platform, arg_min(country, k) AS country, arg_min(user_id, k) AS user_id,
-       arg_min(device_type, k) AS device_type, arg_min(user_creation_time, k) AS user_creation_time,
-       list(event_type ORDER BY k) AS event_types, arg_min(user_properties, k) AS user_properties
-FROM walk JOIN ev USING (amplitude_id, k)
-GROUP BY ev.amplitude_id, walk.n
-HAVING min(ev.t) >= $start AND min(ev.t) < $end
-ORDER BY session_start, amplitude_id
-"""
-COMPARED = ("session_start", "session_end", "length_s", "event_count", "amplitude_id", "devices",
-            "amplitude_sessions", "first_event_type", "last_event_type", "platform", "country", "user_id",
-            "device_type", "user_creation_time", "event_types", "user_properties")
-
-
-def _independent(records: list[dict], start: datetime, end: datetime, gap: int) -> list[tuple]:
-    duck = duckdb.connect()
-    duck.execute("SET TimeZone = 'UTC'")
-    duck.register("events", _events_table(records))
-    rows = duck.execute(INDEPENDENT, {"since": start - timedelta(hours=48), "gap": gap, "start": start,
-                                      "end": end}).fetchall()
-    return [(*row[:14], list(dict.fromkeys(row[14])), json.loads(row[15] or "null")) for row in rows]
-
-
 def _through(run, start: datetime, end: datetime, gap: int) -> list[tuple]:
     """The compared columns, through ``run(sql)`` (a row path)."""
-    sql = (f"SELECT {', '.join(COMPARED)} FROM amplitude_user_sessions WHERE session_start >= '{start:%Y-%m-%d}' "
-           f"AND session_start < '{end:%Y-%m-%d}' AND gap_minutes = {gap} ORDER BY session_start, amplitude_id")
+    sql = (f"SELECT {', '.join(USER_SESSION_COLUMNS)} FROM amplitude_user_sessions "
+           f"WHERE session_start >= '{start:%Y-%m-%d}' AND session_start < '{end:%Y-%m-%d}' AND gap_minutes = {gap} "
+           "ORDER BY session_start, amplitude_id")
     rows = run(sql)
     return [(*row[:14], json.loads(row[14]), json.loads(row[15]) if row[15] else None) for row in rows]
 
@@ -263,7 +209,7 @@ def _through(run, start: datetime, end: datetime, gap: int) -> list[tuple]:
                                        (datetime(2026, 3, 4, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC))])
 def test_an_independent_implementation_gives_the_same_rows(dataset, loaded_cache, gap, start, end):
     """From 03-04 on, the 48 h look-back also cuts the events of 03-01 out."""
-    expected = _independent(dataset.records, start, end, gap)
+    expected = user_sessions(dataset.records, start, end, gap)
     assert len(expected) > 100
     generic = sql_connection(cache_dir=str(loaded_cache), offline=True).cursor()
     assert _through(lambda sql: generic.execute(sql).fetchall(), start, end, gap) == expected
@@ -290,7 +236,7 @@ def test_offline_the_look_back_may_lie_outside_the_stored_span(dataset, loaded_c
     cursor = sql_connection(cache_dir=str(loaded_cache), offline=True).cursor()
     start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
     rows = _through(lambda sql: cursor.execute(sql).fetchall(), start, end, 30)
-    assert rows == _independent(dataset.records, start, end, 30) and rows
+    assert rows == user_sessions(dataset.records, start, end, 30) and rows
 
 
 def test_an_in_list_before_the_range_is_planned(rules_cache):
