@@ -1,12 +1,13 @@
 """Dashboard and SQL Lab queries through ``amplitude://`` beside a plain SQLite table and DuckDB, at 1x and 3x data.
 
     python benchmarks/query_benchmark.py [--scales 1000000 3000000] [--repeat 5] [--work /tmp/amplitude-bench]
+                                         [--query "user sessions: KPIs, 30 min" ...]   (default: every query)
 
 For each scale it generates the dataset once (or reuses it) and fills a store with ``load_archive``, as an earlier
 ``amplitude-sync`` would. Every query then runs in a new process (``--worker``): its first run is "first in a new
 process" (derived sessions and user sessions come from disk, the memory cache is empty), the next ones "repeated"
-(median); the worker
-reports its peak RSS. One more worker runs every query in turn, for the peak memory of a process answering them all.
+(median); the worker reports its peak RSS. One more worker runs every query in turn, for the peak memory of a
+process answering them all.
 Baselines, in this same command:
 - a plain SQLite table holding the same rows (a file database built once, queried in its own process): the floor
   for anything built on SQLite;
@@ -209,7 +210,9 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict[str, dict]:
     # sessions and user sessions (both gaps) built and kept beside the hours
     worker(args_once, ["sessions: KPIs", "user sessions: 30 and 60 min"], cache=str(cache_dir))
     figures = {}
-    for name, (_, duck_sql) in QUERIES.items():
+    names = args.query or list(QUERIES)
+    for name in names:
+        duck_sql = QUERIES[name][1]
         ours = worker(args, [name], cache=str(cache_dir))
         plain = worker(args, [name], sqlite=str(sqlite_path))
         duck_times = []
@@ -221,7 +224,7 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict[str, dict]:
         assert result["rows"] == plain["results"][name]["rows"] == len(duck_rows), name
         figures[name] = {**result, "sqlite": plain["results"][name]["repeated"],
                          "duckdb": statistics.median(duck_times), "peak_rss_mb": ours["peak_rss_mb"]}
-    together = worker(args, list(QUERIES), cache=str(cache_dir))
+    together = worker(args, names, cache=str(cache_dir))
     figures["all queries, one process"] = {"peak_rss_mb": together["peak_rss_mb"]}
     return figures
 
@@ -246,7 +249,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("/tmp/amplitude-bench"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--query", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--query", action="append", default=[], choices=list(QUERIES),
+                        help="run only this query (repeatable)")
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--sqlite", help=argparse.SUPPRESS)
     args = parser.parse_args()
