@@ -81,62 +81,54 @@ def session_starts(users: np.ndarray, times: np.ndarray, gap_minutes: int) -> np
     return starts
 
 
-def first_occurrences(groups: np.ndarray, codes: pa.Array) -> np.ndarray:
-    """Row positions of the first occurrence of each (group, non-null code) pair, in row order (``groups``: each
-    row's group number; ``codes``: dictionary indices)."""
-    values = pc.fill_null(codes, -1).to_numpy()
-    pairs = groups * (int(values.max(initial=0)) + 2) + values + 1
+def first_occurrences(groups: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each (group, code) pair, in row order, leaving out codes of -1 (null);
+    ``groups``: each row's group number; ``codes``: small non-negative integers (dictionary indices)."""
+    pairs = groups * (int(codes.max(initial=0)) + 2) + codes + 1
     firsts = np.sort(np.unique(pairs, return_index=True)[1])
-    return firsts[values[firsts] >= 0]
+    return firsts[codes[firsts] >= 0]
 
 
-def distinct_counts(groups: np.ndarray, codes: pa.Array, count: int) -> np.ndarray:
-    """The number of distinct non-null ``codes`` in each of ``count`` groups."""
+def distinct_counts(groups: np.ndarray, codes: np.ndarray, count: int) -> np.ndarray:
+    """The number of distinct codes other than -1 (null) in each of ``count`` groups."""
     return np.bincount(groups[first_occurrences(groups, codes)], minlength=count)
 
 
-def _codes(column: pa.ChunkedArray) -> pa.Array:
-    """A column's values as dictionary indices (nulls stay null)."""
-    return pc.dictionary_encode(column).combine_chunks().indices
+def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A column's values as dictionary indices, -1 for null."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column).combine_chunks()
+    return pc.fill_null(column.indices, -1).to_numpy()
 
 
 def build_user_sessions(events: pa.Table, gap_minutes: int, since: datetime | None = None) -> pa.Table:
     """One row per user session of the given events (from ``since`` on), sorted by ``session_start``.
 
-    See the module docstring for the rules. The key columns are sorted, split and counted in numpy (a session's
-    events are contiguous once sorted); the wide attribute columns are read from the first events' rows alone.
+    See the module docstring for the rules. The key columns are sorted (stably: events at the same instant keep
+    their order), split and counted in numpy, where a session's events are contiguous; the wide attribute
+    columns are read from the first events' rows alone.
     """
-    event_types = encode_event_types(events)
-    keyed = pa.table(
-        {
-            "amplitude_id": events["amplitude_id"],
-            "time": pc.cast(events["client_event_time"], pa.int64()),
-            "row": np.arange(events.num_rows, dtype=np.int64),
-            "type": event_types.indices,
-            "device_id": events["device_id"],
-            "session_id": events["session_id"],
-        }
-    )
-    keep = pc.and_(pc.and_(pc.is_valid(keyed["amplitude_id"]), pc.is_valid(keyed["time"])),
-                   pc.not_equal(keyed["session_id"], -1))
+    times = pc.cast(events["client_event_time"], pa.int64())
+    keep = pc.and_(pc.and_(pc.is_valid(events["amplitude_id"]), pc.is_valid(times)),
+                   pc.not_equal(events["session_id"], -1))
     if since is not None:
         keep = pc.and_(keep, pc.greater_equal(events["client_event_time"], pa.scalar(since, TIMESTAMP)))
-    keyed = keyed.filter(pc.fill_null(keep, False))
-    if keyed.num_rows == 0:
+    rows = np.flatnonzero(pc.fill_null(keep, False).to_numpy())
+    if len(rows) == 0:
         return USER_SESSION_SCHEMA.empty_table()
-    keyed = keyed.take(pc.sort_indices(keyed, [("amplitude_id", "ascending"), ("time", "ascending"),
-                                               ("row", "ascending")]))
-    times = keyed["time"].to_numpy()
-    starts = session_starts(keyed["amplitude_id"].to_numpy(), times, gap_minutes)
+    users = pc.fill_null(events["amplitude_id"], 0).to_numpy()[rows]
+    times = pc.fill_null(times, 0).to_numpy()[rows]
+    order = np.lexsort((times, users))
+    rows, users, times = rows[order], users[order], times[order]
+    starts = session_starts(users, times, gap_minutes)
     firsts = np.flatnonzero(starts)
     lasts = np.append(firsts[1:], len(times)) - 1
     session = np.cumsum(starts) - 1
-    types = keyed["type"].combine_chunks()
+    event_types = encode_event_types(events)
+    types = _codes(event_types)[rows]
     type_firsts = first_occurrences(session, types)  # each session's event types in order of first occurrence
     type_offsets = pa.array(np.searchsorted(session[type_firsts], np.arange(len(firsts) + 1)), pa.int32())
-    first_rows = keyed["row"].take(pa.array(firsts))
-    last_rows = keyed["row"].take(pa.array(lasts))
-    attributes = events.select(["event_type", *FIRST_EVENT_COLUMNS]).take(first_rows)
+    attributes = events.select(["event_type", *FIRST_EVENT_COLUMNS]).take(pa.array(rows[firsts]))
     session_start = pa.array(times[firsts]).cast(TIMESTAMP)
     session_end = pa.array(times[lasts]).cast(TIMESTAMP)
     length_s = span_seconds(session_start, session_end)
@@ -147,12 +139,12 @@ def build_user_sessions(events: pa.Table, gap_minutes: int, since: datetime | No
         "length_bucket": length_bucket(length_s),
         "event_count": pa.array(lasts - firsts + 1),
         "gap_minutes": pa.array(np.full(len(firsts), gap_minutes, dtype=np.int64)),
-        "amplitude_id": keyed["amplitude_id"].take(pa.array(firsts)),
-        "devices": distinct_counts(session, _codes(keyed["device_id"]), len(firsts)),
-        "amplitude_sessions": distinct_counts(session, _codes(keyed["session_id"]), len(firsts)),
+        "amplitude_id": pa.array(users[firsts]),
+        "devices": distinct_counts(session, _codes(events["device_id"])[rows], len(firsts)),
+        "amplitude_sessions": distinct_counts(session, _codes(events["session_id"])[rows], len(firsts)),
         "first_event_type": attributes["event_type"],
-        "last_event_type": events["event_type"].take(last_rows),
-        "event_types": event_type_lists(event_types.dictionary, type_offsets, types.take(type_firsts)),
+        "last_event_type": events["event_type"].take(pa.array(rows[lasts])),
+        "event_types": event_type_lists(event_types.dictionary, type_offsets, pa.array(types[type_firsts])),
         **{column: attributes[column] for column in FIRST_EVENT_COLUMNS},
     }
     table = pa.table([columns[name] for name in USER_SESSION_SCHEMA.names], schema=USER_SESSION_SCHEMA)
