@@ -33,12 +33,12 @@ import duckdb
 import pyarrow as pa
 
 from shillelagh_amplitude.export.loader import load_archive
-from shillelagh_amplitude.hours import floor_hour, hour_range
+from shillelagh_amplitude.hours import LOOKBACK, floor_hour, hour_range
 from shillelagh_amplitude.sample.generator import generate_dataset, write_export_zip
 from shillelagh_amplitude.sql.scan import sqlite_values
 from shillelagh_amplitude.sql.sessions import EVENT_COLUMNS, build_sessions
 from shillelagh_amplitude.sql.user_sessions import EVENT_COLUMNS as USER_EVENT_COLUMNS
-from shillelagh_amplitude.sql.user_sessions import LOOKBACK, build_user_sessions
+from shillelagh_amplitude.sql.user_sessions import build_user_sessions
 from shillelagh_amplitude.store.hour_store import HourStore
 
 API_KEY = "bench-key"

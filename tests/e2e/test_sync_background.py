@@ -69,10 +69,10 @@ def wait_for(condition, timeout: float, what: str, poll: float = 0.5):
 
 def window_hours(now: datetime) -> list[datetime]:
     """What a first sync covers: the ``default_days`` whole UTC days the export holds (those whose 23:00 is
-    exportable), less an hour, through the emulator's newest exportable hour (what the dashboard's default range
-    reads)."""
+    exportable), less the 48 h look-back of user sessions and an hour, through the emulator's newest exportable
+    hour (what the dashboard's default range reads)."""
     midnight = floor_hour(now - 2 * HOUR).replace(hour=0)
-    return list(hour_range(midnight - timedelta(days=DEFAULT_DAYS) - HOUR, floor_hour(now) - 3 * HOUR))
+    return list(hour_range(midnight - timedelta(days=DEFAULT_DAYS, hours=48) - HOUR, floor_hour(now) - 3 * HOUR))
 
 
 def requested(emulator: ExportEmulator) -> Counter:

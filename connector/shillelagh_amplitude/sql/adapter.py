@@ -44,6 +44,7 @@ from ..export.loader import DownloadBudgetExceeded, fill
 from ..hours import (
     CLOCK_SKEW,
     HOUR,
+    LOOKBACK,
     ceil_hour,
     floor_hour,
     format_hour,
@@ -60,7 +61,6 @@ from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_ch
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
 from .user_sessions import (
     DEFAULT_GAP_MINUTES,
-    LOOKBACK,
     MAX_GAP_MINUTES,
     MIN_GAP_MINUTES,
     USER_SESSION_SCHEMA,

@@ -18,7 +18,7 @@ has a session starting at their first event at or after ``since``.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +30,6 @@ from .sessions import MAX_LENGTH_S, encode_event_types, event_type_lists, length
 DEFAULT_GAP_MINUTES = 30
 MIN_GAP_MINUTES = 1
 MAX_GAP_MINUTES = 1440
-#: How far before a queried range events are read, to know where the range's first sessions begin.
-LOOKBACK = timedelta(hours=48)
 #: Attributes taken from the first event of the user session.
 FIRST_EVENT_COLUMNS = ("user_id", "platform", "country", "device_type", "user_creation_time", "user_properties")
 #: Event columns needed to build user sessions.
