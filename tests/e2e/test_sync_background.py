@@ -28,7 +28,7 @@ from shillelagh_amplitude.store.hour_store import HourStore
 from ..expected import sessions_from_records
 from ..helpers import read_dataset
 from .conftest import OUTPUT, Superset, demo, free_port
-from .test_superset import SLUG, in_range, value
+from .test_superset import CHARTS, SLUG, in_range, value
 
 pytestmark = pytest.mark.e2e
 
@@ -207,7 +207,7 @@ def test_beat_fills_every_store_then_the_dashboard_needs_no_export_request(stack
         results[chart["slice_name"]] = response.json()["result"][0]
     served = time.monotonic() - stack.started
     assert stack.project.requests == []  # zero Export API requests
-    assert len(results) == 17 and all(r["status"] == "success" for r in results.values())
+    assert len(results) == CHARTS and all(r["status"] == "success" for r in results.values())
     # independently: the sessions of every event Amplitude could export by the last sync (newest hour it asked)
     exported = [r for r in read_dataset(stack.project.data_dir)
                 if floor_hour(datetime.fromisoformat(r["server_upload_time"]).replace(tzinfo=UTC)) <= max(counts)]
