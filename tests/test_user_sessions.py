@@ -41,7 +41,7 @@ def _rules() -> list[dict]:
     t = DAY + timedelta(hours=9)
     phone, laptop = _ms(t), _ms(t + MINUTE)
     closed = t + timedelta(minutes=3)
-    events = [
+    return [
         # 1: two devices interleaved in one user session (phone and laptop sessions, 4 events)
         _event(1, t, phone, device_id="phone", platform="iOS", event_type="open"),
         _event(1, t + MINUTE, laptop, device_id="laptop", platform="Web"),
@@ -66,7 +66,6 @@ def _rules() -> list[dict]:
         # 9: last event before the range 40 minutes before its first event inside the range
         _event(9, DAY - 30 * MINUTE), _event(9, DAY + 10 * MINUTE), _event(9, DAY + 12 * MINUTE),
     ]
-    return events
 
 
 @pytest.fixture(scope="module")
