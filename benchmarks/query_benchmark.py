@@ -31,6 +31,7 @@ from urllib.parse import quote
 import apsw
 import duckdb
 import pyarrow as pa
+import yaml
 
 from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import LOOKBACK, floor_hour, hour_range
@@ -52,6 +53,10 @@ USER_SESSIONS = ("FROM amplitude_user_sessions WHERE session_start >= '2026-09-0
 #: The gaps the user-session queries use (the dashboard's), and where their look-back starts.
 GAPS = (30, 60)
 SINCE = floor_hour(datetime(2026, 9, 3, tzinfo=UTC)) - LOOKBACK
+#: The dashboard's "Session definition" dataset (Amplitude's sessions and user sessions at 30 and 60 minutes).
+DEFINITIONS = yaml.safe_load((Path(__file__).resolve().parents[1] / "dashboards/session_length/datasets/"
+                              "session_definitions.yaml").read_text())["sql"]
+DEFINITIONS_RANGE = "WHERE session_start >= '2026-09-03' AND session_start < '2026-09-28' GROUP BY 1"
 MULTI = ("avg(CASE WHEN devices > 1 THEN 1.0 ELSE 0.0 END), "
          "avg(CASE WHEN amplitude_sessions > 1 THEN 1.0 ELSE 0.0 END)")
 TABLES = ("amplitude_events", "amplitude_sessions", "amplitude_user_sessions")
@@ -88,6 +93,12 @@ QUERIES = {
         f"count(*) * 1.0 / count(DISTINCT amplitude_id) {USER_SESSIONS} IN (30, 60) GROUP BY 1",
     ),
     "user sessions: multi-device": (f"SELECT {MULTI} {USER_SESSIONS} = 30", f"SELECT {MULTI} {USER_SESSIONS} = 30"),
+    "definitions: length by definition": (
+        f"SELECT definition, avg(length_s), median(length_s), percentile(length_s, 95) FROM ({DEFINITIONS}) "
+        f"{DEFINITIONS_RANGE}",
+        f"SELECT definition, avg(length_s), median(length_s), quantile_cont(length_s, 0.95) FROM ({DEFINITIONS}) "
+        f"{DEFINITIONS_RANGE}",
+    ),
     "events: count(*)": (f"SELECT count(*) {EVENTS}", f"SELECT count(*) {EVENTS}"),
     "events: per event_type": (
         f"SELECT event_type, count(*) {EVENTS} GROUP BY 1",
