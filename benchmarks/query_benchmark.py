@@ -1,11 +1,13 @@
 """Dashboard and SQL Lab queries through ``amplitude://`` beside a plain SQLite table and DuckDB, at 1x and 3x data.
 
     python benchmarks/query_benchmark.py [--scales 1000000 3000000] [--repeat 5] [--work /tmp/amplitude-bench]
+                                         [--query "user sessions: KPIs, 30 min" ...]   (default: every query)
 
 For each scale it generates the dataset once (or reuses it) and fills a store with ``load_archive``, as an earlier
 ``amplitude-sync`` would. Every query then runs in a new process (``--worker``): its first run is "first in a new
-process" (derived sessions come from disk, the memory cache is empty), the next ones "repeated" (median); the worker
-reports its peak RSS. One more worker runs every query in turn, for the peak memory of a process answering them all.
+process" (derived sessions and user sessions come from disk, the memory cache is empty), the next ones "repeated"
+(median); the worker reports its peak RSS. One more worker runs every query in turn, for the peak memory of a
+process answering them all.
 Baselines, in this same command:
 - a plain SQLite table holding the same rows (a file database built once, queried in its own process): the floor
   for anything built on SQLite;
@@ -29,12 +31,15 @@ from urllib.parse import quote
 import apsw
 import duckdb
 import pyarrow as pa
+import yaml
 
 from shillelagh_amplitude.export.loader import load_archive
-from shillelagh_amplitude.hours import hour_range
+from shillelagh_amplitude.hours import LOOKBACK, floor_hour, hour_range
 from shillelagh_amplitude.sample.generator import generate_dataset, write_export_zip
 from shillelagh_amplitude.sql.scan import sqlite_values
 from shillelagh_amplitude.sql.sessions import EVENT_COLUMNS, build_sessions
+from shillelagh_amplitude.sql.user_sessions import EVENT_COLUMNS as USER_EVENT_COLUMNS
+from shillelagh_amplitude.sql.user_sessions import build_user_sessions
 from shillelagh_amplitude.store.hour_store import HourStore
 
 API_KEY = "bench-key"
@@ -43,6 +48,18 @@ FIRST_DAY = datetime(2026, 9, 1, tzinfo=UTC)
 SESSIONS = "FROM amplitude_sessions WHERE session_start >= '2026-09-03' AND session_start < '2026-09-28'"
 EVENTS = "FROM amplitude_events WHERE event_time >= '2026-09-03' AND event_time < '2026-09-28'"
 ONE_DAY = "FROM amplitude_events WHERE event_time >= '2026-09-10' AND event_time < '2026-09-11'"
+USER_SESSIONS = ("FROM amplitude_user_sessions WHERE session_start >= '2026-09-03' AND session_start < '2026-09-28' "
+                 "AND gap_minutes")
+#: The gaps the user-session queries use (the dashboard's), and where their look-back starts.
+GAPS = (30, 60)
+SINCE = floor_hour(datetime(2026, 9, 3, tzinfo=UTC)) - LOOKBACK
+#: The dashboard's "Session definition" dataset (Amplitude's sessions and user sessions at 30 and 60 minutes).
+DEFINITIONS = yaml.safe_load((Path(__file__).resolve().parents[1] / "dashboards/session_length/datasets/"
+                              "session_definitions.yaml").read_text())["sql"]
+DEFINITIONS_RANGE = "WHERE session_start >= '2026-09-03' AND session_start < '2026-09-28' GROUP BY 1"
+MULTI = ("avg(CASE WHEN devices > 1 THEN 1.0 ELSE 0.0 END), "
+         "avg(CASE WHEN amplitude_sessions > 1 THEN 1.0 ELSE 0.0 END)")
+TABLES = ("amplitude_events", "amplitude_sessions", "amplitude_user_sessions")
 #: name -> (SQLite SQL for amplitude:// and the plain table, DuckDB SQL)
 QUERIES = {
     "sessions: KPIs": (
@@ -64,6 +81,23 @@ QUERIES = {
     "sessions: length buckets": (
         f"SELECT length_bucket, count(*) {SESSIONS} GROUP BY 1",
         f"SELECT length_bucket, count(*) {SESSIONS} GROUP BY 1",
+    ),
+    "user sessions: KPIs, 30 min": (
+        f"SELECT count(*), avg(length_s), median(length_s), percentile(length_s, 95) {USER_SESSIONS} = 30",
+        f"SELECT count(*), avg(length_s), median(length_s), quantile_cont(length_s, 0.95) {USER_SESSIONS} = 30",
+    ),
+    "user sessions: 30 and 60 min": (
+        f"SELECT gap_minutes, avg(length_s), median(length_s), percentile(length_s, 95), "
+        f"count(*) * 1.0 / count(DISTINCT amplitude_id) {USER_SESSIONS} IN (30, 60) GROUP BY 1",
+        f"SELECT gap_minutes, avg(length_s), median(length_s), quantile_cont(length_s, 0.95), "
+        f"count(*) * 1.0 / count(DISTINCT amplitude_id) {USER_SESSIONS} IN (30, 60) GROUP BY 1",
+    ),
+    "user sessions: multi-device": (f"SELECT {MULTI} {USER_SESSIONS} = 30", f"SELECT {MULTI} {USER_SESSIONS} = 30"),
+    "definitions: length by definition": (
+        f"SELECT definition, avg(length_s), median(length_s), percentile(length_s, 95) FROM ({DEFINITIONS}) "
+        f"{DEFINITIONS_RANGE}",
+        f"SELECT definition, avg(length_s), median(length_s), quantile_cont(length_s, 0.95) FROM ({DEFINITIONS}) "
+        f"{DEFINITIONS_RANGE}",
     ),
     "events: count(*)": (f"SELECT count(*) {EVENTS}", f"SELECT count(*) {EVENTS}"),
     "events: per event_type": (
@@ -95,20 +129,26 @@ def prepare(work: Path, events: int, days: int) -> Path:
     return cache_dir
 
 
-def all_rows(cache_dir: Path, days: int) -> tuple[pa.Table, pa.Table]:
-    """Every stored event and the sessions built from them, as the baselines hold them."""
+def all_rows(cache_dir: Path, days: int) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Every stored event, the sessions and the user sessions (each gap of ``GAPS``) built from them, as the
+    baselines hold them."""
     store = HourStore(cache_dir, "https://amplitude.com", API_KEY)
     hours = list(hour_range(FIRST_DAY - timedelta(hours=1), FIRST_DAY + timedelta(days=days + 3)))
     events = store.read(hours, datetime.now(UTC))
-    return events, build_sessions(events.select(list(EVENT_COLUMNS)))
+    user_events = events.select(list(USER_EVENT_COLUMNS))
+    user_sessions = pa.concat_tables([build_user_sessions(user_events, gap, SINCE) for gap in GAPS])
+    return events, build_sessions(events.select(list(EVENT_COLUMNS))), user_sessions
 
 
 def sqlite_baseline(path: Path, cache_dir: Path, days: int) -> None:
     """A file database with plain tables holding the same rows as SQLite receives them from amplitude://."""
     if path.exists():
-        return
+        listed = apsw.Connection(str(path)).execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if {name for (name,) in listed} == set(TABLES):
+            return
+        path.unlink()  # made before a table was added
     connection = apsw.Connection(str(path))
-    for name, table in zip(("amplitude_events", "amplitude_sessions"), all_rows(cache_dir, days), strict=True):
+    for name, table in zip(TABLES, all_rows(cache_dir, days), strict=True):
         types = {pa.types.is_integer: "INTEGER", pa.types.is_floating: "REAL", pa.types.is_boolean: "BOOLEAN"}
         columns = ", ".join(
             f'"{f.name}" ' + next((sql for test, sql in types.items() if test(f.type)),
@@ -175,13 +215,15 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict[str, dict]:
     sqlite_path = args.work / f"baseline-{events}-{args.days}.sqlite"
     sqlite_baseline(sqlite_path, cache_dir, args.days)
     duck = duckdb.connect()
-    events_table, sessions_table = all_rows(cache_dir, args.days)
-    duck.register("amplitude_events", events_table)
-    duck.register("amplitude_sessions", sessions_table)
+    for name, table in zip(TABLES, all_rows(cache_dir, args.days), strict=True):
+        duck.register(name, table)
     args_once = argparse.Namespace(**{**vars(args), "repeat": 0})
-    worker(args_once, [next(iter(QUERIES))], cache=str(cache_dir))  # sessions built and kept beside the hours
+    # sessions and user sessions (both gaps) built and kept beside the hours
+    worker(args_once, ["sessions: KPIs", "user sessions: 30 and 60 min"], cache=str(cache_dir))
     figures = {}
-    for name, (_, duck_sql) in QUERIES.items():
+    names = args.query or list(QUERIES)
+    for name in names:
+        duck_sql = QUERIES[name][1]
         ours = worker(args, [name], cache=str(cache_dir))
         plain = worker(args, [name], sqlite=str(sqlite_path))
         duck_times = []
@@ -193,7 +235,7 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict[str, dict]:
         assert result["rows"] == plain["results"][name]["rows"] == len(duck_rows), name
         figures[name] = {**result, "sqlite": plain["results"][name]["repeated"],
                          "duckdb": statistics.median(duck_times), "peak_rss_mb": ours["peak_rss_mb"]}
-    together = worker(args, list(QUERIES), cache=str(cache_dir))
+    together = worker(args, names, cache=str(cache_dir))
     figures["all queries, one process"] = {"peak_rss_mb": together["peak_rss_mb"]}
     return figures
 
@@ -218,7 +260,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("/tmp/amplitude-bench"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--query", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--query", action="append", default=[], choices=list(QUERIES),
+                        help="run only this query (repeatable)")
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--sqlite", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -388,6 +388,7 @@ def test_sessions_of_an_hour_republished_since_it_was_listed_are_refused(tmp_pat
     from shillelagh.exceptions import ProgrammingError
 
     from shillelagh_amplitude.sql.adapter import AmplitudeAPI
+    from shillelagh_amplitude.sql.sessions import EVENT_COLUMNS, build_sessions
 
     store = HourStore(tmp_path, "https://amplitude.com", "key")
     now = T0 + HOUR
@@ -395,4 +396,5 @@ def test_sessions_of_an_hour_republished_since_it_was_listed_are_refused(tmp_pat
     entries = store.files([T0], now)
     _publish_fresh(store, "second", now, now.timestamp() + 1)
     with pytest.raises(ProgrammingError, match="The hour store changed while this query read it"):
-        AmplitudeAPI._sessions(store, entries, ("amplitude_sessions", "test", tuple(entries)))
+        AmplitudeAPI("amplitude_sessions", api_key="key")._derived(
+            store, entries, ("amplitude_sessions", "test", tuple(entries)), build_sessions, EVENT_COLUMNS)

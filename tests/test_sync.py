@@ -88,7 +88,8 @@ def test_two_syncs_at_once_download_each_hour_once_then_only_non_final_hours(tmp
     now = datetime.now(UTC)
     newest_exportable = floor_hour(now) - timedelta(hours=3)  # the emulator's: hour + 1 h + 2 h <= now
     midnight = floor_hour(now - timedelta(hours=2)).replace(hour=0)  # whole days: those whose 23:00 is exportable
-    expected = list(hour_range(midnight - timedelta(days=2) - HOUR, newest_exportable))
+    # the two days, the 48 h look-back of user sessions and the hour of clocks running ahead before them
+    expected = list(hour_range(midnight - timedelta(days=2, hours=48) - HOUR, newest_exportable))
     hours = requested_hours(live_project.requests)
     assert Counter(hours) == Counter(expected)  # every hour once, none twice
     summaries = sorted(out for out, _ in outputs)
@@ -181,14 +182,15 @@ def test_over_budget_fails_keeps_complete_hours_then_sync_makes_it_exact(tmp_pat
 @pytest.mark.parametrize(
     ("now", "first", "last"),
     [
-        ("2026-12-01T14:10", "2026-11-28T23", "2026-12-01T11"),
-        ("2026-12-01T02:00", "2026-11-28T23", "2026-11-30T23"),  # 11-30T23 exportable: 11-30 is a whole day
-        ("2026-12-01T01:59", "2026-11-27T23", "2026-11-30T22"),  # not yet: the two days end on 11-30
+        ("2026-12-01T14:10", "2026-11-26T23", "2026-12-01T11"),
+        ("2026-12-01T02:00", "2026-11-26T23", "2026-11-30T23"),  # 11-30T23 exportable: 11-30 is a whole day
+        ("2026-12-01T01:59", "2026-11-25T23", "2026-11-30T22"),  # not yet: the two days end on 11-30
     ],
 )
 def test_sync_range_covers_the_whole_days_the_export_holds(tmp_path, now, first, last):
     """Two days back from the end of the newest whole UTC day the Export API serves (hour H from H + 3 h), less
-    the hour of devices whose clock runs ahead, through the newest exportable hour."""
+    the 48 h look-back of user sessions and the hour of devices whose clock runs ahead, through the newest
+    exportable hour."""
     store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
     span = sync_range(store, datetime.fromisoformat(now).replace(tzinfo=UTC), default_days=30, days=2)
     assert tuple(f"{hour:%Y-%m-%dT%H}" for hour in span) == (first, last)

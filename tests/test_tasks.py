@@ -17,8 +17,9 @@ from .conftest import API_KEY, SECRET_KEY
 from .helpers import free_port, parse_ts
 
 NOW = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)
-#: One whole day before 2026-03-04 00:00 and the hour before it, through the newest exportable hour (H + 3 h <= now).
-SYNCED = list(hour_range(datetime(2026, 3, 2, 23, tzinfo=UTC), datetime(2026, 3, 4, 9, tzinfo=UTC)))
+#: One whole day before 2026-03-04 00:00, the 48 h look-back of user sessions and the hour before them, through the
+#: newest exportable hour (H + 3 h <= now).
+SYNCED = list(hour_range(datetime(2026, 2, 28, 23, tzinfo=UTC), datetime(2026, 3, 4, 9, tzinfo=UTC)))
 WRONG_SECRET = "wrong-secret-5c1d"
 
 
@@ -51,8 +52,8 @@ def test_a_failing_project_does_not_stop_the_next(tmp_path, dataset, emulator, m
     assert results[0]["error"] == "BrokenProcessPool: A process in the process pool was terminated abruptly"
     assert results[1]["error"].startswith("Amplitude rejected the credentials (403")
     assert "the connection was refused" in results[2]["error"]
-    assert results[3]["hours_downloaded"] == len(SYNCED) == 35
-    assert f"({len(SYNCED)} hours) current; 35 hours downloaded in 2 requests, {events} events stored" in \
+    assert results[3]["hours_downloaded"] == len(SYNCED) == 83
+    assert f"({len(SYNCED)} hours) current; 83 hours downloaded in 4 requests, {events} events stored" in \
         results[3]["summary"]
     store = HourStore(tmp_path / "c", emulator.base_url, API_KEY)
     assert store.missing(SYNCED, NOW) == []

@@ -13,6 +13,9 @@ EXPORT_LATENCY = timedelta(hours=2)
 #: How far ahead of real time a device clock may run (client times, session ids) and still be read whole:
 #: queries, and so the sync, read one upload hour before a range.
 CLOCK_SKEW = HOUR
+#: How far before a range user sessions read events, to see where its first sessions begin: queries read these
+#: upload hours too, and so the sync keeps them.
+LOOKBACK = timedelta(hours=48)
 
 
 def to_utc(value: datetime) -> datetime:

@@ -14,8 +14,17 @@ from shillelagh_amplitude.hours import floor_hour
 from shillelagh_amplitude.sample.emulator import ExportEmulator
 from shillelagh_amplitude.sample.generator import generate_dataset
 
-from ..expected import Session, kpis, percentile, sessions_from_records, user_property
+from ..expected import (
+    USER_SESSION_COLUMNS,
+    Session,
+    kpis,
+    percentile,
+    sessions_from_records,
+    user_property,
+    user_sessions,
+)
 from ..helpers import read_zip
+from ..scripts import REPO
 from .browser import modal_button, open_connect_form
 from .conftest import OUTPUT, Superset, default_range
 
@@ -24,9 +33,11 @@ pytestmark = pytest.mark.e2e
 SLUG = "session-length"
 DEFAULT_RANGE = default_range()[0]
 CHART_LOAD_TIMEOUT_S = 120
+#: The dashboard's charts: one per source file.
+CHARTS = len(list((REPO / "dashboards/session_length/charts").glob("*.yaml")))
 #: Grouping columns of the charts (they may hold NULL, e.g. an unknown country); every other value is a metric.
 DIMENSIONS = {"session_start", "length_bucket", "plan", "user_type", "company_size", "platform", "signup_month",
-              "country"}
+              "country", "definition"}
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +69,16 @@ def amplitude_database(superset: Superset, api) -> dict:
 def in_range(sessions: list[Session], result: dict) -> list[Session]:
     """The sessions a chart result covers: started in its [from_dttm, to_dttm) (epoch ms); with no time range,
     the adapter's default window (the 30 whole UTC days the export holds, and on: the demo's sample)."""
-    if result["from_dttm"] is None:
-        start, end = default_window()[0], datetime.max.replace(tzinfo=UTC)
-    else:
-        start = datetime.fromtimestamp(result["from_dttm"] / 1000, UTC)
-        end = datetime.fromtimestamp(result["to_dttm"] / 1000, UTC)
+    start, end = result_range(result)
     return [s for s in sessions if start <= s.start < end]
+
+
+def result_range(result: dict) -> tuple[datetime, datetime]:
+    """A chart result's [from_dttm, to_dttm), or the adapter's default window (open at its end) without one."""
+    if result["from_dttm"] is None:
+        return default_window()[0], default_window()[1] + timedelta(days=30)
+    return (datetime.fromtimestamp(result["from_dttm"] / 1000, UTC),
+            datetime.fromtimestamp(result["to_dttm"] / 1000, UTC))
 
 
 def default_window() -> tuple[datetime, datetime]:
@@ -117,7 +132,8 @@ def test_tables_time_grains_and_functions(superset: Superset, api) -> None:
     database = amplitude_database(superset, api)
     assert database["backend"] == "amplitude"
     tables = api.get(f"{superset.base}/api/v1/database/{database['id']}/tables/?q=(schema_name:main)").json()
-    assert sorted(table["value"] for table in tables["result"]) == ["amplitude_events", "amplitude_sessions"]
+    assert sorted(table["value"] for table in tables["result"]) == [
+        "amplitude_events", "amplitude_sessions", "amplitude_user_sessions"]
     functions = api.get(f"{superset.base}/api/v1/database/{database['id']}/function_names/").json()
     assert {"median", "percentile"} <= set(functions["function_names"])
     datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
@@ -129,7 +145,7 @@ def test_tables_time_grains_and_functions(superset: Superset, api) -> None:
 
 
 def test_every_chart_returns_rows(chart_data: dict[str, dict]) -> None:
-    assert len(chart_data) == 17
+    assert len(chart_data) == CHARTS > 17
     for name, result in chart_data.items():
         assert (result["status"], result["error"]) == ("success", None), name
         assert result["rowcount"] > 0, name
@@ -168,6 +184,38 @@ def test_per_plan_percentiles_equal_the_independent_computation(
         lengths = by_plan[row["plan"]]
         assert row["p50_length_s"] == pytest.approx(percentile(lengths, 50)), row["plan"]
         assert row["p95_length_s"] == pytest.approx(percentile(lengths, 95)), row["plan"]
+
+
+def test_session_definitions_equal_the_independent_computation(
+    superset: Superset, chart_data: dict[str, dict], sessions: list[Session]
+) -> None:
+    """The "Session definition" section: Amplitude's sessions from the raw records in Python, user sessions at 30
+    and 60 minutes from them in DuckDB SQL (tests/expected.py)."""
+    result = chart_data["Session length by definition"]
+    start, end = result_range(result)
+    records = read_zip(superset.layout.sample)
+    amplitude = [(s.amplitude_id, s.start, s.length_s, 1, 1) for s in in_range(sessions, result)]
+    expected = {"Amplitude session_id": amplitude}
+    for gap in (30, 60):
+        rows = [dict(zip(USER_SESSION_COLUMNS, row, strict=True)) for row in user_sessions(records, start, end, gap)]
+        expected[f"User, {gap}-minute gap"] = [(r["amplitude_id"], r["session_start"], r["length_s"], r["devices"],
+                                                r["amplitude_sessions"]) for r in rows]
+    assert [row["definition"] for row in result["data"]] == sorted(expected)
+    for row in result["data"]:
+        lengths = [length for _, _, length, _, _ in expected[row["definition"]]]
+        assert row["avg_length_s"] == pytest.approx(sum(lengths) / len(lengths)), row["definition"]
+        assert row["p50_length_s"] == pytest.approx(percentile(lengths, 50)), row["definition"]
+        assert row["p95_length_s"] == pytest.approx(percentile(lengths, 95)), row["definition"]
+    for row in chart_data["Sessions per user per day by definition"]["data"]:
+        chosen = expected[row["definition"]]
+        user_days = {(user, when.date()) for user, when, _, _, _ in chosen}
+        assert row["sessions_per_user_day"] == pytest.approx(len(chosen) / len(user_days)), row["definition"]
+    for row in chart_data["Sessions spanning devices or session ids"]["data"]:
+        chosen = expected[row["definition"]]
+        assert row["multi_device_share"] == pytest.approx(sum(d > 1 for *_, d, _ in chosen) / len(chosen))
+        assert row["merged_share"] == pytest.approx(sum(m > 1 for *_, m in chosen) / len(chosen))
+    merged = chart_data["Sessions spanning devices or session ids"]["data"][1]["merged_share"]
+    assert merged > 0  # the 30-minute gap merges some of Amplitude's sessions in the sample
 
 
 def test_dashboard_filters_plan_and_contains_event(
@@ -391,13 +439,15 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, chart_data:
     # every chart drawn (or failed): a chart not started yet shows no loading indicator either, so the wait is
     # also for the KPI's number on the page
     WebDriverWait(browser, CHART_LOAD_TIMEOUT_S, poll_frequency=0.25).until(
-        lambda d: ((s := d.execute_script(state))["charts"] == 17 and s["loading"] == 0
+        lambda d: ((s := d.execute_script(state))["charts"] == CHARTS and s["loading"] == 0
                    and (s["errors"] or sessions in d.find_element(By.TAG_NAME, "body").text))
     )
     superset.timings["dashboard_loaded_in_browser_s"] = round(time.monotonic() - started, 2)
     final = browser.execute_script(state)
     browser.save_screenshot(str(OUTPUT / "dashboard.png"))
     assert final["errors"] == []
-    assert sessions in browser.find_element(By.TAG_NAME, "body").text
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert sessions in text
+    assert "Session definition" in text and "Session length by definition" in text
     filters = [e.text for e in browser.find_elements(By.CSS_SELECTOR, '[data-test="filter-control-name"]')]
     assert filters == ["Time range", "Plan", "Country", "Platform", "Sessions that contain event"]

@@ -28,7 +28,7 @@ from shillelagh_amplitude.store.hour_store import HourStore
 from ..expected import sessions_from_records
 from ..helpers import read_dataset
 from .conftest import OUTPUT, Superset, demo, free_port
-from .test_superset import SLUG, in_range, value
+from .test_superset import CHARTS, SLUG, in_range, value
 
 pytestmark = pytest.mark.e2e
 
@@ -69,10 +69,10 @@ def wait_for(condition, timeout: float, what: str, poll: float = 0.5):
 
 def window_hours(now: datetime) -> list[datetime]:
     """What a first sync covers: the ``default_days`` whole UTC days the export holds (those whose 23:00 is
-    exportable), less an hour, through the emulator's newest exportable hour (what the dashboard's default range
-    reads)."""
+    exportable), less the 48 h look-back of user sessions and an hour, through the emulator's newest exportable
+    hour (what the dashboard's default range reads)."""
     midnight = floor_hour(now - 2 * HOUR).replace(hour=0)
-    return list(hour_range(midnight - timedelta(days=DEFAULT_DAYS) - HOUR, floor_hour(now) - 3 * HOUR))
+    return list(hour_range(midnight - timedelta(days=DEFAULT_DAYS, hours=48) - HOUR, floor_hour(now) - 3 * HOUR))
 
 
 def requested(emulator: ExportEmulator) -> Counter:
@@ -207,7 +207,7 @@ def test_beat_fills_every_store_then_the_dashboard_needs_no_export_request(stack
         results[chart["slice_name"]] = response.json()["result"][0]
     served = time.monotonic() - stack.started
     assert stack.project.requests == []  # zero Export API requests
-    assert len(results) == 17 and all(r["status"] == "success" for r in results.values())
+    assert len(results) == CHARTS and all(r["status"] == "success" for r in results.values())
     # independently: the sessions of every event Amplitude could export by the last sync (newest hour it asked)
     exported = [r for r in read_dataset(stack.project.data_dir)
                 if floor_hour(datetime.fromisoformat(r["server_upload_time"]).replace(tzinfo=UTC)) <= max(counts)]

@@ -84,7 +84,7 @@ def test_query_contexts_are_valid_and_match_their_datasets(superset_app, files) 
 def test_datasets_carry_columns_and_percentile_metrics(files) -> None:
     datasets = of_kind(files, "datasets")
     assert all(config["columns"] and config["metrics"] for config in datasets.values())
-    (sessions,) = [config for config in datasets.values() if config["main_dttm_col"] == "session_start"]
+    (sessions,) = [config for config in datasets.values() if config["table_name"] == "sessions"]
     expressions = {metric["metric_name"]: metric["expression"] for metric in sessions["metrics"]}
     assert expressions["p50_length_s"] == "median(length_s)"
     assert expressions["p95_length_s"] == "percentile(length_s, 95)"
@@ -97,7 +97,7 @@ def test_dataset_names_and_segments_match_the_docs(files) -> None:
     """The names dashboards/README.md uses; segments are plain columns (Explore's "Simple" tab lists only
     columns without an expression), "(none)" when missing; measures, ids and JSON are not offered to group by."""
     datasets = {config["table_name"]: config for config in of_kind(files, "datasets").values()}
-    assert set(datasets) == {"sessions", "event_types", "data_status"}
+    assert set(datasets) == {"sessions", "event_types", "data_status", "session_definitions"}
     readme = (REPO / "dashboards" / "README.md").read_text()
     assert all(f"`{name}`" in readme for name in datasets)
     sessions = datasets["sessions"]
@@ -110,6 +110,21 @@ def test_dataset_names_and_segments_match_the_docs(files) -> None:
     assert all(column["expression"] is None for column in columns.values())
     for segment in ("plan", "user_type", "company_size", "signup_month", "country", "platform"):
         assert f"'(none)') AS {segment}" in sessions["sql"], segment
+
+
+def test_session_definitions_are_plain_sql_over_both_tables(files) -> None:
+    """The "Session definition" section's dataset: no Jinja, Amplitude's sessions beside user sessions at the
+    30- and 60-minute gaps, dated by their start, with the columns the dashboard's segment filters target."""
+    datasets = {config["table_name"]: config for config in of_kind(files, "datasets").values()}
+    definitions = datasets["session_definitions"]
+    assert "{%" not in definitions["sql"] and "{{" not in definitions["sql"]
+    assert "FROM amplitude_sessions" in definitions["sql"]
+    assert "FROM amplitude_user_sessions\nWHERE gap_minutes IN (30, 60)" in definitions["sql"]
+    assert definitions["main_dttm_col"] == "session_start"
+    assert {"plan", "country", "platform"} <= {column["column_name"] for column in definitions["columns"]}
+    expressions = {metric["metric_name"]: metric["expression"] for metric in definitions["metrics"]}
+    assert expressions["p50_length_s"] == "median(length_s)"
+    assert expressions["p95_length_s"] == "percentile(length_s, 95)"
 
 
 def test_charts_carry_no_time_range_of_their_own(files) -> None:

@@ -1,6 +1,7 @@
 """Keeping a project's hour store current: what the Celery task and ``amplitude-sync --days`` run.
 
-A sync fills from the newest stored final hour (on the first run: ``default_days`` back) through the newest
+A sync fills from the newest stored final hour (on the first run: ``default_days`` back, and the look-back of
+user sessions before them) through the newest
 exportable hour, and re-reads the recent hours that are not final yet (Amplitude may still add late uploads to
 them). It downloads under the store's lock: two syncs of one project started at once download each hour once.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..hours import CLOCK_SKEW, HOUR, floor_hour, format_hour, newest_exportable_hour, whole_days_end
+from ..hours import CLOCK_SKEW, HOUR, LOOKBACK, floor_hour, format_hour, newest_exportable_hour, whole_days_end
 from ..store.hour_store import HourStore
 from .client import ExportClient, resolve_base_url
 from .loader import fill
@@ -44,10 +45,10 @@ class SyncResult:
 
 
 def days_range(now: datetime, days: int) -> tuple[datetime, datetime]:
-    """The upload hours of the ``days`` whole UTC days before :func:`whole_days_end`, and of the hour before them
-    (devices whose clock runs ahead), through the newest exportable hour. Whole days, because the dashboard's
-    default range is made of them: it is then stored entirely."""
-    return whole_days_end(now) - timedelta(days=days) - CLOCK_SKEW, newest_exportable_hour(now)
+    """The upload hours of the ``days`` whole UTC days before :func:`whole_days_end`, and of the ``LOOKBACK`` and
+    the hour before them (user sessions look back; devices' clocks run ahead), through the newest exportable hour.
+    Whole days, because the dashboard's default range is made of them: it is then stored entirely."""
+    return whole_days_end(now) - timedelta(days=days) - LOOKBACK - CLOCK_SKEW, newest_exportable_hour(now)
 
 
 def sync_range(

@@ -1,11 +1,12 @@
-"""A safe shillelagh adapter serving ``amplitude_events`` and ``amplitude_sessions`` from Amplitude's Export API.
+"""A safe shillelagh adapter serving ``amplitude_events``, ``amplitude_sessions`` and ``amplitude_user_sessions``
+from Amplitude's Export API.
 
 Time predicates are pushed down and filtered exactly here (``exact=True``): shillelagh hands SQLite timestamps as
 ISO text with a ``T``, which SQLite would compare as text against Superset's ``'YYYY-MM-DD HH:MM:SS'`` literals and
 get sub-day bounds wrong. Naive literals are UTC, zoned ones are converted, so both forms mix in one query. Only the
 upload hours a query needs are read: from the local hour store, downloading the missing ones first. Tables built
 from the store are kept in a small process-wide cache, so the repeated scans that ``IN`` lists and joins cause
-never download or decode twice.
+never download or decode twice. Sessions and user sessions (per gap) are built once and kept beside the hours.
 
 :meth:`AmplitudeAPI.select` serves both row paths: the columnar cursor of ``amplitude://`` (:mod:`.columnar`) and
 shillelagh's generic one (``get_rows``, for ``shillelagh+safe://``).
@@ -17,7 +18,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ import pyarrow as pa
 from shillelagh.adapters.base import Adapter
 from shillelagh.exceptions import OperationalError, ProgrammingError
 from shillelagh.fields import Boolean, DateTime, Field, Float, Integer, String
-from shillelagh.filters import Filter, Impossible, Operator, Range
+from shillelagh.filters import Equal, Filter, Impossible, Operator, Range
 from shillelagh.typing import RequestedOrder, Row
 
 from .. import __version__
@@ -45,6 +46,7 @@ from ..export.probe import OFFLINE_MISMATCH, OFFLINE_UNVERIFIED
 from ..hours import (
     CLOCK_SKEW,
     HOUR,
+    LOOKBACK,
     ceil_hour,
     floor_hour,
     format_hour,
@@ -61,11 +63,21 @@ from .freshness import budget_message, check_offline_span
 from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
 from .secret_binding import usable_secret
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions, contains_any
+from .user_sessions import (
+    DEFAULT_GAP_MINUTES,
+    MAX_GAP_MINUTES,
+    MIN_GAP_MINUTES,
+    USER_SESSION_SCHEMA,
+    build_user_sessions,
+)
+from .user_sessions import EVENT_COLUMNS as USER_EVENT_COLUMNS
 
 _logger = logging.getLogger(__name__)
 
 EVENTS_TABLE = "amplitude_events"
 SESSIONS_TABLE = "amplitude_sessions"
+USER_SESSIONS_TABLE = "amplitude_user_sessions"
+GAP_COLUMN = "gap_minutes"
 MAX_QUERY_DAYS = 365
 #: The sessions' filter column: ``contains_event IN ('search', 'purchase')`` keeps the sessions in which one of
 #: those event types happened. Only ``amplitude://``'s cursor applies it (:mod:`.columnar`); its value reads NULL.
@@ -84,11 +96,13 @@ class UTCDateTime(DateTime):
 
 
 def _field(arrow_type: pa.DataType, filterable: bool = False) -> Field:
-    """The shillelagh field of an Arrow column; filterable timestamps take exact ``Range`` filters."""
+    """The shillelagh field of an Arrow column; filterable timestamps take exact ``Range`` filters, a filterable
+    integer (the gap of user sessions) ``Equal`` ones (``IN`` lists: one scan per value). SQLite re-checks those:
+    shillelagh hands the adapter ``gap_minutes = 7.5`` as 7, and the rows of gap 7 must not answer it."""
     if arrow_type == TIMESTAMP:
         return UTCDateTime(filters=[Range], exact=True) if filterable else UTCDateTime()
     if pa.types.is_integer(arrow_type):
-        return Integer()
+        return Integer(filters=[Equal]) if filterable else Integer()
     if pa.types.is_floating(arrow_type):
         return Float()
     if pa.types.is_boolean(arrow_type):
@@ -98,21 +112,24 @@ def _field(arrow_type: pa.DataType, filterable: bool = False) -> Field:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """What one table serves: its schema, which timestamp columns take pushed-down ranges, and its filter-only
-    columns (not stored: a constraint on them selects rows)."""
+    """What one table serves: its schema, which timestamp columns take pushed-down ranges, which column takes
+    pushed-down equalities, and its filter-only columns (not stored: a constraint on them selects rows)."""
 
     schema: pa.Schema
     time_columns: tuple[str, ...]
+    choice_column: str | None = None
     filter_columns: tuple[str, ...] = ()
 
     def columns(self) -> dict[str, Field]:
-        stored = {f.name: _field(f.type, f.name in self.time_columns) for f in self.schema}
+        pushed = (*self.time_columns, self.choice_column)
+        stored = {f.name: _field(f.type, f.name in pushed) for f in self.schema}
         return {**stored, **{name: String() for name in self.filter_columns}}
 
 
 TABLES = {
     EVENTS_TABLE: TableSpec(EVENT_SCHEMA, ("event_time", "server_upload_time")),
-    SESSIONS_TABLE: TableSpec(SESSION_SCHEMA, ("session_start",), (CONTAINS_EVENT,)),
+    SESSIONS_TABLE: TableSpec(SESSION_SCHEMA, ("session_start",), filter_columns=(CONTAINS_EVENT,)),
+    USER_SESSIONS_TABLE: TableSpec(USER_SESSION_SCHEMA, ("session_start",), GAP_COLUMN),
 }
 
 
@@ -145,8 +162,25 @@ def time_range(bound: Filter | None) -> TimeRange | None:
     return TimeRange(start, end, bound.include_start, bound.include_end)
 
 
+def gap_minutes(bound: Filter | None) -> int:
+    """The inactivity gap a pushed-down ``gap_minutes = n`` chooses (one ``IN`` value per scan); 30 without one."""
+    if bound is None:
+        return DEFAULT_GAP_MINUTES
+    assert isinstance(bound, Equal)
+    value = bound.value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_GAP_MINUTES <= value <= MAX_GAP_MINUTES:
+        raise ProgrammingError(
+            f"gap_minutes must be a whole number of minutes from {MIN_GAP_MINUTES} to {MAX_GAP_MINUTES} (24 h), "
+            f"not {value!r}: choose it with gap_minutes = 60 or gap_minutes IN (30, 60)."
+        )
+    return value
+
+
 class AmplitudeAPI(Adapter):
-    """Amplitude raw events and sessions as SQL tables (``amplitude_events``, ``amplitude_sessions``)."""
+    """Amplitude raw events, sessions and user sessions as SQL tables (``amplitude_events``,
+    ``amplitude_sessions``, ``amplitude_user_sessions``)."""
 
     safe = True
     supports_limit = False
@@ -180,7 +214,7 @@ class AmplitudeAPI(Adapter):
         it."""
         super().__init__()
         if table not in TABLES:
-            raise ProgrammingError(f"Unknown table {table!r}: use {EVENTS_TABLE} or {SESSIONS_TABLE}.")
+            raise ProgrammingError(f"Unknown table {table!r}: use {', '.join(TABLES)}.")
         for name, value, lowest in (("window_hours", window_hours, 1), ("late_hours", late_hours, 0),
                                     ("default_days", default_days, 1)):
             if not isinstance(value, int) or value < lowest:
@@ -259,12 +293,14 @@ class AmplitudeAPI(Adapter):
         """The rows the pushed-down bounds select, with ``columns`` read into memory; each set of
         ``contains_event`` keeps the sessions holding one of its event types."""
         ranges = {column: time_range(bounds.get(column)) for column in self.spec.time_columns}
-        if any(bound is None for bound in ranges.values()):
+        choice = bounds.get(self.spec.choice_column) if self.spec.choice_column else None
+        if any(bound is None for bound in ranges.values()) or isinstance(choice, Impossible):
             return NO_ROWS
+        gap = gap_minutes(choice) if self.table == USER_SESSIONS_TABLE else None
         now = datetime.now(UTC)
         try:
             ranges = self._effective_ranges(ranges, now)
-            key, scan = self._load(ranges, now)
+            key, scan = self._load(ranges, now, gap)
             selection = scan.select(ranges)
             for wanted in contains_event:
                 selection = selection.where("event_types", functools.partial(contains_any, wanted=wanted))
@@ -304,6 +340,7 @@ class AmplitudeAPI(Adapter):
 
         Events reach Amplitude after they happen, up to ``late_hours`` later, and a session's last event up to
         a day after its start; a device whose clock runs ahead uploads up to ``CLOCK_SKEW`` "before" its events.
+        User sessions also read the ``LOOKBACK`` before the range (:meth:`_since`).
         """
         spans = []
         for column, bound in ranges.items():
@@ -316,11 +353,18 @@ class AmplitudeAPI(Adapter):
                 last += timedelta(hours=self.late_hours)
             if column == "session_start":
                 last += timedelta(seconds=MAX_LENGTH_S)
+            if self.table == USER_SESSIONS_TABLE:
+                first -= LOOKBACK
             spans.append((first, last))
         first, last = max(span[0] for span in spans), min(span[1] for span in spans)
         return first, min(last, floor_hour(now))
 
-    def _load(self, ranges: dict[str, TimeRange], now: datetime) -> tuple[tuple, ScanTable]:
+    @staticmethod
+    def _since(ranges: dict[str, TimeRange]) -> datetime:
+        """Where user sessions start being built: ``LOOKBACK`` before the hour of the range's start."""
+        return floor_hour(ranges["session_start"].start) - LOOKBACK
+
+    def _load(self, ranges: dict[str, TimeRange], now: datetime, gap: int | None) -> tuple[tuple, ScanTable]:
         """The scan table holding every row the ranges can select (from the cache when the hours are unchanged)."""
         first, last = self._upload_hours(ranges, now)
         hours = list(hour_range(first, last)) if first <= last else []
@@ -334,24 +378,30 @@ class AmplitudeAPI(Adapter):
                 "or amplitude-sync."
             )
         key = (self.table, store.location.display, tuple((entry.path, entry.mtime_ns) for entry in files))
+        if gap is not None:
+            since = self._since(ranges)
+            key += (gap, since.isoformat())
         scan = TABLE_CACHE.get(key)
         if scan is None:
             main = self.spec.time_columns[0]
             if self.table == SESSIONS_TABLE:
-                scan = ScanTable.of(self._sessions(store, files, key), main)
+                scan = ScanTable.of(self._derived(store, files, key, build_sessions, EVENT_COLUMNS), main)
+            elif gap is not None:
+                build = functools.partial(build_user_sessions, gap_minutes=gap, since=since)
+                scan = ScanTable.of(self._derived(store, files, key, build, USER_EVENT_COLUMNS), main)
             else:
                 scan = ScanTable(functools.partial(store.read_files, files), main)
             TABLE_CACHE.put(key, scan)
         return key, scan
 
-    @staticmethod
-    def _sessions(store: HourStore, files: list[FileEntry], key: tuple) -> pa.Table:
-        """Sessions of the listed hour files, built once and kept beside them for every process (same files,
-        same key)."""
-        digest = hashlib.sha256(f"{__version__}{SESSION_SCHEMA}{key}".encode()).hexdigest()[:32]
+    def _derived(self, store: HourStore, files: list[FileEntry], key: tuple, build: Callable[[pa.Table], pa.Table],
+                 columns: tuple[str, ...]) -> pa.Table:
+        """A table built from the listed hour files' ``columns`` once, and kept beside them for every process
+        (same files, same key)."""
+        digest = hashlib.sha256(f"{__version__}{self.spec.schema}{key}".encode()).hexdigest()[:32]
         table = store.read_derived(digest)
         if table is None:
-            table = build_sessions(read_checked(functools.partial(store.read_files, files), list(EVENT_COLUMNS)))
+            table = build(read_checked(functools.partial(store.read_files, files), list(columns)))
             store.write_derived(digest, table)
         return table
 
@@ -374,7 +424,11 @@ class AmplitudeAPI(Adapter):
             if not known:
                 raise AuthenticationError(OFFLINE_UNVERIFIED if known is None else OFFLINE_MISMATCH)
             _VERIFIED_SECRETS.add(memo)
-            check_offline_span(store, first, last, self.late_hours, self.table == SESSIONS_TABLE, query_range)
+            after = timedelta(hours=self.late_hours)
+            if self.table != EVENTS_TABLE:
+                after += timedelta(seconds=MAX_LENGTH_S)
+            before = CLOCK_SKEW + (LOOKBACK if self.table == USER_SESSIONS_TABLE else timedelta(0))
+            check_offline_span(store, first, last, before, after, query_range)
             return
         client = self._client()
         deadline = None if self.download_budget_s is None else time.monotonic() + self.download_budget_s

@@ -10,8 +10,8 @@ Adapter kwargs come from three places, later ones winning:
 
 Connections are :class:`~.connection.AmplitudeConnection`: the columnar cursor, integers as integers.
 
-Values may be strings (URL, environment) and are converted by name. Only ``amplitude_events`` and
-``amplitude_sessions`` exist, so they are listed without asking the adapter.
+Values may be strings (URL, environment) and are converted by name. Only ``amplitude_events``,
+``amplitude_sessions`` and ``amplitude_user_sessions`` exist, so they are listed without asking the adapter.
 
 The merged settings are checked before any use (:func:`usable_settings`): a ``base_url`` must be allowed by the
 operator (:mod:`.destination`) and a stored secret must be bound to where the requests go (:mod:`.secret_binding`).
@@ -32,7 +32,7 @@ from .destination import check_base_url, destination
 from .secret_binding import is_bound, usable_secret
 
 ADAPTER = "amplitude"
-TABLES = ("amplitude_events", "amplitude_sessions")
+TABLES = ("amplitude_events", "amplitude_sessions", "amplitude_user_sessions")
 
 STRING_KWARGS = ("api_key", "secret_key", "region", "base_url", "cache_dir", "lake")
 INTEGER_KWARGS = ("window_hours", "late_hours", "default_days")
@@ -151,11 +151,11 @@ class AmplitudeDialect(APSWDialect):
     def get_table_names(
         self, connection: Connection, schema: str | None = None, sqlite_include_internal: bool = False, **kw: Any
     ) -> list[str]:
-        """The adapter's two tables, without instantiating it."""
+        """The adapter's tables, without instantiating it."""
         return list(TABLES)
 
     def has_table(self, connection: Connection, table_name: str, schema: str | None = None, **kw: Any) -> bool:
-        """True for the adapter's two tables."""
+        """True for the adapter's tables."""
         return table_name in TABLES
 
     def get_view_names(

@@ -11,10 +11,7 @@ from datetime import datetime, timedelta
 
 from ..export.client import REGION_BASE_URLS, AmplitudeError
 from ..export.loader import DownloadBudgetExceeded
-from ..hours import CLOCK_SKEW
 from ..store.hour_store import HourStore
-
-SESSION_SPAN = timedelta(days=1)
 
 
 def _hour(value: datetime) -> str:
@@ -45,16 +42,17 @@ def budget_message(exc: DownloadBudgetExceeded, budget_s: float, base_url: str) 
     )
 
 
-def check_offline_span(store: HourStore, first: datetime, last: datetime, late_hours: int, sessions: bool,
+def check_offline_span(store: HourStore, first: datetime, last: datetime, before: timedelta, after: timedelta,
                        query_range: str) -> None:
-    """Offline: refuse a range that reaches beyond the store's stored span (the padding for clock skew, late
-    uploads and session length may stay outside it), naming the range the query asked for (``query_range``). A
-    store holding none of the range keeps its own error."""
+    """Offline: refuse a range that reaches beyond the store's stored span, naming the range the query asked for
+    (``query_range``). The hours read ``before`` the range (clock skew, the look-back of user sessions) and
+    ``after`` it (late uploads, session length) may stay outside it. A store holding none of the range keeps its
+    own error."""
     span = store.stored_span()
     if span is None or last < span[0] or first > span[1]:
         return
-    core_first = first + CLOCK_SKEW
-    core_last = last - timedelta(hours=late_hours) - (SESSION_SPAN if sessions else timedelta(0))
+    core_first = first + before
+    core_last = last - after
     if core_first <= core_last and (core_first < span[0] or core_last > span[1]):
         raise AmplitudeError(
             f"This connection is offline and its store holds upload hours {_hour(span[0])} to {_hour(span[1])} "

@@ -130,6 +130,23 @@ def contains_any(event_types: pa.Array | pa.ChunkedArray, wanted: Iterable[str])
     return np.asarray(pc.fill_null(matched, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def span_seconds(first: pa.Array | pa.ChunkedArray, last: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Seconds from ``first`` to ``last`` (timestamps), capped at one day; 0 when unknown."""
+    span = pc.subtract(last, first)
+    return pc.fill_null(pc.min_element_wise(pc.divide(pc.cast(span, pa.int64()), 1e6), MAX_LENGTH_S), 0.0)
+
+
+def encode_event_types(events: pa.Table) -> pa.DictionaryArray:
+    """The events' ``event_type`` as one dictionary array: its indices group cheaply, its dictionary names them."""
+    return pc.dictionary_encode(events["event_type"]).combine_chunks()
+
+
+def event_type_lists(names: pa.Array, offsets: pa.Array, indices: pa.Array) -> pa.Array:
+    """JSON array text of each group's event types: ``indices`` into ``names``, group i at
+    ``offsets[i]:offsets[i + 1]``."""
+    return json_string_lists(pa.ListArray.from_arrays(offsets, pc.take(names, indices)))
+
+
 def build_sessions(events: pa.Table) -> pa.Table:
     """One row per (amplitude_id, session_id) of the given events, sorted by ``session_start``.
 
@@ -137,7 +154,7 @@ def build_sessions(events: pa.Table) -> pa.Table:
     session's first and last event are found by row number, and the wide attribute columns (user properties)
     are read from the first events' rows alone.
     """
-    event_types = pc.dictionary_encode(events["event_type"]).combine_chunks()
+    event_types = encode_event_types(events)
     keyed = pa.table(
         {
             "amplitude_id": events["amplitude_id"],
@@ -165,10 +182,8 @@ def build_sessions(events: pa.Table) -> pa.Table:
     )
     grouped = grouped.take(pc.sort_indices(grouped, [("session_id", "ascending"), ("amplitude_id", "ascending")]))
     first_rows = events.select(["event_type", *FIRST_EVENT_COLUMNS]).take(grouped["row_first"])
-    span = pc.subtract(grouped["time_max"], grouped["time_min"])
-    length_s = pc.fill_null(pc.min_element_wise(pc.divide(pc.cast(span, pa.int64()), 1e6), MAX_LENGTH_S), 0.0)
+    length_s = span_seconds(grouped["time_min"], grouped["time_max"])
     distinct = grouped["type_distinct"].combine_chunks()
-    type_names = pa.ListArray.from_arrays(distinct.offsets, pc.take(event_types.dictionary, distinct.flatten()))
     columns = {
         "session_start": pc.multiply(grouped["session_id"], 1000).cast(TIMESTAMP),
         "session_end": grouped["time_max"],
@@ -177,7 +192,7 @@ def build_sessions(events: pa.Table) -> pa.Table:
         "event_count": grouped["row_count"],
         "first_event_type": first_rows["event_type"],
         "last_event_type": events["event_type"].take(grouped["row_last"]),
-        "event_types": json_string_lists(type_names),
+        "event_types": event_type_lists(event_types.dictionary, distinct.offsets, distinct.flatten()),
         "amplitude_id": grouped["amplitude_id"],
         "session_id": grouped["session_id"],
         **{column: first_rows[column] for column in FIRST_EVENT_COLUMNS},

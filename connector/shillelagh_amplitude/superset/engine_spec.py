@@ -123,7 +123,7 @@ class AmplitudePropertiesType(TypedDict, total=False):
 
 
 class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
-    """Amplitude's Export API as the tables ``amplitude_events`` and ``amplitude_sessions``."""
+    """Amplitude's Export API as tables: ``amplitude_events``, ``amplitude_sessions``, ``amplitude_user_sessions``."""
 
     engine = "amplitude"
     # Also the form's default display name: not "Amplitude", the bundled connection's name.
