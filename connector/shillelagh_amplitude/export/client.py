@@ -24,6 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from ..errors import AmplitudeError, AmplitudeFault
 from ..hours import HOUR, format_hour, hour_count
 
 _logger = logging.getLogger(__name__)
@@ -34,15 +35,6 @@ MAX_SPAN_HOURS = 365 * 24
 CHUNK_BYTES = 1024 * 1024
 #: Statuses retried with backoff. 504 is absent: it means "too much data", answered by splitting.
 RETRY_STATUSES = (429, 500, 502, 503)
-
-
-class AmplitudeError(Exception):
-    """An Export API failure, with a message fit for the SQL user (never contains the secret)."""
-
-
-class AmplitudeFault(AmplitudeError):
-    """A failure of the system, not of the query or the connection's settings (the network, Amplitude's servers,
-    the store): servers log it with its traceback, while a refused query is one log line."""
 
 
 class DeadlinePassed(AmplitudeError):  # noqa: N818 - reads as what happened

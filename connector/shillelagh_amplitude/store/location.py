@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from pyarrow import fs
 
-from ..export.client import AmplitudeFault
+from ..errors import AmplitudeFault
 
 #: Names of local files being written (skipped by clean-ups: another process may be writing them).
 TEMP_PREFIX = ".tmp-"
