@@ -25,7 +25,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..hours import contiguous_runs, floor_hour, format_hour, hour_range, newest_exportable_hour, tile_windows
-from ..store.hour_store import HourStaging, HourStore, LockTimeout, clean_stale_staging
+from ..store.hour_store import HourStore, clean_stale_staging
+from ..store.lock import LockTimeout
+from ..store.staging import HourStaging
 from .archive import ArchiveError, iter_batches, split_by_hour
 from .client import AmplitudeError, DeadlinePassed, ExportClient, Window
 
