@@ -220,7 +220,9 @@ def fill(
     try:
         lock.acquire(None if deadline is None else max(0.0, deadline - time.monotonic()))
     except LockTimeout as exc:
-        raise _budget_exceeded(store, wanted, now, f"waiting for {exc}") from None
+        if deadline is None:  # a sync or the CLI: the lock's own message (who holds it, since when)
+            raise
+        raise _budget_exceeded(store, wanted, now, f"waiting for {exc.holding}") from None
     try:
         refresh = refresh and store.synced_at() < asked_at  # else a sync completed meanwhile: nothing to re-read
         missing = store.missing(wanted, now, refresh=refresh)

@@ -291,7 +291,7 @@ class HourStore:
 
         It lives in the local working folder: on object storage it is held per host, so two hosts may both
         download an hour (at most twice); each publishes it whole, and one complete object remains."""
-        return FileStoreLock(self.root / ".download.lock")
+        return FileStoreLock(self.root / ".download.lock", self.where)
 
     def mark_synced(self) -> None:
         """Record that a sync (re-reading every hour not yet final) just completed."""
