@@ -45,7 +45,6 @@ from ..hours import (
     HOUR,
     ceil_hour,
     floor_hour,
-    format_hour,
     hour_range,
     newest_exportable_hour,
     to_utc,
@@ -54,7 +53,7 @@ from ..hours import (
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
 from ..store.location import FileEntry
-from .freshness import budget_message, check_offline_span
+from .freshness import budget_message, check_offline
 from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
 
@@ -267,18 +266,21 @@ class AmplitudeAPI(Adapter):
                 )
         return bounded
 
-    def _upload_hours(self, ranges: dict[str, TimeRange], now: datetime) -> tuple[datetime, datetime]:
-        """Upload hours to read: every hour in which events of the queried range can have been uploaded.
+    def _upload_hours(self, ranges: dict[str, TimeRange],
+                      now: datetime) -> tuple[datetime, datetime, datetime, datetime]:
+        """Upload hours to read: every hour in which events of the queried range can have been uploaded; and the
+        core of them, without that padding (the hours an offline store must hold).
 
         Events reach Amplitude after they happen, up to ``late_hours`` later, and a session's last event up to
         a day after its start; a device whose clock runs ahead uploads up to ``CLOCK_SKEW`` "before" its events.
         """
-        spans = []
+        spans, cores = [], []
         for column, bound in ranges.items():
             first = floor_hour(bound.start)
             # an inclusive end on the hour (BETWEEN ... AND '2026-03-02') needs the hour that starts there
             end_hour = floor_hour(bound.end) if bound.end and bound.include_end else ceil_hour(bound.end or now) - HOUR
             last = max(first, end_hour)
+            cores.append((first, last))
             if column != "server_upload_time":
                 first -= CLOCK_SKEW
                 last += timedelta(hours=self.late_hours)
@@ -286,20 +288,19 @@ class AmplitudeAPI(Adapter):
                 last += timedelta(seconds=MAX_LENGTH_S)
             spans.append((first, last))
         first, last = max(span[0] for span in spans), min(span[1] for span in spans)
-        return first, min(last, floor_hour(now))
+        core_first, core_last = max(core[0] for core in cores), min(core[1] for core in cores)
+        return first, min(last, floor_hour(now)), core_first, min(core_last, floor_hour(now))
 
     def _load(self, ranges: dict[str, TimeRange], now: datetime) -> tuple[tuple, ScanTable]:
         """The scan table holding every row the ranges can select (from the cache when the hours are unchanged)."""
-        first, last = self._upload_hours(ranges, now)
+        first, last, core_first, core_last = self._upload_hours(ranges, now)
         hours = list(hour_range(first, last)) if first <= last else []
         store = HourStore(self.cache_dir, self.base_url, self.api_key)
         self._fill_and_verify(store, first, last, now)
-        files = store.files(hours, now)
-        if self.offline and hours and not files and len(store.missing(hours, now)) == len(hours):
-            raise AmplitudeError(
-                f"This connection is offline and its store holds none of the upload hours {format_hour(hours[0])}.."
-                f"{format_hour(hours[-1])} this query needs; load them with amplitude-load or amplitude-sync."
-            )
+        stored = store.stored(hours, now, any_age=self.offline)  # one listing per day
+        if self.offline:
+            check_offline(store, stored, core_first, core_last)
+        files = [entry for _, entry in stored if entry is not None and entry.name.endswith(".arrow")]
         key = (self.table, store.location.display, tuple((entry.path, entry.mtime_ns) for entry in files))
         scan = TABLE_CACHE.get(key)
         if scan is None:
@@ -342,7 +343,6 @@ class AmplitudeAPI(Adapter):
                 )
             if known:
                 _VERIFIED_SECRETS.add(memo)
-            check_offline_span(store, first, last, self.late_hours, self.table == SESSIONS_TABLE)
             return
         client = self._client()
         deadline = None if self.download_budget_s is None else time.monotonic() + self.download_budget_s

@@ -123,19 +123,22 @@ class HourStore:
 
     @staticmethod
     def _stored_in(entries: dict[str, FileEntry], hour: datetime, now: datetime,
-                   final_only: bool = False) -> FileEntry | None:
-        """The file holding ``hour`` (``.arrow`` or ``.empty``) if it is stored and still valid (and final)."""
+                   final_only: bool = False, any_age: bool = False) -> FileEntry | None:
+        """The file holding ``hour`` (``.arrow`` or ``.empty``) if it is stored and still valid (and final;
+        ``any_age``: a fresh one however old)."""
         for final in (True,) if final_only else (True, False):
             for kind in ("arrow", "empty"):
                 entry = entries.get(_name(hour, final, kind))
-                if entry is not None and (final or to_utc(now).timestamp() - entry.mtime_ns / 1e9 < FRESH_TTL
-                                          .total_seconds()):
+                if entry is not None and (final or any_age or to_utc(now).timestamp() - entry.mtime_ns / 1e9
+                                          < FRESH_TTL.total_seconds()):
                     return entry
         return None
 
-    def _stored(self, hours: Iterable[datetime], now: datetime,
-                final_only: bool = False) -> list[tuple[datetime, FileEntry | None]]:
-        """Each hour with its valid stored file, or None; one listing per day (on object storage, in parallel)."""
+    def stored(self, hours: Iterable[datetime], now: datetime, final_only: bool = False,
+               any_age: bool = False) -> list[tuple[datetime, FileEntry | None]]:
+        """Each hour with its valid stored file, or None; one listing per day (on object storage, in parallel).
+
+        ``any_age``: fresh hours count however old they are (offline, where nothing can refresh them)."""
         hours = [to_utc(hour) for hour in hours]
         names = sorted({f"{hour:%Y%m%d}" for hour in hours})
         if self.location.local or len(names) < 2:
@@ -144,14 +147,14 @@ class HourStore:
             with ThreadPoolExecutor(PARALLEL_LISTINGS) as pool:
                 listings = list(pool.map(lambda day: self._day(day, now), names))
         days = dict(zip(names, listings, strict=True))
-        return [(hour, self._stored_in(days[f"{hour:%Y%m%d}"], hour, now, final_only)) for hour in hours]
+        return [(hour, self._stored_in(days[f"{hour:%Y%m%d}"], hour, now, final_only, any_age)) for hour in hours]
 
     def has(self, hour: datetime, now: datetime) -> bool:
-        return self._stored([hour], now)[0][1] is not None
+        return self.stored([hour], now)[0][1] is not None
 
     def missing(self, hours: Iterable[datetime], now: datetime, refresh: bool = False) -> list[datetime]:
         """The hours that must be downloaded (absent, or fresh and expired; ``refresh``: every hour not final)."""
-        return [hour for hour, entry in self._stored(hours, now, final_only=refresh) if entry is None]
+        return [hour for hour, entry in self.stored(hours, now, final_only=refresh) if entry is None]
 
     def stored_span(self) -> tuple[datetime, datetime] | None:
         """The first and the last hour stored (final or fresh, with or without events), or None."""
@@ -169,7 +172,7 @@ class HourStore:
     # --- reading ------------------------------------------------------------------------------------
     def files(self, hours: Iterable[datetime], now: datetime) -> list[FileEntry]:
         """Arrow files of the stored, non-empty hours among ``hours``."""
-        return [entry for _, entry in self._stored(hours, now) if entry is not None and entry.name.endswith(".arrow")]
+        return [entry for _, entry in self.stored(hours, now) if entry is not None and entry.name.endswith(".arrow")]
 
     def read_files(self, entries: list[FileEntry], columns: list[str] | None = None) -> pa.Table:
         """The events of stored hour files, in order; only ``columns`` are read and decompressed.
