@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +37,8 @@ _logger = logging.getLogger(__name__)
 DECODE_ATTEMPTS = 3
 #: Two workers keep a 2-core machine busy while memory stays bounded (each holds up to ~200 MB while decoding).
 DEFAULT_DECODE_WORKERS = min(2, os.cpu_count() or 1)
+#: How often a decode worker checks that its parent is still alive.
+PARENT_CHECK_S = 0.5
 Progress = Callable[[int], None]
 
 
@@ -185,7 +188,25 @@ def _executor(windows: int, workers: int) -> tuple[Executor, int]:
         # window while the next one downloads (waiting for Amplitude releases the GIL); more threads would add
         # memory but no speed, as decoding (msgspec, building Arrow columns from Python values) holds the GIL.
         return ThreadPoolExecutor(1, thread_name_prefix="amplitude-decode"), 1
-    return ProcessPoolExecutor(min(workers, windows), mp_context=multiprocessing.get_context("spawn")), workers
+    return ProcessPoolExecutor(min(workers, windows), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),)), workers
+
+
+def exit_with_parent(parent: int) -> None:
+    """A decode worker's initializer: the worker exits once the process that started it is gone.
+
+    A parent killed with SIGKILL (``timeout -s KILL``, an OOM kill) cannot stop its workers, and the pool's
+    queues never tell them (each worker holds both ends of its pipes): without this they would stay behind,
+    idle and holding their memory, for good. A worker killed mid-decode leaves only its staging folder, which
+    :func:`clean_stale_staging` removes later.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="amplitude-parent-watch", daemon=True).start()
 
 
 def fill(
