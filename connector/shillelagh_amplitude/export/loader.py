@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,7 +30,7 @@ from ..store.hour_store import HourStore, clean_stale_staging
 from ..store.lock import LockTimeout
 from ..store.staging import HourStaging
 from .archive import ArchiveError, iter_batches, split_by_hour
-from .client import AmplitudeError, DeadlinePassed, ExportClient, Window
+from .client import AmplitudeError, DeadlinePassed, ExportClient, Window, seconds_left
 
 _logger = logging.getLogger(__name__)
 
@@ -119,9 +119,9 @@ class _WindowPipeline:
     """Downloads go in, complete hours come out in the store; a corrupt window is downloaded again."""
 
     def __init__(self, store: HourStore, client: ExportClient, clock: _Clock, executor: Executor, workers: int,
-                 report: FillReport, progress: Progress | None) -> None:
+                 report: FillReport, progress: Progress | None, deadline: float | None = None) -> None:
         self.store, self.client, self.clock = store, client, clock
-        self.executor, self.workers = executor, workers
+        self.executor, self.workers, self.deadline = executor, workers, deadline
         self.report, self.progress = report, progress
         self.in_flight: deque[_Decoding] = deque()
 
@@ -134,18 +134,30 @@ class _WindowPipeline:
         future = self.executor.submit(stage_archive, part.path, folder, part.start, part.end)
         self.in_flight.append(_Decoding(part, attempt, folder, future))
         while len(self.in_flight) > self.workers:
-            self._finish(self.in_flight.popleft())
+            self._finish_oldest()
 
     def drain(self) -> None:
         while self.in_flight:
-            self._finish(self.in_flight.popleft())
+            self._finish_oldest()
 
     def abandon(self) -> None:
-        """After a failure (and once the workers stopped): remove the downloads and staging left behind."""
+        """After a failure or the deadline: remove the downloads and staging left behind (a decode still running
+        past the deadline fails for want of its download, or leaves a folder that :func:`clean_stale_staging`
+        removes later; nothing of it is published)."""
         for decoding in self.in_flight:
             decoding.part.path.unlink(missing_ok=True)
             shutil.rmtree(decoding.folder, ignore_errors=True)
         self.in_flight.clear()
+
+    def _finish_oldest(self) -> None:
+        """Publish the oldest window once decoded. A decode still running at the deadline is not waited for
+        (:class:`DeadlinePassed`): it stays in flight, to be abandoned like a download still running then."""
+        oldest = self.in_flight[0]
+        if not oldest.future.done():
+            wait([oldest.future], timeout=seconds_left(self.deadline))
+            if not oldest.future.done():
+                raise DeadlinePassed(f"decoding upload hours {oldest.part} had not finished at the deadline")
+        self._finish(self.in_flight.popleft())
 
     def _finish(self, decoding: _Decoding) -> None:
         part = decoding.part
@@ -268,7 +280,7 @@ def _download(store: HourStore, client: ExportClient, missing: list[datetime], c
     clean_stale_staging(store)
     windows = [w for run in contiguous_runs(missing) for w in tile_windows(*run, window_hours)]
     executor, in_flight = _executor(len(windows), decode_workers)
-    pipeline = _WindowPipeline(store, client, clock, executor, in_flight, report, progress)
+    pipeline = _WindowPipeline(store, client, clock, executor, in_flight, report, progress, deadline)
     client.deadline = deadline
     try:
         with suppress(DeadlinePassed):  # the windows downloaded whole are published; the caller says how far
@@ -280,7 +292,9 @@ def _download(store: HourStore, client: ExportClient, missing: list[datetime], c
             pipeline.drain()
     finally:
         client.deadline = None
-        executor.shutdown(wait=True, cancel_futures=True)
+        # past the deadline a decode still running is not waited for: it ends in the background, unpublished
+        late = deadline is not None and time.monotonic() >= deadline
+        executor.shutdown(wait=not late, cancel_futures=True)
         pipeline.abandon()
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -53,6 +52,7 @@ from ..hours import (
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
 from ..store.location import FileEntry
+from .budget import QueryClock
 from .freshness import budget_message, check_offline
 from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions
@@ -180,6 +180,8 @@ class AmplitudeAPI(Adapter):
         if download_budget_s is not None and (not isinstance(download_budget_s, int | float) or download_budget_s <= 0):
             raise ProgrammingError(f"download_budget_s must be a positive number, not {download_budget_s!r}.")
         self.download_budget_s = download_budget_s
+        #: Replaced by the connection's clock on ``amplitude://``, so that the tables of one query share a budget.
+        self.query_clock = QueryClock()
         self._columns = self.spec.columns()
 
     def get_columns(self) -> dict[str, Field]:
@@ -345,7 +347,7 @@ class AmplitudeAPI(Adapter):
                 _VERIFIED_SECRETS.add(memo)
             return
         client = self._client()
-        deadline = None if self.download_budget_s is None else time.monotonic() + self.download_budget_s
+        deadline = self.query_clock.deadline(self.download_budget_s)
         try:
             downloaded = first <= last and fill(store, client, first, last, now=now, window_hours=self.window_hours,
                                                 deadline=deadline).windows
