@@ -69,7 +69,7 @@ def check_offline(store: HourStore, stored: list[tuple[datetime, FileEntry | Non
     if core_first > core_last:
         return
     span = store.stored_span()
-    if core_first < span[0] or core_last > span[1]:
+    if span is not None and (core_first < span[0] or core_last > span[1]):
         raise AmplitudeError(
             f"This connection is offline and its store holds upload hours {_hour(span[0])} to {_hour(span[1])} "
             f"UTC only, but this query's range needs {_hour(core_first)} to {_hour(core_last)}: it is not answered "
