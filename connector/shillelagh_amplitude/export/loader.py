@@ -237,7 +237,9 @@ def fill(
     """Make every exportable upload hour of ``first..last`` available in the store.
 
     Downloads run under the store's lock, so two processes never download the same hour at once: the second
-    waits, then finds the hours stored. ``refresh`` (the background sync) re-reads every hour not yet final,
+    waits, then finds the hours stored. The wait is bounded (:mod:`..store.lock`): without a ``deadline``, a
+    holder that stopped renewing its lease or a wait over ``MAX_WAIT_S`` ends in :class:`LockTimeout`.
+    ``refresh`` (the background sync) re-reads every hour not yet final,
     unless another sync completed while this one waited. ``deadline`` (``time.monotonic()``): no request starts
     after it and a window still downloading is dropped; the complete hours are kept and
     :class:`DownloadBudgetExceeded` says how far it got.
