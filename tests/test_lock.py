@@ -146,7 +146,7 @@ def test_a_web_query_with_a_budget_gives_up_in_time_naming_the_holder(tmp_path, 
     with pytest.raises(ProgrammingError) as error:
         cursor.execute("SELECT count(*) FROM amplitude_sessions WHERE session_start >= '2026-03-02' "
                        "AND session_start < '2026-03-03'")
-    assert 2 <= time.monotonic() - started < 4
+    assert 2 <= time.monotonic() - started < 5
     assert (f"this connection's download budget of 2 s ran out waiting for process {holder.pid} on "
             f"{socket.gethostname()}, filling the store since {holder.since}. No partial answer") in str(error.value)
     assert emulator.requests == []
