@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# locust in a virtual environment of its own: its gevent needs a greenlet that Superset 6.1's pin excludes.
+LOAD_VENV := .venv-load
+LOAD_STAMP := $(LOAD_VENV)/.installed
 # Debian's Chromium and ChromeDriver for the browser tests (a tool's own browser download cannot work here).
 BROWSER := /usr/bin/chromedriver
 # Debian's Redis for the background-sync tests (a real broker for a real Celery worker and beat).
@@ -11,13 +14,19 @@ REDIS := /usr/bin/redis-server
 JAVA := /usr/bin/java
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test lint demo bench clean
+.PHONY: test lint demo bench load-test load-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,superset]'
 	touch $(STAMP)
+
+$(LOAD_STAMP):
+	$(PYTHON) -m venv $(LOAD_VENV)
+	$(LOAD_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOAD_VENV)/bin/python -m pip install -q 'locust>=2.40,<3' 'matplotlib>=3.8'
+	touch $(LOAD_STAMP)
 
 $(BROWSER):
 	$(SUDO) apt-get update -qq
@@ -45,5 +54,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/query_benchmark.py
 	$(PY) benchmarks/store_benchmark.py
 
+# Superset under simulated users (benchmarks/load_test.py): the full run, and a 30-second smoke run.
+load-test: $(STAMP) $(LOAD_STAMP)
+	$(PY) benchmarks/load_test.py
+
+load-smoke: $(STAMP) $(LOAD_STAMP)
+	$(PY) benchmarks/load_test.py --smoke
+
 clean:
-	rm -rf $(VENV) var test-output
+	rm -rf $(VENV) $(LOAD_VENV) var test-output

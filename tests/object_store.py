@@ -1,13 +1,15 @@
-"""A real S3-protocol server for the tests: moto's standalone server on 127.0.0.1, behind a proxy that logs every
-request and injects faults (throttling, errors, a PUT that never completes).
+"""Real object-storage servers for the tests, on 127.0.0.1, behind a proxy that logs every request and injects
+faults (throttling, errors, a PUT that never completes): moto's standalone S3 server, and gcp-storage-emulator for
+GCS (with a local OAuth token endpoint, so that pyarrow's GCS client takes credentials from the standard chain).
 
-moto (from PyPI) speaks S3 over HTTP and needs nothing else; MinIO's server is not in the package registries here.
-The connector talks to it through pyarrow's S3 file system, exactly as in production.
+Both come from PyPI and need nothing else; MinIO's server is not in the package registries here. The connector
+talks to them through pyarrow's S3 and GCS file systems, exactly as in production.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import subprocess
 import sys
 import threading
@@ -15,6 +17,8 @@ import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote
 
 import requests
 
@@ -57,8 +61,12 @@ class S3Proxy:
     def uri(self, bucket: str, prefix: str) -> str:
         return f"s3://{bucket}/{prefix}?endpoint_override={self.endpoint}&scheme=http&region=us-east-1"
 
+    #: The backend server's command (the port is appended) and its name, for errors.
+    server = ("-m", "moto.server", "-H", "127.0.0.1", "-p")
+    server_name = "moto's S3 server"
+
     def start(self) -> None:
-        self._moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.backend)],
+        self._moto = subprocess.Popen([sys.executable, *self.server, str(self.backend)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
@@ -67,7 +75,7 @@ class S3Proxy:
                 break
             except requests.ConnectionError:
                 if time.monotonic() > deadline or self._moto.poll() is not None:
-                    raise RuntimeError("moto's S3 server did not start") from None
+                    raise RuntimeError(f"{self.server_name} did not start") from None
                 time.sleep(0.1)
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
         self._server.daemon_threads = True
@@ -176,3 +184,69 @@ def _handler(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+class GcsProxy(S3Proxy):
+    """gcp-storage-emulator (GCS's JSON API) behind the same proxy; ``credentials`` is a file for
+    ``GOOGLE_APPLICATION_CREDENTIALS`` whose OAuth tokens come from a local endpoint (``token_requests`` counts
+    them)."""
+
+    server = ("-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--in-memory", "--port")
+    server_name = "gcp-storage-emulator"
+
+    def __init__(self, credentials: Path) -> None:
+        super().__init__()
+        self.credentials = credentials
+        self.token_requests = 0
+        self._tokens: ThreadingHTTPServer | None = None
+
+    def uri(self, bucket: str, prefix: str) -> str:
+        """A ``gs://`` store URI; pyarrow's GCS client retries a failing request for 3 s at most."""
+        return f"gs://{bucket}/{prefix}?endpoint_override={self.endpoint}&scheme=http&retry_limit_seconds=3"
+
+    def start(self) -> None:
+        proxy = self
+
+        class Tokens(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.dumps({"access_token": "test-gcs-token", "expires_in": 3600,
+                                   "token_type": "Bearer"}).encode()
+                proxy.token_requests += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._tokens = ThreadingHTTPServer(("127.0.0.1", 0), Tokens)
+        threading.Thread(target=self._tokens.serve_forever, daemon=True).start()
+        self.credentials.write_text(json.dumps({
+            "type": "authorized_user", "client_id": "test-client", "client_secret": "test-gcs-client-secret",
+            "refresh_token": "test-refresh-token", "token_uri": f"http://127.0.0.1:{self._tokens.server_port}/token"}))
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._tokens is not None:
+            self._tokens.shutdown()
+            self._tokens.server_close()
+
+    def create_bucket(self, bucket: str) -> None:
+        requests.post(f"http://127.0.0.1:{self.backend}/storage/v1/b?project=test", json={"name": bucket},
+                      timeout=10).raise_for_status()
+
+    def keys(self, bucket: str) -> dict[str, int]:
+        """Every object of ``bucket`` and its size, straight from the emulator (not through the proxy)."""
+        response = requests.get(f"http://127.0.0.1:{self.backend}/storage/v1/b/{bucket}/o", timeout=10)
+        response.raise_for_status()
+        return {item["name"]: int(item["size"]) for item in response.json().get("items", [])}
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        response = requests.get(f"http://127.0.0.1:{self.backend}/download/storage/v1/b/{bucket}/o/"
+                                f"{quote(key, safe='')}?alt=media", timeout=10)
+        response.raise_for_status()
+        return response.content

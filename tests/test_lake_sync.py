@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from shillelagh_amplitude.cli import lake_main, sync_main
-from shillelagh_amplitude.hours import floor_hour, hour_range
+from shillelagh_amplitude.hours import LOOKBACK, floor_hour, hour_range
 from shillelagh_amplitude.lake import ddl
 from shillelagh_amplitude.superset import tasks
 
@@ -77,7 +77,8 @@ def test_the_celery_sync_publishes_the_operators_lake_and_rewrites_provisional_d
     monkeypatch.setattr(tasks, "amplitude_projects", lambda: [("Project", {**settings, "now": NOW})])
     (first,) = tasks.sync_amplitude_stores.run()
     assert first["ok"] and first["partitions_written"] > 0 and first["lake"].startswith(f"lake {lake}:")
-    synced = list(hour_range(datetime(2026, 3, 2, 23, tzinfo=UTC), datetime(2026, 3, 4, 9, tzinfo=UTC)))
+    # one day from its clock-skew hour, and the 48 h look-back of user sessions before it
+    synced = list(hour_range(datetime(2026, 3, 2, 23, tzinfo=UTC) - LOOKBACK, datetime(2026, 3, 4, 9, tzinfo=UTC)))
     assert _lake_events(lake) == _expected_events(dataset.records, synced, late_hours=12)
     later = NOW + timedelta(hours=10)
     monkeypatch.setattr(tasks, "amplitude_projects", lambda: [("Project", {**settings, "now": later})])

@@ -28,8 +28,9 @@ from shillelagh_amplitude.sample.generator import make_event
 from shillelagh_amplitude.schema import EVENT_SCHEMA
 from shillelagh_amplitude.sql import scan
 from shillelagh_amplitude.store.hot_cache import HotCache
-from shillelagh_amplitude.store.hour_store import FRESH_TTL, MAX_OPEN_WRITERS, HourStore, is_final
+from shillelagh_amplitude.store.hour_store import FRESH_TTL, HourStore, is_final
 from shillelagh_amplitude.store.location import FileEntry, StoreLocation
+from shillelagh_amplitude.store.staging import MAX_OPEN_WRITERS
 
 from .helpers import export_zip
 

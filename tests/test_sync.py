@@ -19,7 +19,8 @@ from shillelagh_amplitude.export.sync import sync_range
 from shillelagh_amplitude.hours import HOUR, floor_hour, format_hour, hour_range, parse_hour
 from shillelagh_amplitude.sample.emulator import ExportEmulator
 from shillelagh_amplitude.sample.generator import generate_dataset
-from shillelagh_amplitude.store.hour_store import HourStore, LockTimeout
+from shillelagh_amplitude.store.hour_store import HourStore
+from shillelagh_amplitude.store.lock import LockTimeout
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import sessions_from_records

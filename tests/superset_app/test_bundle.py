@@ -73,7 +73,6 @@ def test_query_contexts_are_valid_and_match_their_datasets(superset_app, files) 
         metrics = {metric["metric_name"] for metric in dataset["metrics"]}
         context = json.loads(chart["query_context"])
         assert ChartDataQueryContextSchema().validate(context) == {}, name
-        assert context["form_data"] == chart["params"], name
         (query,) = context["queries"]
         assert query["metrics"] and set(query["metrics"]) <= metrics, name
         used = {column if isinstance(column, str) else column["sqlExpression"] for column in query["columns"]}

@@ -24,6 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from ..errors import AmplitudeError, AmplitudeFault, AuthenticationError
 from ..hours import HOUR, format_hour, hour_count
 
 _logger = logging.getLogger(__name__)
@@ -40,21 +41,8 @@ MISSING_KEYS = ("No Amplitude API key and secret key for this connection: set th
                 "connection (Username, Password) or AMPLITUDE_API_KEY/AMPLITUDE_SECRET_KEY.")
 
 
-class AmplitudeError(Exception):
-    """An Export API failure, with a message fit for the SQL user (never contains the secret)."""
-
-
-class AmplitudeFault(AmplitudeError):
-    """A failure of the system, not of the query or the connection's settings (the network, Amplitude's servers,
-    the store): servers log it with its traceback, while a refused query is one log line."""
-
-
 class DeadlinePassed(AmplitudeError):  # noqa: N818 - reads as what happened
     """The client's ``deadline`` passed during a request or a body's download (nothing of it is kept)."""
-
-
-class AuthenticationError(AmplitudeError):
-    """403: wrong API key / secret key, or a project of the other data region."""
 
 
 class HostNotFoundError(AmplitudeError):

@@ -15,25 +15,30 @@ import logging
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..hours import contiguous_runs, floor_hour, format_hour, hour_range, newest_exportable_hour, tile_windows
-from ..store.hour_store import HourStaging, HourStore, LockTimeout, clean_stale_staging
+from ..store.hour_store import HourStore, clean_stale_staging
+from ..store.lock import LockTimeout
+from ..store.staging import HourStaging
 from .archive import ArchiveError, iter_batches, split_by_hour
-from .client import AmplitudeError, DeadlinePassed, ExportClient, Window
+from .client import AmplitudeError, DeadlinePassed, ExportClient, Window, seconds_left
 
 _logger = logging.getLogger(__name__)
 
 DECODE_ATTEMPTS = 3
 #: Two workers keep a 2-core machine busy while memory stays bounded (each holds up to ~200 MB while decoding).
 DEFAULT_DECODE_WORKERS = min(2, os.cpu_count() or 1)
+#: How often a decode worker checks that its parent is still alive.
+PARENT_CHECK_S = 0.5
 Progress = Callable[[int], None]
 
 
@@ -114,9 +119,9 @@ class _WindowPipeline:
     """Downloads go in, complete hours come out in the store; a corrupt window is downloaded again."""
 
     def __init__(self, store: HourStore, client: ExportClient, clock: _Clock, executor: Executor, workers: int,
-                 report: FillReport, progress: Progress | None) -> None:
+                 report: FillReport, progress: Progress | None, deadline: float | None = None) -> None:
         self.store, self.client, self.clock = store, client, clock
-        self.executor, self.workers = executor, workers
+        self.executor, self.workers, self.deadline = executor, workers, deadline
         self.report, self.progress = report, progress
         self.in_flight: deque[_Decoding] = deque()
 
@@ -129,18 +134,30 @@ class _WindowPipeline:
         future = self.executor.submit(stage_archive, part.path, folder, part.start, part.end)
         self.in_flight.append(_Decoding(part, attempt, folder, future))
         while len(self.in_flight) > self.workers:
-            self._finish(self.in_flight.popleft())
+            self._finish_oldest()
 
     def drain(self) -> None:
         while self.in_flight:
-            self._finish(self.in_flight.popleft())
+            self._finish_oldest()
 
     def abandon(self) -> None:
-        """After a failure (and once the workers stopped): remove the downloads and staging left behind."""
+        """After a failure or the deadline: remove the downloads and staging left behind (a decode still running
+        past the deadline fails for want of its download, or leaves a folder that :func:`clean_stale_staging`
+        removes later; nothing of it is published)."""
         for decoding in self.in_flight:
             decoding.part.path.unlink(missing_ok=True)
             shutil.rmtree(decoding.folder, ignore_errors=True)
         self.in_flight.clear()
+
+    def _finish_oldest(self) -> None:
+        """Publish the oldest window once decoded. A decode still running at the deadline is not waited for
+        (:class:`DeadlinePassed`): it stays in flight, to be abandoned like a download still running then."""
+        oldest = self.in_flight[0]
+        if not oldest.future.done():
+            wait([oldest.future], timeout=seconds_left(self.deadline))
+            if not oldest.future.done():
+                raise DeadlinePassed(f"decoding upload hours {oldest.part} had not finished at the deadline")
+        self._finish(self.in_flight.popleft())
 
     def _finish(self, decoding: _Decoding) -> None:
         part = decoding.part
@@ -183,7 +200,25 @@ def _executor(windows: int, workers: int) -> tuple[Executor, int]:
         # window while the next one downloads (waiting for Amplitude releases the GIL); more threads would add
         # memory but no speed, as decoding (msgspec, building Arrow columns from Python values) holds the GIL.
         return ThreadPoolExecutor(1, thread_name_prefix="amplitude-decode"), 1
-    return ProcessPoolExecutor(min(workers, windows), mp_context=multiprocessing.get_context("spawn")), workers
+    return ProcessPoolExecutor(min(workers, windows), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),)), workers
+
+
+def exit_with_parent(parent: int) -> None:
+    """A decode worker's initializer: the worker exits once the process that started it is gone.
+
+    A parent killed with SIGKILL (``timeout -s KILL``, an OOM kill) cannot stop its workers, and the pool's
+    queues never tell them (each worker holds both ends of its pipes): without this they would stay behind,
+    idle and holding their memory, for good. A worker killed mid-decode leaves only its staging folder, which
+    :func:`clean_stale_staging` removes later.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="amplitude-parent-watch", daemon=True).start()
 
 
 def fill(
@@ -202,7 +237,9 @@ def fill(
     """Make every exportable upload hour of ``first..last`` available in the store.
 
     Downloads run under the store's lock, so two processes never download the same hour at once: the second
-    waits, then finds the hours stored. ``refresh`` (the background sync) re-reads every hour not yet final,
+    waits, then finds the hours stored. The wait is bounded (:mod:`..store.lock`): without a ``deadline``, a
+    holder that stopped renewing its lease or a wait over ``MAX_WAIT_S`` ends in :class:`LockTimeout`.
+    ``refresh`` (the background sync) re-reads every hour not yet final,
     unless another sync completed while this one waited. ``deadline`` (``time.monotonic()``): no request starts
     after it and a window still downloading is dropped; the complete hours are kept and
     :class:`DownloadBudgetExceeded` says how far it got.
@@ -218,7 +255,9 @@ def fill(
     try:
         lock.acquire(None if deadline is None else max(0.0, deadline - time.monotonic()))
     except LockTimeout as exc:
-        raise _budget_exceeded(store, wanted, now, f"waiting for {exc}") from None
+        if deadline is None:  # a sync or the CLI: the lock's own message (who holds it, since when)
+            raise
+        raise _budget_exceeded(store, wanted, now, f"waiting for {exc.holding}") from None
     try:
         refresh = refresh and store.synced_at() < asked_at  # else a sync completed meanwhile: nothing to re-read
         missing = store.missing(wanted, now, refresh=refresh)
@@ -243,7 +282,7 @@ def _download(store: HourStore, client: ExportClient, missing: list[datetime], c
     clean_stale_staging(store)
     windows = [w for run in contiguous_runs(missing) for w in tile_windows(*run, window_hours)]
     executor, in_flight = _executor(len(windows), decode_workers)
-    pipeline = _WindowPipeline(store, client, clock, executor, in_flight, report, progress)
+    pipeline = _WindowPipeline(store, client, clock, executor, in_flight, report, progress, deadline)
     client.deadline = deadline
     try:
         with suppress(DeadlinePassed):  # the windows downloaded whole are published; the caller says how far
@@ -255,7 +294,9 @@ def _download(store: HourStore, client: ExportClient, missing: list[datetime], c
             pipeline.drain()
     finally:
         client.deadline = None
-        executor.shutdown(wait=True, cancel_futures=True)
+        # past the deadline a decode still running is not waited for: it ends in the background, unpublished
+        late = deadline is not None and time.monotonic() >= deadline
+        executor.shutdown(wait=not late, cancel_futures=True)
         pipeline.abandon()
 
 

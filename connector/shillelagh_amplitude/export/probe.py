@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..hours import format_hour, newest_exportable_hour
+from ..settings import refuse_unknown
 from ..store.hour_store import HourStore
 from .client import MISSING_KEYS, AmplitudeError, AuthenticationError, ExportClient, Window, resolve_base_url
 
@@ -34,9 +35,12 @@ def check_connection(
     cache_dir: str | None = None,
     offline: bool = False,
     now: datetime | None = None,
-    **_ignored: Any,
+    **other_settings: Any,
 ) -> str:
-    """What was checked, or an :class:`AmplitudeError` saying what is wrong (never containing the secret)."""
+    """What was checked, or an :class:`AmplitudeError` saying what is wrong (never containing the secret).
+
+    ``other_settings``: the connection's settings that do not matter here; an unknown name (a typo) is refused."""
+    refuse_unknown(other_settings)
     host = resolve_base_url(region, base_url)
     if not api_key or not secret_key:
         raise AuthenticationError(MISSING_KEYS)

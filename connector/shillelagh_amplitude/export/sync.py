@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..hours import CLOCK_SKEW, HOUR, LOOKBACK, floor_hour, format_hour, newest_exportable_hour, whole_days_end
+from ..settings import refuse_unknown
 from ..store.hour_store import HourStore
 from .client import ExportClient, resolve_base_url
 from .loader import fill
@@ -75,9 +76,13 @@ def sync_project(
     days: int | None = None,
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
-    **_ignored: Any,
+    **other_settings: Any,
 ) -> SyncResult:
-    """Bring one project's store current (the other adapter kwargs, e.g. ``late_hours``, do not matter here)."""
+    """Bring one project's store current.
+
+    ``other_settings``: the connection's settings that do not matter here (e.g. ``late_hours``); an unknown name
+    (a typo) is refused, naming the accepted settings."""
+    refuse_unknown(other_settings)
     now = now or datetime.now(UTC)
     host = resolve_base_url(region, base_url)
     store = HourStore(cache_dir, host, api_key)

@@ -54,8 +54,9 @@ import pyarrow.parquet as pq
 from ..hours import HOUR, floor_hour, hour_range
 from ..schema import EVENT_SCHEMA
 from ..sql.sessions import EVENT_COLUMNS, build_sessions
-from ..store.hour_store import FileStoreLock, HourStore
+from ..store.hour_store import HourStore
 from ..store.location import FileEntry, StoreError, StoreLocation
+from ..store.lock import FileStoreLock
 from .layout import (
     EVENTS,
     MANIFEST,
@@ -176,7 +177,7 @@ def publish(
     span = (floor_hour(first), floor_hour(last)) if first and last else store.stored_span()
     if span is None:
         return report
-    lock = FileStoreLock(Path(location.root) / ".lock") if location.local else None
+    lock = FileStoreLock(Path(location.root) / ".lock", location.display) if location.local else None
     if lock is not None:
         lock.acquire()
     try:

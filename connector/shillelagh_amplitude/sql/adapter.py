@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -49,7 +48,6 @@ from ..hours import (
     LOOKBACK,
     ceil_hour,
     floor_hour,
-    format_hour,
     hour_range,
     newest_exportable_hour,
     to_utc,
@@ -58,8 +56,9 @@ from ..hours import (
 from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
 from ..store.location import FileEntry
+from .budget import QueryClock
 from .destination import canonical, check_base_url
-from .freshness import budget_message, check_offline_span
+from .freshness import budget_message, check_offline
 from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
 from .secret_binding import usable_secret
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions, contains_any
@@ -241,6 +240,8 @@ class AmplitudeAPI(Adapter):
         if download_budget_s is not None and (not isinstance(download_budget_s, int | float) or download_budget_s <= 0):
             raise ProgrammingError(f"download_budget_s must be a positive number, not {download_budget_s!r}.")
         self.download_budget_s = download_budget_s
+        #: Replaced by the connection's clock on ``amplitude://``, so that the tables of one query share a budget.
+        self.query_clock = QueryClock()
         self._columns = self.spec.columns()
 
     def get_columns(self) -> dict[str, Field]:
@@ -335,19 +336,22 @@ class AmplitudeAPI(Adapter):
                 )
         return bounded
 
-    def _upload_hours(self, ranges: dict[str, TimeRange], now: datetime) -> tuple[datetime, datetime]:
-        """Upload hours to read: every hour in which events of the queried range can have been uploaded.
+    def _upload_hours(self, ranges: dict[str, TimeRange],
+                      now: datetime) -> tuple[datetime, datetime, datetime, datetime]:
+        """Upload hours to read: every hour in which events of the queried range can have been uploaded; and the
+        core of them, without that padding (the hours an offline store must hold).
 
         Events reach Amplitude after they happen, up to ``late_hours`` later, and a session's last event up to
         a day after its start; a device whose clock runs ahead uploads up to ``CLOCK_SKEW`` "before" its events.
         User sessions also read the ``LOOKBACK`` before the range (:meth:`_since`).
         """
-        spans = []
+        spans, cores = [], []
         for column, bound in ranges.items():
             first = floor_hour(bound.start)
             # an inclusive end on the hour (BETWEEN ... AND '2026-03-02') needs the hour that starts there
             end_hour = floor_hour(bound.end) if bound.end and bound.include_end else ceil_hour(bound.end or now) - HOUR
             last = max(first, end_hour)
+            cores.append((first, last))
             if column != "server_upload_time":
                 first -= CLOCK_SKEW
                 last += timedelta(hours=self.late_hours)
@@ -357,7 +361,8 @@ class AmplitudeAPI(Adapter):
                 first -= LOOKBACK
             spans.append((first, last))
         first, last = max(span[0] for span in spans), min(span[1] for span in spans)
-        return first, min(last, floor_hour(now))
+        core_first, core_last = max(core[0] for core in cores), min(core[1] for core in cores)
+        return first, min(last, floor_hour(now)), core_first, min(core_last, floor_hour(now))
 
     @staticmethod
     def _since(ranges: dict[str, TimeRange]) -> datetime:
@@ -366,17 +371,14 @@ class AmplitudeAPI(Adapter):
 
     def _load(self, ranges: dict[str, TimeRange], now: datetime, gap: int | None) -> tuple[tuple, ScanTable]:
         """The scan table holding every row the ranges can select (from the cache when the hours are unchanged)."""
-        first, last = self._upload_hours(ranges, now)
+        first, last, core_first, core_last = self._upload_hours(ranges, now)
         hours = list(hour_range(first, last)) if first <= last else []
         store = HourStore(self.cache_dir, self.base_url, self.api_key)
-        self._fill_and_verify(store, first, last, now, asked(ranges))
-        files = store.files(hours, now)
-        if self.offline and hours and not files and len(store.missing(hours, now)) == len(hours):
-            raise AmplitudeError(
-                f"This connection is offline and its store holds none of the upload hours {format_hour(hours[0])}.."
-                f"{format_hour(hours[-1])} that this query ({asked(ranges)}) needs; load them with amplitude-load "
-                "or amplitude-sync."
-            )
+        self._fill_and_verify(store, first, last, now)
+        stored = store.stored(hours, now, any_age=self.offline)  # one listing per day
+        if self.offline:
+            check_offline(store, stored, core_first, core_last, asked(ranges))
+        files = [entry for _, entry in stored if entry is not None and entry.name.endswith(".arrow")]
         key = (self.table, store.location.display, tuple((entry.path, entry.mtime_ns) for entry in files))
         if gap is not None:
             since = self._since(ranges)
@@ -409,8 +411,7 @@ class AmplitudeAPI(Adapter):
     def _client(self) -> ExportClient:
         return ExportClient(self.api_key, self._secret_key, base_url=self.base_url)
 
-    def _fill_and_verify(self, store: HourStore, first: datetime, last: datetime, now: datetime,
-                         query_range: str) -> None:
+    def _fill_and_verify(self, store: HourStore, first: datetime, last: datetime, now: datetime) -> None:
         """Download missing hours; make sure the secret key is right even when every hour is already stored.
 
         A store remembers a salted hash of the last secret Amplitude accepted. A different secret is tried
@@ -424,14 +425,9 @@ class AmplitudeAPI(Adapter):
             if not known:
                 raise AuthenticationError(OFFLINE_UNVERIFIED if known is None else OFFLINE_MISMATCH)
             _VERIFIED_SECRETS.add(memo)
-            after = timedelta(hours=self.late_hours)
-            if self.table != EVENTS_TABLE:
-                after += timedelta(seconds=MAX_LENGTH_S)
-            before = CLOCK_SKEW + (LOOKBACK if self.table == USER_SESSIONS_TABLE else timedelta(0))
-            check_offline_span(store, first, last, before, after, query_range)
             return
         client = self._client()
-        deadline = None if self.download_budget_s is None else time.monotonic() + self.download_budget_s
+        deadline = self.query_clock.deadline(self.download_budget_s)
         try:
             downloaded = first <= last and fill(store, client, first, last, now=now, window_hours=self.window_hours,
                                                 deadline=deadline).windows

@@ -30,6 +30,7 @@ from shillelagh.backends.apsw.vt import VTModule, VTTable, get_all_bounds
 from shillelagh.exceptions import ProgrammingError
 from shillelagh.lib import get_bounds
 
+from .budget import QueryClock
 from .scan import Chunk, sqlite_values
 
 #: The literal forms a TIMESTAMP bound accepts (Python's ``datetime.fromisoformat``), for error messages.
@@ -64,11 +65,17 @@ class _Pending:
 
 
 class ColumnarModule(VTModule):
-    """Creates :class:`ColumnarTable` virtual tables for one adapter class."""
+    """Creates :class:`ColumnarTable` virtual tables for one adapter class; their adapters share the connection's
+    ``clock`` (one download budget per query)."""
+
+    def __init__(self, adapter: type[Adapter], clock: QueryClock) -> None:
+        super().__init__(adapter)
+        self.clock = clock
 
     def Create(self, connection: apsw.Connection, modulename: str, dbname: str, tablename: str,
                *args: str) -> tuple[str, VTTable]:
         create_table, table = super().Create(connection, modulename, dbname, tablename, *args)
+        table.adapter.query_clock = self.clock
         return create_table, ColumnarTable(table.adapter)
 
     Connect = Create

@@ -20,6 +20,7 @@ from shillelagh.backends.apsw.vt import type_map
 from shillelagh.fields import Blob, Float, String
 
 from .adapter import AmplitudeAPI
+from .budget import QueryClock
 from .columnar import ColumnarModule
 
 #: Result types whose SQLite values are already the Python values.
@@ -39,7 +40,16 @@ def result_parser(type_name: str) -> Callable[[Any], Any]:
 
 
 class AmplitudeCursor(APSWCursor):
-    """shillelagh's cursor, converting result values with converters picked once per query."""
+    """shillelagh's cursor, converting result values with converters picked once per query; each query starts
+    the connection's :class:`~.budget.QueryClock` (its tables share one download budget)."""
+
+    def __init__(self, *args: Any, clock: QueryClock, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clock = clock
+
+    def execute(self, operation: str, parameters: tuple[Any, ...] | None = None) -> AmplitudeCursor:
+        self._clock.start()
+        return super().execute(operation, parameters)
 
     def _convert(self, cursor: apsw.Cursor) -> Iterator[tuple[Any, ...]]:
         """Rows as Python values. The description is final once a row exists (with no row, shillelagh leaves
@@ -68,10 +78,12 @@ class AmplitudeConnection(APSWConnection):
     def __init__(self, adapter_kwargs: dict[str, Any], isolation_level: str | None = None) -> None:
         super().__init__(":memory:", [AmplitudeAPI], {AmplitudeAPI.__name__.lower(): adapter_kwargs},
                          isolation_level, safe=True)
-        self._connection.createmodule(AmplitudeAPI.__name__, ColumnarModule(AmplitudeAPI), use_bestindex_object=True)
+        self.clock = QueryClock()
+        self._connection.createmodule(AmplitudeAPI.__name__, ColumnarModule(AmplitudeAPI, self.clock),
+                                      use_bestindex_object=True)
 
     def cursor(self) -> AmplitudeCursor:
         cursor = AmplitudeCursor(self._connection.cursor(), self._adapters, self._adapter_kwargs,
-                                 self.isolation_level, self.schema)
+                                 self.isolation_level, self.schema, clock=self.clock)
         self.cursors.append(cursor)
         return cursor

@@ -27,6 +27,7 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError
 
 from ..export.client import AmplitudeError
+from ..settings import BOOLEAN_SETTINGS, FLOAT_SETTINGS, INTEGER_SETTINGS, SETTINGS
 from .connection import AmplitudeConnection
 from .destination import check_base_url, destination
 from .secret_binding import is_bound, usable_secret
@@ -34,11 +35,6 @@ from .secret_binding import is_bound, usable_secret
 ADAPTER = "amplitude"
 TABLES = ("amplitude_events", "amplitude_sessions", "amplitude_user_sessions")
 
-STRING_KWARGS = ("api_key", "secret_key", "region", "base_url", "cache_dir", "lake")
-INTEGER_KWARGS = ("window_hours", "late_hours", "default_days")
-BOOLEAN_KWARGS = ("offline",)
-FLOAT_KWARGS = ("download_budget_s",)
-ADAPTER_KWARGS = STRING_KWARGS + INTEGER_KWARGS + BOOLEAN_KWARGS + FLOAT_KWARGS
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
@@ -46,19 +42,19 @@ FALSE = {"0", "false", "no", "off", ""}
 
 def coerce(name: str, value: Any) -> Any:
     """Convert one adapter kwarg (possibly a string from a URL or the environment) to its type."""
-    if name not in ADAPTER_KWARGS:
-        raise ArgumentError(f"Unknown Amplitude connection parameter {name!r}; known: {', '.join(ADAPTER_KWARGS)}")
-    if name in INTEGER_KWARGS:
+    if name not in SETTINGS:
+        raise ArgumentError(f"Unknown Amplitude connection parameter {name!r}; known: {', '.join(SETTINGS)}")
+    if name in INTEGER_SETTINGS:
         try:
             return int(value)
         except (TypeError, ValueError):
             raise ArgumentError(f"Amplitude parameter {name!r} must be an integer, got {value!r}") from None
-    if name in BOOLEAN_KWARGS and not isinstance(value, bool):
+    if name in BOOLEAN_SETTINGS and not isinstance(value, bool):
         text = str(value).strip().lower()
         if text not in TRUE | FALSE:
             raise ArgumentError(f"Amplitude parameter {name!r} must be true or false, got {value!r}")
         return text in TRUE
-    if name in FLOAT_KWARGS:
+    if name in FLOAT_SETTINGS:
         try:
             number = float(value)
         except (TypeError, ValueError):

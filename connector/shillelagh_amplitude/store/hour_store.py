@@ -19,33 +19,31 @@ the tables read hours back far more often than they write them.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
-import json
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import platformdirs
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from ..export.client import AuthenticationError
+from ..errors import AuthenticationError
 from ..hours import EXPORT_LATENCY, HOUR, to_utc
 from ..schema import EVENT_SCHEMA
 from .hot_cache import HotCache, budget_bytes
 from .location import TEMP_PREFIX, FileEntry, StoreLocation, write_atomically
+from .lock import FileStoreLock, StoreLock
+from .staging import HourStaging, staged_file
 
 SAFETY_MARGIN = timedelta(hours=1)
 FRESH_TTL = timedelta(minutes=10)
@@ -54,9 +52,6 @@ PBKDF2_ROUNDS = 200_000
 VERIFIER_NAME = "secret.verifier"
 #: A verifier's content when the operator opened the store to any secret key (sample data).
 OPEN_VERIFIER = b"open to any secret key\n"
-#: Hour files a staging keeps open at once (each holds a file descriptor; ``ulimit -n`` is often 256 or 1024).
-MAX_OPEN_WRITERS = 32
-IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 #: Day folders of object storage listed at once (each listing is one slow request).
 PARALLEL_LISTINGS = 8
 #: Days of object storage whose 24 hours are all stored and final: they never change, so they are listed once.
@@ -132,19 +127,22 @@ class HourStore:
 
     @staticmethod
     def _stored_in(entries: dict[str, FileEntry], hour: datetime, now: datetime,
-                   final_only: bool = False) -> FileEntry | None:
-        """The file holding ``hour`` (``.arrow`` or ``.empty``) if it is stored and still valid (and final)."""
+                   final_only: bool = False, any_age: bool = False) -> FileEntry | None:
+        """The file holding ``hour`` (``.arrow`` or ``.empty``) if it is stored and still valid (and final;
+        ``any_age``: a fresh one however old)."""
         for final in (True,) if final_only else (True, False):
             for kind in ("arrow", "empty"):
                 entry = entries.get(_name(hour, final, kind))
-                if entry is not None and (final or to_utc(now).timestamp() - entry.mtime_ns / 1e9 < FRESH_TTL
-                                          .total_seconds()):
+                if entry is not None and (final or any_age or to_utc(now).timestamp() - entry.mtime_ns / 1e9
+                                          < FRESH_TTL.total_seconds()):
                     return entry
         return None
 
-    def _stored(self, hours: Iterable[datetime], now: datetime,
-                final_only: bool = False) -> list[tuple[datetime, FileEntry | None]]:
-        """Each hour with its valid stored file, or None; one listing per day (on object storage, in parallel)."""
+    def stored(self, hours: Iterable[datetime], now: datetime, final_only: bool = False,
+               any_age: bool = False) -> list[tuple[datetime, FileEntry | None]]:
+        """Each hour with its valid stored file, or None; one listing per day (on object storage, in parallel).
+
+        ``any_age``: fresh hours count however old they are (offline, where nothing can refresh them)."""
         hours = [to_utc(hour) for hour in hours]
         names = sorted({f"{hour:%Y%m%d}" for hour in hours})
         if self.location.local or len(names) < 2:
@@ -153,7 +151,7 @@ class HourStore:
             with ThreadPoolExecutor(PARALLEL_LISTINGS) as pool:
                 listings = list(pool.map(lambda day: self._day(day, now), names))
         days = dict(zip(names, listings, strict=True))
-        return [(hour, self._stored_in(days[f"{hour:%Y%m%d}"], hour, now, final_only)) for hour in hours]
+        return [(hour, self._stored_in(days[f"{hour:%Y%m%d}"], hour, now, final_only, any_age)) for hour in hours]
 
     def latest(self, hours: Iterable[datetime]) -> list[tuple[datetime, FileEntry | None, bool]]:
         """Each hour with its newest stored file whatever its age (final first, else fresh; ``.arrow`` or
@@ -170,11 +168,11 @@ class HourStore:
         return found
 
     def has(self, hour: datetime, now: datetime) -> bool:
-        return self._stored([hour], now)[0][1] is not None
+        return self.stored([hour], now)[0][1] is not None
 
     def missing(self, hours: Iterable[datetime], now: datetime, refresh: bool = False) -> list[datetime]:
         """The hours that must be downloaded (absent, or fresh and expired; ``refresh``: every hour not final)."""
-        return [hour for hour, entry in self._stored(hours, now, final_only=refresh) if entry is None]
+        return [hour for hour, entry in self.stored(hours, now, final_only=refresh) if entry is None]
 
     def stored_span(self) -> tuple[datetime, datetime] | None:
         """The first and the last hour stored (final or fresh, with or without events), or None."""
@@ -192,7 +190,7 @@ class HourStore:
     # --- reading ------------------------------------------------------------------------------------
     def files(self, hours: Iterable[datetime], now: datetime) -> list[FileEntry]:
         """Arrow files of the stored, non-empty hours among ``hours``."""
-        return [entry for _, entry in self._stored(hours, now) if entry is not None and entry.name.endswith(".arrow")]
+        return [entry for _, entry in self.stored(hours, now) if entry is not None and entry.name.endswith(".arrow")]
 
     def read_files(self, entries: list[FileEntry], columns: list[str] | None = None) -> pa.Table:
         """The events of stored hour files, in order; only ``columns`` are read and decompressed.
@@ -314,7 +312,7 @@ class HourStore:
 
         It lives in the local working folder: on object storage it is held per host, so two hosts may both
         download an hour (at most twice); each publishes it whole, and one complete object remains."""
-        return FileStoreLock(self.root / ".download.lock")
+        return FileStoreLock(self.root / ".download.lock", self.where)
 
     def mark_synced(self) -> None:
         """Record that a sync (re-reading every hour not yet final) just completed."""
@@ -378,164 +376,6 @@ class VerifierUnreadable(AuthenticationError):
         )
 
 
-class LockTimeout(Exception):
-    """The store lock stayed held by another process for the whole wait."""
-
-    def __init__(self, holder: dict) -> None:
-        self.holder = holder
-        who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
-        super().__init__(f"the hour store is being filled by {who}")
-
-
-class StoreLock:
-    """Mutual exclusion of the processes downloading into one store (web, Celery workers, ``amplitude-sync``).
-
-    What a lock *is* stays here; how it is *held* is the subclass's: a local or shared POSIX file system uses
-    :class:`FileStoreLock`, an object-storage store would hold a lease object instead. The policy is the same:
-    waiting polls until a deadline, the holder's identity (host, pid, since when) is readable for messages, and a
-    holder that crashes cannot keep the lock.
-    """
-
-    poll_s = 0.1
-
-    def acquire(self, timeout: float | None = None) -> None:
-        """Wait for the lock, at most ``timeout`` seconds (None: as long as it takes); else :class:`LockTimeout`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._try_hold():
-            if deadline is not None and time.monotonic() >= deadline:
-                raise LockTimeout(self.holder())
-            time.sleep(self.poll_s)
-
-    def release(self) -> None:
-        self._let_go()
-
-    def __enter__(self) -> StoreLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    @staticmethod
-    def identity() -> dict:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "since": datetime.now(UTC).isoformat()}
-
-    # --- how it is held (per backend) ---------------------------------------------------------------
-    def _try_hold(self) -> bool:
-        raise NotImplementedError
-
-    def _let_go(self) -> None:
-        raise NotImplementedError
-
-    def holder(self) -> dict:
-        raise NotImplementedError
-
-
-class FileStoreLock(StoreLock):
-    """An exclusive ``flock`` on a lock file. The kernel drops it when its holder exits or crashes (even with
-    SIGKILL), so a stale holder never blocks the store; the file's content only names the holder."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def _try_hold(self) -> bool:
-        if self._fd is not None:
-            raise RuntimeError("this lock is already held")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(self.identity()).encode(), 0)
-        self._fd = fd
-        return True
-
-    def _let_go(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-    def holder(self) -> dict:
-        try:
-            return json.loads(self.path.read_text() or "{}")
-        except (FileNotFoundError, ValueError):
-            return {}
-
-
-class HourStaging:
-    """Writes the hours of one archive into a private folder; nothing is visible until the store publishes it.
-
-    At most ``max_open`` hour files are open at once (an archive may span thousands of hours; each open file
-    holds a descriptor): the least recently written one is closed, and should more events of its hour follow
-    (archives come roughly, not strictly, in hour order), they go to a further part file, merged on close.
-    Holds no reference to the store, so a worker process can fill it.
-    """
-
-    def __init__(self, folder: Path, max_open: int = MAX_OPEN_WRITERS) -> None:
-        self.folder = folder
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.max_open = max_open
-        self._writers: OrderedDict[datetime, pa.ipc.RecordBatchFileWriter] = OrderedDict()
-        self._parts: dict[datetime, int] = {}
-
-    def add(self, hour: datetime, batch: pa.RecordBatch) -> None:
-        writer = self._writers.get(hour)
-        if writer is None:
-            if len(self._writers) >= self.max_open:
-                self._writers.popitem(last=False)[1].close()
-            part = self._parts.get(hour, 0)
-            writer = pa.ipc.new_file(self._part_file(hour, part), EVENT_SCHEMA, options=IPC_OPTIONS)
-            self._writers[hour] = writer
-            self._parts[hour] = part + 1
-        else:
-            self._writers.move_to_end(hour)
-        writer.write_batch(batch)
-
-    def close(self) -> list[datetime]:
-        """Finish every file (an hour written in parts: one file); returns the hours that received events."""
-        self._close_writers()
-        for hour, parts in self._parts.items():
-            if parts > 1:
-                self._merge(hour, parts)
-        hours = sorted(self._parts)
-        self._parts.clear()
-        return hours
-
-    def discard(self) -> None:
-        """Drop everything staged (a failed or abandoned decode)."""
-        self._close_writers()
-        self._parts.clear()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _close_writers(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
-
-    def _part_file(self, hour: datetime, part: int) -> Path:
-        """The first part is the hour's staged file itself."""
-        return staged_file(self.folder, hour) if part == 0 else self.folder / f"{to_utc(hour):%Y%m%d%H}.{part}.part"
-
-    def _merge(self, hour: datetime, parts: int) -> None:
-        """Copy the parts of an hour, batch by batch in the order they were written, into its staged file."""
-        merged = self.folder / f"{to_utc(hour):%Y%m%d%H}.merged"
-        with pa.ipc.new_file(merged, EVENT_SCHEMA, options=IPC_OPTIONS) as writer:
-            for part in range(parts):
-                with pa.memory_map(str(self._part_file(hour, part))) as source:
-                    reader = pa.ipc.open_file(source)
-                    for index in range(reader.num_record_batches):
-                        writer.write_batch(reader.get_batch(index))
-        for part in range(1, parts):
-            self._part_file(hour, part).unlink()
-        os.replace(merged, staged_file(self.folder, hour))
-
-
 def _read_as_listed(entry: FileEntry, columns: list[str] | None) -> pa.Table:
     """A local file's table, if the file is still the one listed (same modification time and size)."""
 
@@ -548,10 +388,6 @@ def _read_as_listed(entry: FileEntry, columns: list[str] | None) -> pa.Table:
     table = feather.read_table(entry.path, columns=columns)
     check()  # not replaced while it was read
     return table
-
-
-def staged_file(folder: Path, hour: datetime) -> Path:
-    return folder / f"{to_utc(hour):%Y%m%d%H}.arrow"
 
 
 def clean_stale_staging(store: HourStore, older_than: timedelta = timedelta(hours=6)) -> None:

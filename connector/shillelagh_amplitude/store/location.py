@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from pyarrow import fs
 
-from ..export.client import AmplitudeFault
+from ..errors import AmplitudeFault
 
 #: Names of local files being written (skipped by clean-ups: another process may be writing them).
 TEMP_PREFIX = ".tmp-"
@@ -176,10 +176,19 @@ class StoreLocation:
                 for info in infos if info.type == fs.FileType.File}
 
     def folders(self, *names: str) -> list[str]:
-        """Names of the sub-folders of ``names``."""
-        selector = fs.FileSelector(self.path(*names), allow_not_found=True)
+        """Names of the sub-folders of ``names``.
+
+        pyarrow's GCS file system lists a folder's sub-folders only when they have marker objects (it ignores the
+        prefixes GCS returns), and the store writes none: there they are read from the paths of the objects below.
+        """
+        base = self.path(*names)
+        implied = self.filesystem.type_name == "gcs"
+        selector = fs.FileSelector(base, allow_not_found=True, recursive=implied)
         with self._errors("listed"):
             infos = self.filesystem.get_file_info(selector)
+        if implied:
+            below = (info.path[len(base) + 1:] for info in infos if info.path.startswith(f"{base}/"))
+            return sorted({path.split("/", 1)[0] for path in below if "/" in path})
         return [info.base_name for info in infos if info.type == fs.FileType.Directory]
 
     def read_bytes(self, path: str) -> bytes:

@@ -29,8 +29,9 @@ from superset.sql.parse import SQLGLOT_DIALECTS
 
 from ..export.client import AmplitudeError
 from ..export.probe import check_connection
+from ..settings import SETTINGS
 from ..sql.destination import check_base_url
-from ..sql.dialect import ADAPTER_KWARGS, coerce
+from ..sql.dialect import coerce
 from .secret_store import register as bind_stored_secrets
 
 # Every save of an amplitude:// connection binds its secret to its API key and destination (see secret_store).
@@ -243,7 +244,7 @@ class AmplitudeEngineSpec(BasicParametersMixin, ShillelaghEngineSpec):
     def update_params_from_encrypted_extra(database: Any, params: dict[str, Any]) -> None:
         """The secure extra's keys become dialect kwargs. Amplitude settings never come from *Engine parameters*
         (``params`` holds them by now) and the operator's settings from neither."""
-        from_engine_params = sorted(set(params) & set(ADAPTER_KWARGS))
+        from_engine_params = sorted(set(params) & set(SETTINGS))
         if from_engine_params or "adapter_kwargs" in (params.get("connect_args") or {}):
             raise ArgumentError(
                 f"Amplitude settings cannot be Engine parameters ({', '.join(from_engine_params) or 'adapter_kwargs'}"

@@ -1,0 +1,72 @@
+"""Offline, a query is answered from its whole range or refused: hours missing inside the stored span are named,
+and fresh hours (which nothing refreshes offline) are served however old, as the stored span counts them."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from shillelagh.exceptions import ProgrammingError
+
+from shillelagh_amplitude.export.loader import load_archive, stage_archive
+from shillelagh_amplitude.hours import HOUR
+from shillelagh_amplitude.sample.generator import make_event
+from shillelagh_amplitude.store.hour_store import HourStore
+
+from .conftest import API_KEY, SECRET_KEY, sql_connection
+from .helpers import export_zip
+
+DAY = timedelta(days=1)
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def events_every_hour(first: datetime, hours: int) -> list[dict]:
+    """Two events uploaded in each of ``hours`` hours from ``first``."""
+    return [make_event(amplitude_id=n, server_upload_time=first + n // 2 * HOUR + timedelta(minutes=n % 2 * 20))
+            for n in range(2 * hours)]
+
+
+def test_hours_missing_inside_the_stored_span_are_named(tmp_path):
+    """Two loads with a day between them: the span's two ends are stored, the day between them is not."""
+    store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
+    store.remember_secret(SECRET_KEY)  # as amplitude-load leaves it
+    for day in (START, START + 2 * DAY):
+        load_archive(store, export_zip(tmp_path, events_every_hour(day, 24), f"{day:%d}.zip"), day, day + 23 * HOUR)
+    cursor = sql_connection(cache_dir=str(tmp_path), offline=True).cursor()
+    with pytest.raises(ProgrammingError) as error:
+        cursor.execute("SELECT count(*) FROM amplitude_events "
+                       "WHERE server_upload_time >= '2026-03-01' AND server_upload_time < '2026-03-04'")
+    assert str(error.value) == (
+        "This connection is offline and its store is missing 24 of the upload hours 2026-03-01T00:00 to "
+        "2026-03-03T23:00 UTC that this query (server_upload_time from 2026-03-01 to 2026-03-04 UTC) needs: "
+        "2026-03-02T00:00 to 2026-03-02T23:00 UTC. It is not answered from the stored part. Load the missing hours "
+        "(amplitude-load --start … --end … records the hours without events as stored; or amplitude-sync on a "
+        "connection that is not offline), or narrow the time range.")
+    # the stored days themselves are answered, and so is the range once the day between them is loaded
+    assert cursor.execute("SELECT count(*) FROM amplitude_events WHERE server_upload_time >= '2026-03-03' "
+                          "AND server_upload_time < '2026-03-04'").fetchall() == [(48,)]
+    load_archive(store, export_zip(tmp_path, events_every_hour(START + DAY, 24), "02.zip"), START + DAY,
+                 START + DAY + 23 * HOUR)
+    assert cursor.execute("SELECT count(*) FROM amplitude_events WHERE server_upload_time >= '2026-03-01' "
+                          "AND server_upload_time < '2026-03-04'").fetchall() == [(144,)]
+
+
+def test_fresh_hours_are_served_offline_however_old(tmp_path):
+    """An hour stored fresh (by a sync shortly after it was uploaded) whose 10 minutes passed long ago: offline,
+    where nothing refreshes it, it is served like the final hours around it, not silently left out."""
+    store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
+    store.remember_secret(SECRET_KEY)  # as amplitude-load leaves it
+    fresh = START + 5 * HOUR
+    for first, last in ((START, fresh - HOUR), (fresh + HOUR, START + 11 * HOUR)):  # the hours around it: final
+        archive = export_zip(tmp_path, events_every_hour(first, (last - first) // HOUR + 1), f"{first:%H}.zip")
+        load_archive(store, archive, first, last)
+    folder = store.staging().folder
+    stage_archive(export_zip(tmp_path, events_every_hour(fresh, 1), "fresh.zip"), folder, fresh, fresh)
+    store.publish(folder, [fresh], now=fresh + 2 * HOUR)  # then not final: kept as fresh
+    [published] = (store.root / "20260301").glob("05.fresh.arrow")
+    long_ago = (START + DAY).timestamp()
+    os.utime(published, (long_ago, long_ago))
+    cursor = sql_connection(cache_dir=str(tmp_path), offline=True).cursor()
+    assert cursor.execute("SELECT count(*) FROM amplitude_events WHERE server_upload_time >= '2026-03-01' "
+                          "AND server_upload_time < '2026-03-01T12:00'").fetchall() == [(24,)]
