@@ -77,8 +77,8 @@ class DashboardViewer(SupersetUser):
         for name, context in self.charts:
             with self.client.post("/api/v1/chart/data", name=f"chart: {name}", catch_response=True,
                                   json=filtered(context, time_range, segments)) as response:
-                if not response.ok:  # Superset's message, so that the error report says why
-                    response.failure(f"{response.status_code} for {time_range!r} {segments}: {response.text[:300]}")
+                if response.status_code != 200:  # Superset's message, so that the error report says why
+                    response.failure(f"{failure(response)} for {time_range!r} {segments}")
 
 
 class SqlLabUser(SupersetUser):
@@ -94,8 +94,15 @@ class SqlLabUser(SupersetUser):
         label, sql = random.choice(list(SQL_LAB.items()))
         with self.client.post("/api/v1/sqllab/execute/", name=f"sqllab: {label}", catch_response=True, json={
                 "database_id": self.database, "sql": sql, "runAsync": False, "schema": "main"}) as response:
-            if response.ok and response.json().get("status") not in ("success", None):
+            if response.status_code != 200:
+                response.failure(failure(response))
+            elif response.json().get("status") not in ("success", None):
                 response.failure(f"query status {response.json().get('status')}")
+
+
+def failure(response: Any) -> str:
+    """Why a request failed: Superset's status and message, or the connection's error (status 0)."""
+    return f"{response.status_code}: {response.text[:300]}" if response.status_code else repr(response.error)
 
 
 def filtered(context: dict[str, Any], time_range: str, segments: dict[str, list[str]]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 from shillelagh.exceptions import ProgrammingError
 
 from shillelagh_amplitude.export.loader import load_archive, stage_archive
-from shillelagh_amplitude.hours import HOUR
+from shillelagh_amplitude.hours import HOUR, whole_days_end
 from shillelagh_amplitude.sample.generator import make_event
 from shillelagh_amplitude.store.hour_store import HourStore
 
@@ -70,3 +70,16 @@ def test_fresh_hours_are_served_offline_however_old(tmp_path):
     cursor = sql_connection(cache_dir=str(tmp_path), offline=True).cursor()
     assert cursor.execute("SELECT count(*) FROM amplitude_events WHERE server_upload_time >= '2026-03-01' "
                           "AND server_upload_time < '2026-03-01T12:00'").fetchall() == [(24,)]
+
+
+def test_the_default_window_is_answered_from_a_store_of_whole_days(tmp_path):
+    """No time predicate (the dashboard's "No filter"): the default window reaches the present, which no offline
+    store holds; a store of the window's whole days, as the demo loads it, answers it."""
+    end = whole_days_end(datetime.now(UTC))
+    store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
+    first = end - 3 * DAY
+    load_archive(store, export_zip(tmp_path, events_every_hour(first, 72), "days.zip"), first, end - HOUR)
+    cursor = sql_connection(cache_dir=str(tmp_path), offline=True, default_days=3).cursor()
+    # every event but the first, which happened 2 s before the window (uploaded at its start); one session each
+    assert cursor.execute("SELECT count(*) FROM amplitude_events").fetchall() == [(143,)]
+    assert cursor.execute("SELECT count(*) FROM amplitude_sessions").fetchall() == [(143,)]

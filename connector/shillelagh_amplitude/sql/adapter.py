@@ -339,7 +339,8 @@ class AmplitudeAPI(Adapter):
     def _upload_hours(self, ranges: dict[str, TimeRange],
                       now: datetime) -> tuple[datetime, datetime, datetime, datetime]:
         """Upload hours to read: every hour in which events of the queried range can have been uploaded; and the
-        core of them, without that padding (the hours an offline store must hold).
+        core of them, without that padding and short of the hours late uploads may still change (the hours an
+        offline store must hold).
 
         Events reach Amplitude after they happen, up to ``late_hours`` later, and a session's last event up to
         a day after its start; a device whose clock runs ahead uploads up to ``CLOCK_SKEW`` "before" its events.
@@ -362,7 +363,11 @@ class AmplitudeAPI(Adapter):
             spans.append((first, last))
         first, last = max(span[0] for span in spans), min(span[1] for span in spans)
         core_first, core_last = max(core[0] for core in cores), min(core[1] for core in cores)
-        return first, min(last, floor_hour(now)), core_first, min(core_last, floor_hour(now))
+        # a range reaching the present (no end: the default window) needs no hour a late upload may still change
+        settled = floor_hour(now) - timedelta(hours=self.late_hours)
+        if self.table == SESSIONS_TABLE:
+            settled -= timedelta(seconds=MAX_LENGTH_S)
+        return first, min(last, floor_hour(now)), core_first, min(core_last, settled)
 
     @staticmethod
     def _since(ranges: dict[str, TimeRange]) -> datetime:
