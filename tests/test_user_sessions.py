@@ -159,6 +159,13 @@ def test_a_gap_outside_one_minute_to_a_day_is_refused(rules_cache, value):
             "gap_minutes = 60 or gap_minutes IN (30, 60).") in str(error.value)
 
 
+def test_a_gap_compared_with_text_is_refused(rules_cache):
+    with _amplitude(rules_cache).connect() as connection, pytest.raises(DBAPIError) as error:
+        connection.execute(text("SELECT count(*) FROM amplitude_user_sessions WHERE gap_minutes = 'an hour'"))
+    assert "gap_minutes is compared with text: write a whole number of minutes, e.g. gap_minutes = 60." in str(
+        error.value)
+
+
 def test_a_gap_is_compared_as_sql_compares_it(rules_cache):
     """shillelagh hands the adapter 7.5 as 7: SQLite's own check keeps gap 7's rows out; '60' is 60."""
     where = "session_start >= '2026-03-10' AND session_start < '2026-03-11' AND"

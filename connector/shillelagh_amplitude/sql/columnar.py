@@ -157,6 +157,9 @@ class ColumnarCursor:
         except ProgrammingError as exc:
             raise ProgrammingError(f"{exc}: a time bound must be ISO 8601 text such as {ACCEPTED_TIMESTAMPS} "
                                    "(no zone means UTC).") from None
+        except ValueError:  # shillelagh's int() of text compared with the one filterable INTEGER column
+            raise ProgrammingError("gap_minutes is compared with text: write a whole number of minutes, "
+                                   "e.g. gap_minutes = 60.") from None
         bounds = get_bounds(columns, all_bounds)  # no column declares an order: SQLite sorts, nothing to pass on
         requested = self.adapter.requested(index.get("requested_columns"))
         contains_event = [_value_set(constraintargs[argument]) for argument, _ in index.get("filter_columns", [])]
