@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError
 from shillelagh_amplitude.hours import floor_hour
 from shillelagh_amplitude.sample.emulator import ExportEmulator
 from shillelagh_amplitude.sample.generator import generate_dataset
+from shillelagh_amplitude.sql import destination as destination_module
 from shillelagh_amplitude.sql.destination import ALLOWED_ENV, allow_base_urls, canonical, check_base_url, destination
 from shillelagh_amplitude.sql.dialect import AmplitudeDialect
 from shillelagh_amplitude.sql.secret_binding import bind, usable_secret
@@ -80,6 +81,7 @@ def test_the_dialect_refuses_a_secret_bound_elsewhere_before_any_request(hosts, 
 
 def test_a_base_url_must_be_allowed_by_the_operator(monkeypatch, hosts) -> None:
     home, _ = hosts
+    monkeypatch.setattr(destination_module, "_ALLOWED_BY_CONFIG", set())  # this test's configuration only
     monkeypatch.setenv(ALLOWED_ENV, "http://127.0.0.1:*, https://proxy.example:8443/amplitude")
     check_base_url(home.base_url)
     check_base_url("https://proxy.example:8443/amplitude/")

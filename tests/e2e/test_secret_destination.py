@@ -263,22 +263,30 @@ def test_the_secret_is_in_no_export(superset: Superset, api, hosts) -> None:
     home, _ = hosts
     database_id = create(superset, api, "Amplitude (binding, export)", form(home.base_url, SECRET_KEY))
     assert not any(SECRET_KEY.encode() in content for content in _export(superset, api, database_id).values())
-    dataset = api.post(f"{superset.base}/api/v1/dataset/", json={
-        "database": database_id, "schema": "main", "table_name": "amplitude_sessions"})
-    assert dataset.status_code == 201, dataset.text[:500]
-    dashboard = api.post(f"{superset.base}/api/v1/dashboard/", json={"dashboard_title": "Binding export"})
-    chart = api.post(f"{superset.base}/api/v1/chart/", json={
-        "slice_name": "Binding export", "viz_type": "table", "datasource_id": dataset.json()["id"],
-        "datasource_type": "table", "dashboards": [dashboard.json()["id"]], "params": "{}"})
-    assert chart.status_code == 201, chart.text[:500]
-    target = OUTPUT / "binding-export.zip"
-    exported = subprocess.run([str(demo.BIN / "superset"), "export-dashboards", "-f", str(target)],
-                              env=superset.env, capture_output=True, text=True, check=False)
-    assert exported.returncode == 0, exported.stderr[-2000:]
-    files = _read_zip(target)
-    assert any(f"base_url={q(home.base_url)}".encode() in content for content in files.values())
-    assert not any(SECRET_KEY.encode() in content for content in files.values())
-    assert SECRET_KEY not in exported.stdout + exported.stderr
+    created: list[str] = []  # removed afterwards: the other tests expect the bundled dashboard and datasets only
+    try:
+        dataset = api.post(f"{superset.base}/api/v1/dataset/", json={
+            "database": database_id, "schema": "main", "table_name": "amplitude_sessions"})
+        assert dataset.status_code == 201, dataset.text[:500]
+        created.append(f"dataset/{dataset.json()['id']}")
+        dashboard = api.post(f"{superset.base}/api/v1/dashboard/", json={"dashboard_title": "Binding export"})
+        created.insert(0, f"dashboard/{dashboard.json()['id']}")
+        chart = api.post(f"{superset.base}/api/v1/chart/", json={
+            "slice_name": "Binding export", "viz_type": "table", "datasource_id": dataset.json()["id"],
+            "datasource_type": "table", "dashboards": [dashboard.json()["id"]], "params": "{}"})
+        assert chart.status_code == 201, chart.text[:500]
+        created.insert(0, f"chart/{chart.json()['id']}")
+        target = OUTPUT / "binding-export.zip"
+        exported = subprocess.run([str(demo.BIN / "superset"), "export-dashboards", "-f", str(target)],
+                                  env=superset.env, capture_output=True, text=True, check=False)
+        assert exported.returncode == 0, exported.stderr[-2000:]
+        files = _read_zip(target)
+        assert any(f"base_url={q(home.base_url)}".encode() in content for content in files.values())
+        assert not any(SECRET_KEY.encode() in content for content in files.values())
+        assert SECRET_KEY not in exported.stdout + exported.stderr
+    finally:
+        for path in created:
+            assert api.delete(f"{superset.base}/api/v1/{path}").status_code == 200, path
 
 
 def test_the_browser_edit_form_refuses_a_masked_secret_for_another_host(superset: Superset, api, browser,

@@ -74,16 +74,16 @@ def _committed(target: Any, name: str) -> Any:
     return history.deleted[0] if history.deleted else getattr(target, name)
 
 
-def _bound(value: str, committed: str | None, now: tuple[str | None, str], before: tuple[str | None, str] | None,
-           ) -> str:
-    """The value to store for one secret slot, or :class:`SecretMustBeRetyped`."""
+def _bound(value: str, carried: bool, now: tuple[str | None, str], before: tuple[str | None, str] | None) -> str:
+    """The value to store for one secret slot, or :class:`SecretMustBeRetyped`. ``carried``: the value is the one
+    already stored (kept from a mask); ``before``: the stored row's (API key, destination), None if unusable."""
     api_key, where = now
     if is_bound(value):
         if api_key and bound_to(value, api_key, where):
             return value
         raise SecretMustBeRetyped(changed_message(saved_for(value), where))
-    if value == committed and before is not None and before != now:  # a bare secret stored earlier, carried over
-        raise SecretMustBeRetyped(changed_message(before[1], where))
+    if carried and before != now:  # a bare secret stored before binding existed, carried to another place
+        raise SecretMustBeRetyped(changed_message(before[1] if before else "other settings", where))
     return bind(value, api_key, where) if api_key else value
 
 
@@ -91,19 +91,27 @@ def bind_secrets(mapper: Any, connection: Any, target: Any) -> None:
     """Before insert/update of a ``Database`` row: bind typed secrets, refuse carried ones that changed place."""
     if type(target).__name__ != "Database" or type(target).__module__ != "superset.models.core":
         return
+    extra = _extra(target.encrypted_extra)
+    extra_secret = extra.get("secret_key") if isinstance(extra.get("secret_key"), str) else None
+    if not target.password and not extra_secret:
+        return
     now = _settings(target.sqlalchemy_uri, target.encrypted_extra)
     if now is None:
         return
-    new = inspect(target).transient or inspect(target).pending
-    before = None if new else _settings(_committed(target, "sqlalchemy_uri"), _committed(target, "encrypted_extra"))
+    stored = not (inspect(target).transient or inspect(target).pending)
+    before = None
+    if stored:
+        try:
+            before = _settings(_committed(target, "sqlalchemy_uri"), _committed(target, "encrypted_extra"))
+        except SecretMustBeRetyped:  # stored settings no request could use
+            before = None
     if target.password:
-        committed = None if new else _committed(target, "password")
-        target.password = _bound(target.password, committed, now, before)
-    extra = _extra(target.encrypted_extra)
-    if isinstance(extra.get("secret_key"), str) and extra["secret_key"]:
-        committed = None if new else _extra(_committed(target, "encrypted_extra")).get("secret_key")
-        bound = _bound(extra["secret_key"], committed, now, before)
-        if bound != extra["secret_key"]:
+        carried = stored and target.password == _committed(target, "password")
+        target.password = _bound(target.password, carried, now, before)
+    if extra_secret:
+        carried = stored and extra_secret == _extra(_committed(target, "encrypted_extra")).get("secret_key")
+        bound = _bound(extra_secret, carried, now, before)
+        if bound != extra_secret:
             target.encrypted_extra = json.dumps({**extra, "secret_key": bound})
 
 
