@@ -27,6 +27,7 @@ from shillelagh_amplitude.sample.emulator import ExportEmulator
 from shillelagh_amplitude.sample.generator import generate_dataset
 from shillelagh_amplitude.sql.destination import canonical
 
+from .browser import modal_button, polling_wait
 from .conftest import OUTPUT, Superset, demo
 
 pytestmark = pytest.mark.e2e
@@ -300,18 +301,18 @@ def test_the_browser_edit_form_refuses_a_masked_secret_for_another_host(superset
     name = "Amplitude (binding, browser)"
     database_id = create(superset, api, name, form(home.base_url, SECRET_KEY))
     other.clear_requests()
-    wait = WebDriverWait(browser, 60)
+    wait = polling_wait(browser)
     browser.get(f"{superset.base}/databaseview/list/?_flt_0_database_name={name}")
-    row = wait.until(lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "tr") if name in r.text])[0]
-    browser.execute_script("arguments[0].scrollIntoView()", row)
-    edit = wait.until(lambda _: row.find_elements(By.CSS_SELECTOR, '[data-test="database-edit"]'))[0]
-    browser.execute_script("arguments[0].click()", edit)
-    field = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=query_input]"))[0]
-    assert browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=password]").get_attribute("value") == MASK
+    edit = wait.until(lambda d: next((e for r in d.find_elements(By.CSS_SELECTOR, "tr") if name in r.text
+                                      for e in r.find_elements(By.CSS_SELECTOR, '[data-test="database-edit"]')), False))
+    browser.execute_script("arguments[0].scrollIntoView(); arguments[0].click()", edit)
+    # the form is drawn with the stored connection (the masked password) before it is edited
+    wait.until(lambda d: [f for f in d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=password]")
+                          if f.get_attribute("value") == MASK])
+    field = browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=query_input]")
     field.send_keys(Keys.CONTROL, "a")
     field.send_keys(f"base_url={other.base_url}", Keys.TAB)
-    finish = next(b for b in browser.find_elements(By.CSS_SELECTOR, ".ant-modal-footer button") if b.text == "Finish")
-    wait.until(lambda _: finish.is_enabled())
+    finish = modal_button(browser, "Finish")
     finish.click()
     expected = refusal(home, other)
     try:
