@@ -400,13 +400,19 @@ def engines() -> list[str]:
 
 
 def for_engine(engine: str, database: dict[str, Any], datasets: dict[str, dict[str, Any]],
-               dashboard: dict[str, Any]) -> None:
+               charts: dict[str, dict[str, Any]], dashboard: dict[str, Any]) -> None:
     """Apply ``engines/<engine>.yaml`` in place: its connection, each dataset's ``sql`` and metric expressions,
     and names of their own for the datasets (Superset's metadata DB wants dataset names unique) and the dashboard,
-    so that each engine's bundle imports beside the others."""
+    so that each engine's bundle imports beside the others. A dataset the engine has no SQL for (the lake holds
+    no user sessions) is left out with its charts and the rows marked ``amplitude_only``."""
     overrides = load(ENGINE_SOURCES / f"{engine}.yaml")
     database.clear()
     database.update(overrides["database"])
+    for key in set(datasets) - set(overrides["datasets"]):
+        del datasets[key]
+    for key in [key for key, chart in charts.items() if chart["dataset"] not in datasets]:
+        del charts[key]
+    dashboard["rows"] = [row for row in dashboard["rows"] if not row.get("amplitude_only")]
     for key, override in overrides["datasets"].items():
         dataset = datasets[key]
         dataset["table_name"] = f"{dataset['table_name']}_{engine}"
@@ -446,7 +452,7 @@ def bundle_files(sources: Path = SOURCES, database_uuid: str | None = None, engi
     charts = {path.stem: load(path) for path in sorted((sources / "charts").glob("*.yaml"))}
     dashboard = load(sources / "dashboard.yaml")
     if engine != DEFAULT_ENGINE:
-        for_engine(engine, database, datasets, dashboard)
+        for_engine(engine, database, datasets, charts, dashboard)
     if sqlalchemy_uri:
         database["sqlalchemy_uri"] = sqlalchemy_uri
     existing = frozenset({database_uuid} if database_uuid else ())
