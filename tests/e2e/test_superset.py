@@ -451,3 +451,34 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, chart_data:
     assert "Session definition" in text and "Session length by definition" in text
     filters = [e.text for e in browser.find_elements(By.CSS_SELECTOR, '[data-test="filter-control-name"]')]
     assert filters == ["Time range", "Plan", "Country", "Platform", "Sessions that contain event"]
+
+
+def test_the_first_connect_click_connects_with_the_cursor_still_in_a_field(superset: Superset, api, browser) -> None:
+    """Leaving a field starts the form's validation, which disabled "Connect" mid-click and lost the first click
+    (found with the cursor in an empty Additional Parameters field): one click now connects."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 60)
+    browser.get(f"{superset.base}/databaseview/list/")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-test="btn-create-database"]'))[0].click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal .ant-select"))[-1].click()
+    browser.switch_to.active_element.send_keys("Amplitude", Keys.ENTER)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=username]"))[0].send_keys(
+        superset.env["AMPLITUDE_API_KEY"])
+    browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=password]").send_keys(
+        superset.env["AMPLITUDE_SECRET_KEY"])
+    name = browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=database_name]")
+    name.send_keys(Keys.CONTROL, "a")
+    name.send_keys("Amplitude (one click)")
+    # the demo's store is offline; the cursor stays in the field
+    browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=query_input]").send_keys("offline=true")
+    connect = next(b for b in browser.find_elements(By.CSS_SELECTOR, ".ant-modal-footer button") if b.text == "Connect")
+    wait.until(lambda _: connect.is_enabled())
+    connect.click()  # once
+
+    def names() -> list[str]:
+        return [d["database_name"] for d in api.get(f"{superset.base}/api/v1/database/").json()["result"]]
+
+    WebDriverWait(browser, 30).until(lambda _: "Amplitude (one click)" in names())

@@ -31,6 +31,8 @@ def test_script_comes_before_the_deployments_own_tail_template() -> None:
     assert f"var placeholders = {json.dumps(PLACEHOLDERS)};" in html
     assert PLACEHOLDERS["sqlalchemy_uri"] == "amplitude://<API key>:<secret key>@?region=eu"
     assert set(PLACEHOLDERS) == {"username", "password", "query_input", "database_name", "sqlalchemy_uri"}
+    # a footer button keeps the focus where it is (the browser test clicks "Connect" once, from a field)
+    assert "document.addEventListener('mousedown'" in html and "event.preventDefault();" in html
 
 
 def test_the_help_page_is_the_readmes_connection_section_served_locally() -> None:
