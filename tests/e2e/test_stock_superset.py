@@ -81,11 +81,14 @@ class Stock:
 
 
 def stock_env(root: Path) -> dict[str, str]:
-    """Superset's defaults: nothing of ours, no AMPLITUDE_* variable; home and caches in ``root``."""
+    """Superset's defaults: nothing of ours; home and caches in ``root``. One AMPLITUDE_* variable: the emulator
+    stands in for Amplitude at a loopback host, which the operator allows like any other ``base_url`` (a real
+    project's ``region`` needs nothing)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMPLITUDE_", "SUPERSET_"))}
     env.pop("PYTHONPATH", None)
     env.update(SUPERSET_HOME=str(root / "superset"), SUPERSET_SECRET_KEY=secrets.token_urlsafe(32),
-               FLASK_APP="superset", PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(root / "cache"))
+               FLASK_APP="superset", PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(root / "cache"),
+               AMPLITUDE_ALLOWED_BASE_URLS="http://127.0.0.1:*")
     return env
 
 
