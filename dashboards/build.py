@@ -400,23 +400,32 @@ def engines() -> list[str]:
 
 
 def for_engine(engine: str, database: dict[str, Any], datasets: dict[str, dict[str, Any]],
-               charts: dict[str, dict[str, Any]], dashboard: dict[str, Any]) -> None:
+               charts: dict[str, dict[str, Any]], dashboard: dict[str, Any], template_processing: bool) -> None:
     """Apply ``engines/<engine>.yaml`` in place: its connection, each dataset's ``sql`` and metric expressions,
     and names of their own for the datasets (Superset's metadata DB wants dataset names unique) and the dashboard,
-    so that each engine's bundle imports beside the others. A dataset the engine has no SQL for (the lake holds
-    no user sessions) is left out with its charts and the rows marked ``amplitude_only``."""
+    so that each engine's bundle imports beside the others.
+
+    Left out: a dataset the engine has no SQL for (the lake holds no user sessions), with its charts and the rows
+    marked ``amplitude_only``; and unless ``template_processing`` (a Superset with ENABLE_TEMPLATE_PROCESSING),
+    the "Sessions that contain event" filter, whose SQL on these engines is Jinja (``template_where``), and its
+    ``template_only`` dataset: on Superset's defaults a lake dashboard has every chart and the other filters."""
     overrides = load(ENGINE_SOURCES / f"{engine}.yaml")
     database.clear()
     database.update(overrides["database"])
-    for key in set(datasets) - set(overrides["datasets"]):
+    kept = {key for key, override in overrides["datasets"].items()
+            if template_processing or not override.get("template_only")}
+    for key in set(datasets) - kept:
         del datasets[key]
     for key in [key for key, chart in charts.items() if chart["dataset"] not in datasets]:
         del charts[key]
     dashboard["rows"] = [row for row in dashboard["rows"] if not row.get("amplitude_only")]
-    for key, override in overrides["datasets"].items():
+    dashboard["filters"] = [f for f in dashboard["filters"] if f.get("dataset", "sessions") in datasets]
+    for key in kept:
+        override = overrides["datasets"][key]
         dataset = datasets[key]
         dataset["table_name"] = f"{dataset['table_name']}_{engine}"
-        dataset["sql"] = override["sql"]
+        where = override.get("template_where") if template_processing else None
+        dataset["sql"] = f"{override['sql']}\n{where}" if where else override["sql"]
         expressions = override.get("metrics", {})
         unknown = set(expressions) - {metric["metric_name"] for metric in dataset["metrics"]}
         if unknown:
@@ -443,16 +452,17 @@ def scoped_uuids(value: Any, engine: str, keep: frozenset[str] = frozenset()) ->
 
 
 def bundle_files(sources: Path = SOURCES, database_uuid: str | None = None, engine: str = DEFAULT_ENGINE,
-                 sqlalchemy_uri: str | None = None) -> dict[str, dict[str, Any]]:
+                 sqlalchemy_uri: str | None = None, template_processing: bool = False) -> dict[str, dict[str, Any]]:
     """Every file of the bundle (path inside the root folder -> content); the connection's UUID is
     ``database_uuid`` (an existing connection's) or the bundle's own; ``sqlalchemy_uri`` replaces the
-    connection's (e.g. where the Spark Thrift Server or the DuckDB file is)."""
+    connection's (e.g. where the Spark Thrift Server or the DuckDB file is); ``template_processing``: see
+    :func:`for_engine` (amplitude://'s bundle needs none)."""
     database = load(sources / "database.yaml")
     datasets = {path.stem: load(path) for path in sorted((sources / "datasets").glob("*.yaml"))}
     charts = {path.stem: load(path) for path in sorted((sources / "charts").glob("*.yaml"))}
     dashboard = load(sources / "dashboard.yaml")
     if engine != DEFAULT_ENGINE:
-        for_engine(engine, database, datasets, charts, dashboard)
+        for_engine(engine, database, datasets, charts, dashboard, template_processing)
     if sqlalchemy_uri:
         database["sqlalchemy_uri"] = sqlalchemy_uri
     existing = frozenset({database_uuid} if database_uuid else ())
@@ -487,11 +497,12 @@ def bundle_files(sources: Path = SOURCES, database_uuid: str | None = None, engi
 
 
 def build(out: Path, sources: Path = SOURCES, database_uuid: str | None = None, engine: str = DEFAULT_ENGINE,
-          sqlalchemy_uri: str | None = None) -> Path:
+          sqlalchemy_uri: str | None = None, template_processing: bool = False) -> Path:
     """Write the bundle ZIP (sorted members, fixed timestamps) and return its path."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in sorted(bundle_files(sources, database_uuid, engine, sqlalchemy_uri).items()):
+        files = bundle_files(sources, database_uuid, engine, sqlalchemy_uri, template_processing)
+        for name, content in sorted(files.items()):
             info = zipfile.ZipInfo(f"{ROOT}/{name}", date_time=ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -527,9 +538,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="amplitude:// (default), or the lake through duckdb-engine or Spark's Thrift Server")
     parser.add_argument("--sqlalchemy-uri", help="the connection's URI, e.g. hive://hive@spark:10000/amplitude or "
                         "duckdb:////lake/amplitude.duckdb?access_mode=read_only (default: the engine's example)")
+    parser.add_argument("--template-processing", action="store_true",
+                        help="with --engine: your Superset has ENABLE_TEMPLATE_PROCESSING on, so the lake dashboard "
+                        "gets the \"Sessions that contain event\" filter (Jinja on these engines); without it "
+                        "that filter is left out")
     args = parser.parse_args(argv)
     print(build(args.output, database_uuid=args.database_uuid, engine=args.engine,
-                sqlalchemy_uri=args.sqlalchemy_uri))
+                sqlalchemy_uri=args.sqlalchemy_uri, template_processing=args.template_processing))
 
 
 if __name__ == "__main__":

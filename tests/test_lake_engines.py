@@ -82,7 +82,7 @@ def where_in(values: list[str]) -> str:
 
 def dataset(engine: str, name: str, contains_event: list[str] | None = None) -> tuple[str, dict[str, str]]:
     """A bundled dataset's SQL for ``engine`` (its Jinja rendered as Superset would) and its metric expressions."""
-    files = build.bundle_files(engine=engine)
+    files = build.bundle_files(engine=engine, template_processing=True)
     (config,) = [c for path, c in files.items()
                  if path.startswith("datasets/") and c["table_name"] in (name, f"{name}_{engine}")]
     template = jinja2.Environment(autoescape=False)

@@ -99,18 +99,20 @@ def test_every_chart_gives_amplitudes_numbers(superset: Superset, api: requests.
     started = time.monotonic()
     lake_data = dashboard_data(superset, api, f"{SLUG}-{engine}")
     superset.timings[f"lake_{engine}_all_chart_data_forced_s"] = round(time.monotonic() - started, 2)
-    assert sorted(lake_data) == sorted(amplitude_data) and len(lake_data) == CHARTS
-    for name, expected in amplitude_data.items():
-        result = lake_data[name]
+    # amplitude://'s dashboard also has the user-sessions section, which the lake does not hold
+    assert len(lake_data) == CHARTS and set(lake_data) <= set(amplitude_data)
+    for name, result in lake_data.items():
+        expected = amplitude_data[name]
         assert (result["status"], result["error"]) == ("success", None), (engine, name)
         assert result["rowcount"] == expected["rowcount"] > 0, (engine, name)
         rows = [{key: comparable(value) for key, value in row.items()} for row in expected["data"]]
         assert result["data"] == rows, (engine, name)
 
 
-def test_contains_event_filter(superset: Superset, api: requests.Session, engine: str) -> None:
-    """The dashboard's "Sessions that contain event" and plan filters on the sessions dataset, each engine against
-    amplitude://'s, over the dashboard's default range."""
+def test_plan_filter(superset: Superset, api: requests.Session, engine: str) -> None:
+    """The dashboard's plan filter on the sessions dataset, each engine against amplitude://'s, over the
+    dashboard's default range. (This Superset runs with template processing off, Superset's default, so the lake
+    bundles have no "Sessions that contain event" filter: its Jinja SQL is checked in tests/test_lake_engines.py.)"""
     datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
     by_name = {d["table_name"]: d["id"] for d in datasets}
     default_range = build.load(build.SOURCES / "dashboard.yaml")["default_time_range"]
@@ -125,7 +127,6 @@ def test_contains_event_filter(superset: Superset, api: requests.Session, engine
                 "filters": [
                     {"col": "session_start", "op": "TEMPORAL_RANGE", "val": default_range},
                     {"col": "plan", "op": "IN", "val": ["free"]},
-                    {"col": "contains_event", "op": "IN", "val": ["invite_sent"]},
                 ],
             }],
             "result_format": "json",
@@ -159,11 +160,15 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str
         };
     """
     seen = {}
-    for slug in (SLUG, f"{SLUG}-{engine}"):
+    all_charts = len(list((build.SOURCES / "charts").glob("*.yaml")))  # amplitude://'s, user sessions included
+    for slug, charts in ((SLUG, all_charts), (f"{SLUG}-{engine}", CHARTS)):
         started = time.monotonic()
         browser.get(f"{superset.base}/superset/dashboard/{slug}/")
+        # every chart drawn: a chart not started yet shows no loading indicator either, so the wait is also for
+        # the eight big numbers (or an error)
         WebDriverWait(browser, CHART_LOAD_TIMEOUT_S, poll_frequency=0.25).until(
-            lambda d: (s := d.execute_script(state))["charts"] == CHARTS and s["loading"] == 0
+            lambda d, charts=charts: ((s := d.execute_script(state))["charts"] == charts and s["loading"] == 0
+                                      and (s["errors"] or len(s["numbers"]) == 8))
         )
         superset.timings[f"dashboard_{slug}_loaded_in_browser_s"] = round(time.monotonic() - started, 2)
         seen[slug] = browser.execute_script(state)
