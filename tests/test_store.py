@@ -64,6 +64,25 @@ def test_final_hour_is_kept_fresh_hour_expires(tmp_path):
     assert store.newest_final_hour() == old
 
 
+def test_latest_names_each_hours_newest_file_whatever_its_age(tmp_path):
+    """What the lake is built from: an expired fresh hour is still the best data stored (queries download it
+    again; a copy of the store keeps it until a sync replaces it)."""
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    now = T0 + 3 * HOUR + timedelta(minutes=30)
+    old, empty, absent = T0 - HOUR, T0 + HOUR, T0 + 2 * HOUR
+    staging = store.staging()
+    staging.add(old, _batch(3, old))
+    staging.add(T0, _batch(2))
+    staging.close()
+    store.publish(staging.folder, [old, T0, empty], now)
+    later = now + FRESH_TTL + timedelta(seconds=1)
+    assert store.files([old, T0], later) == store.files([old], later)  # T0 expired for queries
+    found = {hour: (entry.name if entry else None, final) for hour, entry, final in
+             store.latest([old, T0, empty, absent])}
+    assert found == {old: ("04.arrow", True), T0: ("05.fresh.arrow", False), empty: ("06.fresh.empty", False),
+                     absent: (None, False)}
+
+
 def test_hours_without_events_are_remembered_as_empty(tmp_path):
     store = HourStore(tmp_path, "https://amplitude.com", "key")
     hours = list(hour_range(T0, T0 + 5 * HOUR))
