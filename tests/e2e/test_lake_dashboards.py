@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -19,7 +18,7 @@ from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.store.hour_store import HourStore
 
 from ..scripts import load_script
-from ..spark_server import thrift_server
+from ..spark_server import ThriftServer
 from .conftest import OUTPUT, Superset, demo
 
 pytestmark = pytest.mark.e2e
@@ -39,10 +38,10 @@ def lake(superset: Superset, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def spark_uri(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with thrift_server(tmp_path_factory.mktemp("spark")) as server:
-        server.run(*ddl(lake, "spark"))
-        yield server.uri("amplitude")
+def spark_uri(lake: Path, spark_server: ThriftServer) -> str:
+    """The lake's tables in database ``e2e`` of the session's Spark Thrift Server."""
+    spark_server.run(*ddl(lake, "spark", schema="e2e"))
+    return spark_server.uri("e2e")
 
 
 @pytest.fixture(scope="module")
