@@ -236,8 +236,8 @@ def print_scale(events: int, days: int, figures: dict) -> None:
         cells = "".join(f" | {engines[e][name]['first']:7.3f} {engines[e][name]['repeated']:7.3f} "
                         f"{engines[e][name]['peak_rss_mb']:8.0f}" for e in measured)
         floor_ = engines["duckdb memory"][name]["repeated"]
-        lake_ = engines["duckdb lake"][name]["repeated"] / floor_ if "duckdb lake" in engines else float("nan")
-        print(f"{name:30s}{cells} | {floor_:13.3f} | {lake_:9.1f}x")
+        ratio = f"{engines['duckdb lake'][name]['repeated'] / floor_:9.1f}x" if "duckdb lake" in engines else "-"
+        print(f"{name:30s}{cells} | {floor_:13.3f} | {ratio:>10s}")
 
 
 def main() -> None:
