@@ -2,7 +2,7 @@
 in memory (the floor), plus the cost of publishing the lake against a cold sync; at each scale, in one run.
 
     python benchmarks/lake_benchmark.py [--scales 1000000 10000000] [--repeat 5] [--work /tmp/amplitude-lake-bench]
-                                        [--engines "amplitude://" "duckdb lake" "spark lake"]
+                                        [--engines "amplitude://" "duckdb lake" "spark lake"] [--publishing-only]
 
 For each scale the dataset is generated once (``query_benchmark.prepare``). Then:
 - a cold sync: a new process downloads every upload hour from the Export API emulator (serving the generated files)
@@ -211,6 +211,8 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict:
     sync["store_mb"] = folder_bytes(synced) / 1e6
     sync["lake_mb"] = folder_bytes(lake) / 1e6
     shutil.rmtree(synced, ignore_errors=True)
+    if args.publishing_only:
+        return {"sync": sync, "engines": {}}
     names = list(QUERIES)
     engines = {engine: ENGINES[engine](args, cache_dir, lake, names) for engine in args.engines}
     engines["duckdb memory"] = floor(args, lake)
@@ -227,6 +229,8 @@ def print_scale(events: int, days: int, figures: dict) -> None:
           f"({sync['publish_s'] / sync['sync_s']:.0%} of the sync; {sync['partitions']} partitions), republishing "
           f"with no new hours {sync['republish_s']:.2f} s; peak RSS of the sync process {sync['peak_rss_mb']:.0f} MB")
     print(f"on disk: hour store {sync['store_mb']:.0f} MB, lake {sync['lake_mb']:.0f} MB")
+    if not figures["engines"]:
+        return
     engines = figures["engines"]
     measured = [engine for engine in engines if engine != "duckdb memory"]
     print(f"{'query':30s}" + "".join(f" | {engine:>24s}" for engine in measured) +
@@ -247,6 +251,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("/tmp/amplitude-lake-bench"))
     parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES))
+    parser.add_argument("--publishing-only", action="store_true", help="the cold sync and publishing, no queries")
     parser.add_argument("--worker", choices=["sync", "duckdb-lake", "spark-lake"], help=argparse.SUPPRESS)
     parser.add_argument("--query", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
