@@ -2,6 +2,7 @@
 in memory (the floor), plus the cost of publishing the lake against a cold sync; at each scale, in one run.
 
     python benchmarks/lake_benchmark.py [--scales 1000000 10000000] [--repeat 5] [--work /tmp/amplitude-lake-bench]
+                                        [--engines "amplitude://" "duckdb lake" "spark lake"] [--publishing-only]
 
 For each scale the dataset is generated once (``query_benchmark.prepare``). Then:
 - a cold sync: a new process downloads every upload hour from the Export API emulator (serving the generated files)
@@ -9,11 +10,12 @@ For each scale the dataset is generated once (``query_benchmark.prepare``). Then
   A second run of the publisher (nothing changed) gives the cost of an incremental run with no new hours;
 - bytes on disk: the hour store (Arrow IPC + zstd, one file per upload hour) and the lake (Parquet + zstd);
 - queries: each engine runs each query in a new process (first run, then the median of ``--repeat`` more) and
-  reports its peak RSS; the floor runs in this process, over the same rows loaded into DuckDB's own in-memory
-  tables.
+  reports its peak RSS (Spark local[2]: a new Python process and its JVM, the peak RSS of both added; the tables
+  of ``amplitude-lake ddl --engine spark``, the SQL written for Spark in :data:`SPARK_QUERIES`); the floor runs
+  in this process, over the same rows loaded into DuckDB's own in-memory tables.
 
 Engines are the functions in :data:`ENGINES` (name -> function(args, cache_dir, lake, query names) -> figures per
-query): another engine (e.g. Spark local[2]) is added there and gets its columns in the table.
+query): another engine is added there and gets its columns in the table; ``--engines`` picks some.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from query_benchmark import API_KEY, FIRST_DAY, QUERIES, SECRET, peak_rss_mb, prepare  # noqa: E402
+from query_benchmark import API_KEY, EVENTS, FIRST_DAY, ONE_DAY, QUERIES, SECRET, SESSIONS, peak_rss_mb, prepare  # noqa: E402,I001
 from query_benchmark import worker as amplitude_worker  # noqa: E402
 
 from shillelagh_amplitude.export.client import ExportClient  # noqa: E402
@@ -44,6 +46,22 @@ from shillelagh_amplitude.store.hour_store import HourStore  # noqa: E402
 
 #: Figures of one query: first run, median repeated run (s), peak RSS of its process (MB), rows returned.
 Figures = dict[str, float]
+#: The queries in Spark SQL (exact percentiles; dates in the session time zone, UTC).
+SPARK_QUERIES = {
+    "sessions: KPIs": f"SELECT count(*), avg(length_s), percentile(length_s, 0.5), percentile(length_s, 0.95) "
+                      f"{SESSIONS}",
+    "sessions: per day": f"SELECT CAST(session_start AS DATE), avg(length_s), percentile(length_s, 0.5), "
+                         f"percentile(length_s, 0.95) {SESSIONS} GROUP BY 1",
+    "sessions: per plan": f"SELECT get_json_object(user_properties, '$.plan'), avg(length_s), "
+                          f"percentile(length_s, 0.5), percentile(length_s, 0.95) {SESSIONS} GROUP BY 1",
+    "sessions: length buckets": f"SELECT length_bucket, count(*) {SESSIONS} GROUP BY 1",
+    "events: count(*)": f"SELECT count(*) {EVENTS}",
+    "events: per event_type": f"SELECT event_type, count(*) {EVENTS} GROUP BY 1",
+    "events: daily distinct users": f"SELECT CAST(event_time AS DATE), count(DISTINCT amplitude_id) {EVENTS} "
+                                    "GROUP BY 1",
+    "events: SELECT * one day": f"SELECT * {ONE_DAY}",
+}
+SPARK_DRIVER_MEMORY = "2g"
 
 
 def _hours(days: int) -> tuple[datetime, datetime]:
@@ -87,6 +105,36 @@ def run_duckdb_lake_worker(args: argparse.Namespace) -> None:
     print(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb()}))
 
 
+def run_spark_lake_worker(args: argparse.Namespace) -> None:
+    """The queries through Spark SQL in local[2] over the lake's tables (Hive catalog in a temporary folder)."""
+    import tempfile
+
+    from pyspark.sql import SparkSession
+
+    with tempfile.TemporaryDirectory() as home:
+        spark = (SparkSession.builder.master("local[2]").appName("lake-benchmark")
+                 .config("spark.driver.memory", SPARK_DRIVER_MEMORY)
+                 .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={home}")
+                 .config("spark.sql.warehouse.dir", f"{home}/warehouse")
+                 .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
+                 .enableHiveSupport().getOrCreate())
+        for statement in ddl(args.lake, "spark"):
+            spark.sql(statement)
+        spark.sql("USE amplitude")
+        results = {}
+        for name in args.query:
+            times = []
+            for _ in range(args.repeat + 1):
+                began = time.perf_counter()
+                rows = spark.sql(SPARK_QUERIES[name]).collect()
+                times.append(time.perf_counter() - began)
+            results[name] = {"first": times[0], "repeated": statistics.median(times[1:]), "rows": len(rows)}
+        jvm = Path(f"/proc/{spark.sparkContext._gateway.proc.pid}/status").read_text()
+        jvm_mb = next(int(line.split()[1]) for line in jvm.splitlines() if line.startswith("VmHWM:")) / 1024
+        spark.stop()
+    print(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb() + jvm_mb}))
+
+
 def _worker(args: argparse.Namespace, mode: str, **options: str) -> dict:
     command = [sys.executable, __file__, "--worker", mode, "--repeat", str(args.repeat), "--days", str(args.days)]
     for option, value in options.items():
@@ -119,10 +167,20 @@ def duckdb_lake_engine(args: argparse.Namespace, cache_dir: Path, lake: Path, na
     return figures
 
 
+def spark_lake_engine(args: argparse.Namespace, cache_dir: Path, lake: Path, names: list[str]) -> dict[str, Figures]:
+    """Spark SQL local[2] over the lake's Parquet (one process and JVM per query)."""
+    figures = {}
+    for name in names:
+        report = _worker(args, "spark-lake", lake=str(lake), query=[name])
+        figures[name] = {**report["results"][name], "peak_rss_mb": report["peak_rss_mb"]}
+    return figures
+
+
 #: name -> function(args, hour store, lake, query names) -> figures per query. Add engines here.
 ENGINES: dict[str, Callable[[argparse.Namespace, Path, Path, list[str]], dict[str, Figures]]] = {
     "amplitude://": amplitude_engine,
     "duckdb lake": duckdb_lake_engine,
+    "spark lake": spark_lake_engine,
 }
 
 
@@ -153,8 +211,10 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict:
     sync["store_mb"] = folder_bytes(synced) / 1e6
     sync["lake_mb"] = folder_bytes(lake) / 1e6
     shutil.rmtree(synced, ignore_errors=True)
+    if args.publishing_only:
+        return {"sync": sync, "engines": {}}
     names = list(QUERIES)
-    engines = {engine: run(args, cache_dir, lake, names) for engine, run in ENGINES.items()}
+    engines = {engine: ENGINES[engine](args, cache_dir, lake, names) for engine in args.engines}
     engines["duckdb memory"] = floor(args, lake)
     for name in names:
         rows = {engine: figures[name]["rows"] for engine, figures in engines.items()}
@@ -169,6 +229,8 @@ def print_scale(events: int, days: int, figures: dict) -> None:
           f"({sync['publish_s'] / sync['sync_s']:.0%} of the sync; {sync['partitions']} partitions), republishing "
           f"with no new hours {sync['republish_s']:.2f} s; peak RSS of the sync process {sync['peak_rss_mb']:.0f} MB")
     print(f"on disk: hour store {sync['store_mb']:.0f} MB, lake {sync['lake_mb']:.0f} MB")
+    if not figures["engines"]:
+        return
     engines = figures["engines"]
     measured = [engine for engine in engines if engine != "duckdb memory"]
     print(f"{'query':30s}" + "".join(f" | {engine:>24s}" for engine in measured) +
@@ -178,7 +240,8 @@ def print_scale(events: int, days: int, figures: dict) -> None:
         cells = "".join(f" | {engines[e][name]['first']:7.3f} {engines[e][name]['repeated']:7.3f} "
                         f"{engines[e][name]['peak_rss_mb']:8.0f}" for e in measured)
         floor_ = engines["duckdb memory"][name]["repeated"]
-        print(f"{name:30s}{cells} | {floor_:13.3f} | {engines['duckdb lake'][name]['repeated'] / floor_:9.1f}x")
+        ratio = f"{engines['duckdb lake'][name]['repeated'] / floor_:9.1f}x" if "duckdb lake" in engines else "-"
+        print(f"{name:30s}{cells} | {floor_:13.3f} | {ratio:>10s}")
 
 
 def main() -> None:
@@ -187,7 +250,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("/tmp/amplitude-lake-bench"))
-    parser.add_argument("--worker", choices=["sync", "duckdb-lake"], help=argparse.SUPPRESS)
+    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES))
+    parser.add_argument("--publishing-only", action="store_true", help="the cold sync and publishing, no queries")
+    parser.add_argument("--worker", choices=["sync", "duckdb-lake", "spark-lake"], help=argparse.SUPPRESS)
     parser.add_argument("--query", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)
@@ -198,6 +263,9 @@ def main() -> None:
         return
     if args.worker == "duckdb-lake":
         run_duckdb_lake_worker(args)
+        return
+    if args.worker == "spark-lake":
+        run_spark_lake_worker(args)
         return
     args.work.mkdir(parents=True, exist_ok=True)
     for events in args.scales:

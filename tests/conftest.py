@@ -21,6 +21,7 @@ from shillelagh_amplitude.sql.scan import TABLE_CACHE
 from shillelagh_amplitude.store.hour_store import HourStore
 
 from .helpers import read_dataset
+from .spark_server import ThriftServer, thrift_server
 
 DATASET_START = datetime(2026, 3, 1, tzinfo=UTC)
 DATASET_END = datetime(2026, 3, 5, tzinfo=UTC)
@@ -55,6 +56,13 @@ def loaded_cache(dataset, tmp_path_factory) -> Path:
     load_archive(store, dataset.zip_path)
     store.remember_secret(SECRET_KEY)
     return cache_dir
+
+
+@pytest.fixture(scope="session")
+def spark_server(tmp_path_factory) -> Iterator[ThriftServer]:
+    """One local Spark Thrift Server for the session's lake tests (each module its own database): started once."""
+    with thrift_server(tmp_path_factory.mktemp("spark")) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from shillelagh_amplitude.store.hour_store import HourStore
 from .conftest import API_KEY, DATASET_START, SECRET_KEY, Dataset
 from .expected import sessions_from_records
 from .scripts import load_script
-from .spark_server import ThriftServer, thrift_server
+from .spark_server import ThriftServer
 
 build = load_script("dashboards/build.py")
 
@@ -42,10 +42,10 @@ def dataset_records(dataset: Dataset) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def spark(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThriftServer]:
-    with thrift_server(tmp_path_factory.mktemp("spark")) as server:
-        server.run(*ddl(lake, "spark"))
-        yield server
+def spark(lake: Path, spark_server: ThriftServer) -> ThriftServer:
+    """The session's Spark Thrift Server with the lake's tables in database ``amplitude``."""
+    spark_server.run(*ddl(lake, "spark"))
+    return spark_server
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -19,7 +19,7 @@ from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.store.hour_store import HourStore
 
 from ..scripts import load_script
-from ..spark_server import thrift_server
+from ..spark_server import ThriftServer
 from .conftest import OUTPUT, Superset, demo
 
 pytestmark = pytest.mark.e2e
@@ -39,10 +39,10 @@ def lake(superset: Superset, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def spark_uri(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with thrift_server(tmp_path_factory.mktemp("spark")) as server:
-        server.run(*ddl(lake, "spark"))
-        yield server.uri("amplitude")
+def spark_uri(lake: Path, spark_server: ThriftServer) -> str:
+    """The lake's tables in database ``e2e`` of the session's Spark Thrift Server."""
+    spark_server.run(*ddl(lake, "spark", schema="e2e"))
+    return spark_server.uri("e2e")
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,42 @@ def test_plan_filter(superset: Superset, api: requests.Session, engine: str) -> 
     (row,) = result["data"]
     assert row == {key: comparable(value) for key, value in expected["data"][0].items()}
     assert row["sessions"] > 0
+
+
+@pytest.mark.parametrize("grain", ["P1W", "P1M", "PT1H"])
+def test_time_grains(superset: Superset, api: requests.Session, engine: str, grain: str) -> None:
+    """Sessions per week, month and hour on the engine's dataset, as Explore offers them (on Spark through the Hive
+    engine spec hive:// resolves to, its grains replaced by Spark's date_trunc in superset_config.py): months and
+    hours equal amplitude://'s; weeks start on Monday, so they are amplitude://'s days summed by ISO week
+    (amplitude://'s own "Week", SQLite's in Superset, starts on Sunday)."""
+    datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
+    by_name = {d["table_name"]: d["id"] for d in datasets}
+    default_range = build.load(build.SOURCES / "dashboard.yaml")["default_time_range"]
+
+    def per_bucket(dataset_id: int, time_grain: str) -> dict[int, int]:
+        axis = {"columnType": "BASE_AXIS", "sqlExpression": "session_start", "label": "session_start",
+                "expressionType": "SQL", "timeGrain": time_grain}
+        response = api.post(f"{superset.base}/api/v1/chart/data", json={
+            "datasource": {"id": dataset_id, "type": "table"},
+            "force": True,
+            "queries": [{"metrics": ["sessions"], "columns": [axis],
+                         "filters": [{"col": "session_start", "op": "TEMPORAL_RANGE", "val": default_range}]}],
+            "result_format": "json",
+            "result_type": "full",
+        })
+        assert response.status_code == 200, response.text[:500]
+        return {int(row["session_start"]): row["sessions"] for row in response.json()["result"][0]["data"]}
+
+    if grain == "P1W":
+        expected: dict[int, int] = {}
+        for day_ms, sessions in per_bucket(by_name["sessions"], "P1D").items():
+            day = datetime.fromtimestamp(day_ms / 1000, UTC)
+            monday = int((day - timedelta(days=day.weekday())).timestamp() * 1000)
+            expected[monday] = expected.get(monday, 0) + sessions
+    else:
+        expected = per_bucket(by_name["sessions"], grain)
+    assert len(expected) > 1
+    assert per_bucket(by_name[f"sessions_{engine}"], grain) == expected
 
 
 def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str) -> None:

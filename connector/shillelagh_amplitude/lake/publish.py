@@ -75,7 +75,7 @@ DAY_MS = 86_400_000
 MANIFEST_FORMAT = 1
 SPOOL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 #: Rows of partitions not written yet kept in memory; beyond, the largest partition's go to its spool file.
-PENDING_BYTES = 256 * 1024 * 1024
+PENDING_BYTES = 64 * 1024 * 1024
 SESSION_INPUT = pa.schema([EVENT_SCHEMA.field(name) for name in EVENT_COLUMNS])
 #: Times a run starts over when the store re-published an hour file while it was read (a concurrent sync).
 ATTEMPTS = 3
@@ -311,7 +311,7 @@ def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_
     if part.spool is not None:
         part.spool.close()
         part.spool = None
-        with pa.memory_map(str(part.spool_path)) as source:
+        with pa.OSFile(str(part.spool_path)) as source:  # read, not mapped: no file pages held in memory
             parts = [pa.ipc.open_file(source).read_all(), *parts]
         part.spool_path.unlink()
     events = pa.concat_tables(parts) if parts else _input_schema(part.table).empty_table()
@@ -327,6 +327,8 @@ def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_
         report.emptied.append(part.key)
     manifest.partitions[part.key] = {"sources": part.digest, "rows": table.num_rows, "final": part.final,
                                      "late_hours": late_hours}
+    del table
+    pa.default_memory_pool().release_unused()  # the day's buffers go back to the system, not to the next day
     manifest.write(location)
     if progress is not None:
         progress(part.key)
