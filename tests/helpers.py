@@ -6,8 +6,11 @@ import gzip
 import json
 import socket
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+from sqlalchemy import create_engine, text
 
 from shillelagh_amplitude.sample.generator import write_events, write_export_zip
 
@@ -53,3 +56,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def amplitude_sql(cache_dir: Path, api_key: str, secret_key: str) -> Callable[[str], list[tuple]]:
+    """Run SQL through ``amplitude://`` (the columnar cursor, as Superset's connection does) on a filled store,
+    offline."""
+    engine = create_engine("amplitude://?offline=true", api_key=api_key, secret_key=secret_key,
+                           cache_dir=str(cache_dir))
+
+    def run(sql: str) -> list[tuple]:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(sql)).fetchall()]
+
+    return run

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
-from sqlalchemy import create_engine, text
 
 from shillelagh_amplitude.sql.sessions import contains_any, json_string_lists
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import sessions_from_records
+from .helpers import amplitude_sql
 
 DAY = "session_start >= '2026-03-02' AND session_start < '2026-03-03'"
 START, END = datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC)
@@ -29,14 +29,7 @@ VIRTUAL = ("SELECT count(*), avg(length_s) FROM (SELECT session_start, length_s,
 @pytest.fixture
 def fast(loaded_cache):
     """Run SQL through amplitude:// on the loaded store."""
-    engine = create_engine("amplitude://?offline=true", api_key=API_KEY, secret_key=SECRET_KEY,
-                           cache_dir=str(loaded_cache))
-
-    def run(sql: str) -> list[tuple]:
-        with engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(text(sql)).fetchall()]
-
-    return run
+    return amplitude_sql(loaded_cache, API_KEY, SECRET_KEY)
 
 
 @pytest.fixture(scope="module")

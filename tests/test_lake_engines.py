@@ -10,7 +10,6 @@ from pathlib import Path
 import duckdb
 import jinja2
 import pytest
-from sqlalchemy import create_engine, text
 
 from shillelagh_amplitude.lake.ddl import ddl, refresh_statements
 from shillelagh_amplitude.lake.publish import publish
@@ -18,6 +17,7 @@ from shillelagh_amplitude.store.hour_store import HourStore
 
 from .conftest import API_KEY, DATASET_START, SECRET_KEY, Dataset
 from .expected import sessions_from_records
+from .helpers import amplitude_sql as amplitude_runner
 from .scripts import load_script
 from .spark_server import ThriftServer
 
@@ -132,14 +132,7 @@ def test_per_segment_percentiles(engine: tuple[str, Run], offline_sql: Run, colu
 @pytest.fixture
 def amplitude_sql(loaded_cache: Path) -> Run:
     """SQL through amplitude:// (what the dashboard's connection is; its cursor applies contains_event)."""
-    engine = create_engine("amplitude://?offline=true", api_key=API_KEY, secret_key=SECRET_KEY,
-                           cache_dir=str(loaded_cache))
-
-    def run(sql: str) -> list[tuple]:
-        with engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(text(sql)).fetchall()]
-
-    return run
+    return amplitude_runner(loaded_cache, API_KEY, SECRET_KEY)
 
 
 def test_sessions_that_contain_event(engine: tuple[str, Run], amplitude_sql: Run) -> None:

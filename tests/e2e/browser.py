@@ -15,6 +15,22 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 ENGINE = "Amplitude Export API"
+#: What a dashboard page shows of its charts: how many, how many are still loading, the text of those in error, and
+#: each big number by its chart's title. A chart not started yet shows no loading indicator either: wait for its
+#: content too.
+DASHBOARD_STATE = """
+    const holders = [...document.querySelectorAll('[data-test="dashboard-component-chart-holder"]')];
+    const charts = holders.filter(h => h.querySelector('[data-test="chart-container"]'));
+    return {
+      charts: charts.length,
+      loading: charts.filter(h => h.querySelector('.loading, [data-test="loading-indicator"]')).length,
+      errors: charts.filter(h => h.querySelector('[role="alert"], .ant-alert-error, [data-test="error-message"]'))
+                    .map(h => h.innerText.slice(0, 300)),
+      numbers: Object.fromEntries(charts.filter(h => h.querySelector('.header-line'))
+                    .map(h => [h.querySelector('.header-title, [data-test="editable-title"]')?.innerText
+                               || h.innerText.split('\\n')[0], h.querySelector('.header-line').innerText])),
+    };
+"""
 OPEN_DROPDOWN = ".ant-select-dropdown:not(.ant-select-dropdown-hidden)"
 
 

@@ -20,6 +20,7 @@ from shillelagh_amplitude.store.hour_store import HourStore
 
 from ..scripts import load_script
 from ..spark_server import ThriftServer
+from .browser import DASHBOARD_STATE
 from .conftest import OUTPUT, Superset, demo
 
 pytestmark = pytest.mark.e2e
@@ -182,19 +183,7 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str
     """Both dashboards in Chromium: every chart drawn, none in error, and the same text on each chart."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    state = """
-        const holders = [...document.querySelectorAll('[data-test="dashboard-component-chart-holder"]')];
-        const charts = holders.filter(h => h.querySelector('[data-test="chart-container"]'));
-        return {
-          charts: charts.length,
-          loading: charts.filter(h => h.querySelector('.loading, [data-test="loading-indicator"]')).length,
-          errors: charts.filter(h => h.querySelector('[role="alert"], .ant-alert-error, [data-test="error-message"]'))
-                        .map(h => h.innerText.slice(0, 300)),
-          numbers: Object.fromEntries(charts.filter(h => h.querySelector('.header-line'))
-                        .map(h => [h.querySelector('.header-title, [data-test="editable-title"]')?.innerText
-                                   || h.innerText.split('\\n')[0], h.querySelector('.header-line').innerText])),
-        };
-    """
+    state = DASHBOARD_STATE
     seen = {}
     all_charts = len(list((build.SOURCES / "charts").glob("*.yaml")))  # amplitude://'s, user sessions included
     for slug, charts in ((SLUG, all_charts), (f"{SLUG}-{engine}", CHARTS)):

@@ -32,7 +32,7 @@ from shillelagh_amplitude.sample.generator import generate_dataset, sample_windo
 
 from ..expected import Session, kpis, sessions_from_records
 from ..helpers import free_port, read_zip
-from .browser import modal_button, open_connect_form
+from .browser import DASHBOARD_STATE, modal_button, open_connect_form
 from .conftest import OUTPUT, REPO, chromium, default_range, demo
 
 pytestmark = pytest.mark.e2e
@@ -45,16 +45,6 @@ SLUG = "session-length"
 CHARTS = len(list((REPO / "dashboards/session_length/charts").glob("*.yaml")))
 DATASETS = [path.stem for path in (REPO / "dashboards/session_length/datasets").glob("*.yaml")]
 LOAD_TIMEOUT_S = 180
-CHART_STATE = """
-    const holders = [...document.querySelectorAll('[data-test="dashboard-component-chart-holder"]')];
-    const charts = holders.filter(h => h.querySelector('[data-test="chart-container"]'));
-    return {
-      charts: charts.length,
-      loading: charts.filter(h => h.querySelector('.loading, [data-test="loading-indicator"]')).length,
-      errors: charts.filter(h => h.querySelector('[role="alert"], .ant-alert-error, [data-test="error-message"]'))
-                    .map(h => h.innerText.slice(0, 300)),
-    };
-"""
 
 
 def operator_section() -> str:
@@ -199,10 +189,10 @@ def test_connect_import_and_every_chart_on_a_stock_superset(stock: Stock) -> Non
         started = time.monotonic()
         browser.get(f"{stock.base}/superset/dashboard/{SLUG}/")
         WebDriverWait(browser, LOAD_TIMEOUT_S, poll_frequency=0.5).until(
-            lambda d: ((s := d.execute_script(CHART_STATE))["charts"] == CHARTS and s["loading"] == 0
+            lambda d: ((s := d.execute_script(DASHBOARD_STATE))["charts"] == CHARTS and s["loading"] == 0
                        and (s["errors"] or sessions in d.find_element(By.TAG_NAME, "body").text)))
         loaded_s = time.monotonic() - started
-        state = browser.execute_script(CHART_STATE)
+        state = browser.execute_script(DASHBOARD_STATE)
         browser.save_screenshot(str(OUTPUT / "stock-dashboard.png"))
         assert state["errors"] == [], state["errors"]
         filters = [e.text for e in browser.find_elements(By.CSS_SELECTOR, '[data-test="filter-control-name"]')]

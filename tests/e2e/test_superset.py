@@ -25,7 +25,7 @@ from ..expected import (
 )
 from ..helpers import read_zip
 from ..scripts import REPO
-from .browser import modal_button, open_connect_form
+from .browser import DASHBOARD_STATE, modal_button, open_connect_form
 from .conftest import OUTPUT, Superset, default_range
 
 pytestmark = pytest.mark.e2e
@@ -425,16 +425,7 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, chart_data:
 
     started = time.monotonic()
     browser.get(f"{superset.base}/superset/dashboard/{SLUG}/")
-    state = """
-        const holders = [...document.querySelectorAll('[data-test="dashboard-component-chart-holder"]')];
-        const charts = holders.filter(h => h.querySelector('[data-test="chart-container"]'));
-        return {
-          charts: charts.length,
-          loading: charts.filter(h => h.querySelector('.loading, [data-test="loading-indicator"]')).length,
-          errors: charts.filter(h => h.querySelector('[role="alert"], .ant-alert-error, [data-test="error-message"]'))
-                        .map(h => h.innerText.slice(0, 300)),
-        };
-    """
+    state = DASHBOARD_STATE
     sessions = f"{value(chart_data['Sessions']):,}"
     # every chart drawn (or failed): a chart not started yet shows no loading indicator either, so the wait is
     # also for the KPI's number on the page
