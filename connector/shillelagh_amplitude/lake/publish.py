@@ -24,7 +24,8 @@ the pending rows (bounded) and one day, whatever the size of the lake.
 - on object storage: uploaded under its final key in one PUT (or one multipart upload, which becomes visible only
   when completed): a reader gets the old object or the new one, never a part.
 
-So a reader never sees a partition partly written, doubled or missing rows. Consistency holds per partition:
+So a reader never sees a partition partly written, doubled or missing rows. (DuckDB opens a file more than once
+per query: a query overlapping a replacement may fail with an error, never a mix.) Consistency holds per partition:
 while a run rewrites several days, a reader spanning them may see some days already new and others still old
 (every row once either way: a day's rows never move to another partition). A publisher killed midway leaves each
 partition whole (old or new) and at worst a hidden temporary file; the manifest is written after each partition,
