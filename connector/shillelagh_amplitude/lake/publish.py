@@ -9,7 +9,8 @@ events whose ``session_id`` falls on D. An event or session is in exactly one pa
 hour files it was built from (name, size, modification time) and ``late_hours``. A run lists the hours of each
 candidate partition and rewrites only those whose digest changed. A partition is *final* once every upload hour
 that can add to it is stored as final: later runs skip it without listing anything. Until then it is
-*provisional* and rewritten whenever a sync stores a new or refreshed hour of its window.
+*provisional* and rebuilt whenever a sync stores a new or refreshed hour of its window; its file is replaced only
+when its bytes change (the manifest keeps each file's SHA-256).
 
 **Flat memory.** One pass reads each needed hour file once, in order, and keeps the rows of each partition being
 rebuilt; past :data:`PENDING_BYTES` the largest partition's rows go to a local spool file (Arrow IPC, lz4). A
@@ -24,7 +25,8 @@ the pending rows (bounded) and one day, whatever the size of the lake.
 - on object storage: uploaded under its final key in one PUT (or one multipart upload, which becomes visible only
   when completed): a reader gets the old object or the new one, never a part.
 
-So a reader never sees a partition partly written, doubled or missing rows. Consistency holds per partition:
+So a reader never sees a partition partly written, doubled or missing rows. (DuckDB opens a file more than once
+per query: a query overlapping a replacement may fail with an error, never a mix.) Consistency holds per partition:
 while a run rewrites several days, a reader spanning them may see some days already new and others still old
 (every row once either way: a day's rows never move to another partition). A publisher killed midway leaves each
 partition whole (old or new) and at worst a hidden temporary file; the manifest is written after each partition,
@@ -93,6 +95,7 @@ class PublishReport:
     written: list[str] = field(default_factory=list)
     emptied: list[str] = field(default_factory=list)
     unchanged: int = 0
+    identical: int = 0
     hours_read: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -100,7 +103,8 @@ class PublishReport:
     def summary(self) -> str:
         rows = ", ".join(f"{count} {name.removeprefix('amplitude_')}" for name, count in self.rows.items())
         return (f"lake {self.lake}: {len(self.written)} partitions written ({rows or 'no rows'}), "
-                f"{len(self.emptied)} emptied, {self.unchanged} unchanged; {self.hours_read} hour files read "
+                f"{len(self.emptied)} emptied, {self.unchanged} unchanged, {self.identical} rebuilt identical; "
+                f"{self.hours_read} hour files read "
                 f"in {self.seconds:.1f} s")
 
 
@@ -319,14 +323,20 @@ def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_
     del parts
     table = events if part.table is EVENTS else build_sessions(events)
     del events
+    known = manifest.partitions.get(part.key, {}).get("content")
+    content = None
     if table.num_rows:
-        write_partition(location, part.table, part.day, table)
-        report.written.append(part.key)
-        report.rows[part.table.name] = report.rows.get(part.table.name, 0) + table.num_rows
+        content = write_partition(location, part.table, part.day, table, unless=known)
+        if content is None:  # rebuilt from other files (e.g. fresh hours become final) into the same bytes
+            content = known
+            report.identical += 1
+        else:
+            report.written.append(part.key)
+            report.rows[part.table.name] = report.rows.get(part.table.name, 0) + table.num_rows
     elif delete_partition(location, part.table, part.day):
         report.emptied.append(part.key)
     manifest.partitions[part.key] = {"sources": part.digest, "rows": table.num_rows, "final": part.final,
-                                     "late_hours": late_hours}
+                                     "late_hours": late_hours, "content": content}
     del table
     pa.default_memory_pool().release_unused()  # the day's buffers go back to the system, not to the next day
     manifest.write(location)
@@ -334,9 +344,12 @@ def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_
         progress(part.key)
 
 
-def write_partition(location: StoreLocation, table: LakeTable, day: date, rows: pa.Table) -> None:
+def write_partition(location: StoreLocation, table: LakeTable, day: date, rows: pa.Table,
+                    unless: str | None = None) -> str | None:
     """Replace the partition's file whole with ``rows``, sorted by the table's time column (so row groups have
-    non-overlapping time ranges that engines skip by their statistics)."""
+    non-overlapping time ranges that engines skip by their statistics). Returns the new file's SHA-256, or None
+    when it equals ``unless`` (the file published before holds the same bytes: it is left alone, so readers
+    see no replacement at all)."""
     order = pc.sort_indices(rows, [(table.time_column, "ascending")])
     target = location.path(table.file(day))
     if location.local:
@@ -354,7 +367,12 @@ def write_partition(location: StoreLocation, table: LakeTable, day: date, rows: 
         with pq.ParquetWriter(temp, table.schema, **PARQUET_OPTIONS) as writer:
             for offset in range(0, rows.num_rows, ROW_GROUP_ROWS):
                 writer.write_table(rows.take(order.slice(offset, ROW_GROUP_ROWS)), row_group_size=ROW_GROUP_ROWS)
+        with temp.open("rb") as written:
+            content = hashlib.file_digest(written, "sha256").hexdigest()
+        if content == unless and PART_FILE in location.list(table.partition(day)):
+            return None
         location.publish_file(temp, target)
+        return content
     finally:
         temp.unlink(missing_ok=True)
 
