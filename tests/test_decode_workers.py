@@ -29,10 +29,12 @@ def test_decode_workers_exit_when_the_sync_is_killed(tmp_path, emulator):
     workers: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 60
-        while len(workers) < 2 and time.monotonic() < deadline and sync.poll() is None:
+        # the pool starts a worker per decode waiting for one (an idle worker is reused first): with windows that
+        # arrive one at a time, one worker may be all there is
+        while not workers and time.monotonic() < deadline and sync.poll() is None:
             workers = decode_workers(parent)
             time.sleep(0.1)
-        assert len(workers) == 2, "the sync never started its two decode workers"
+        assert workers, "the sync never started a decode worker"
         os.kill(sync.pid, signal.SIGKILL)
         sync.wait()
         _, alive = psutil.wait_procs(workers, timeout=5)

@@ -77,6 +77,7 @@ def test_the_default_window_is_answered_from_a_store_of_whole_days(tmp_path):
     store holds; a store of the window's whole days, as the demo loads it, answers it."""
     end = whole_days_end(datetime.now(UTC))
     store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
+    store.remember_secret(SECRET_KEY)  # as amplitude-load leaves it
     first = end - 3 * DAY
     load_archive(store, export_zip(tmp_path, events_every_hour(first, 72), "days.zip"), first, end - HOUR)
     cursor = sql_connection(cache_dir=str(tmp_path), offline=True, default_days=3).cursor()

@@ -117,18 +117,27 @@ def _publish_lake(result: SyncResult, settings: dict[str, Any]) -> PublishReport
     return report
 
 
-def enable_async_sql_lab() -> list[str]:
-    """Turn on "Asynchronous query execution" for every Amplitude database; their names."""
+def enable_async_sql_lab() -> tuple[list[str], list[str]]:
+    """Turn on "Asynchronous query execution" for every Amplitude database, each saved on its own: the names of
+    those turned on, and of those whose save was refused, with the reason (a connection whose stored secret must
+    be typed again stops only its own change)."""
     from superset import db
     from superset.models.core import Database
 
-    changed = []
-    for database in db.session.query(Database).all():
-        if database.backend == "amplitude":
-            database.allow_run_async = True
-            changed.append(database.database_name)
-    db.session.commit()
-    return changed
+    changed, refused = [], []
+    ids = [database.id for database in db.session.query(Database).all() if database.backend == "amplitude"]
+    for database_id in ids:
+        database = db.session.get(Database, database_id)
+        name = database.database_name
+        database.allow_run_async = True
+        try:
+            db.session.commit()
+        except Exception as exc:  # noqa: BLE001 - any refused save: reported, the others go on
+            db.session.rollback()
+            refused.append(f"{name} ({exc})")
+        else:
+            changed.append(name)
+    return changed, refused
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     from superset.app import create_app
 
     with create_app().app_context():
-        names = enable_async_sql_lab()
+        names, refused = enable_async_sql_lab()
     print(f"asynchronous SQL Lab on for: {', '.join(names) or 'no Amplitude database'}")
+    if refused:
+        print(f"not changed (fix these connections in Superset): {'; '.join(refused)}", file=sys.stderr)
     return 0
 
 
