@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -70,21 +71,25 @@ def choose_engine(browser, engine: str = ENGINE) -> WebElement:
     search = engine.split()[0]
 
     def picked(d) -> bool:
-        selects = d.find_elements(By.CSS_SELECTOR, ".ant-modal .ant-select")
-        if not selects:
+        try:
+            selects = d.find_elements(By.CSS_SELECTOR, ".ant-modal .ant-select")
+            if not selects:
+                return False
+            if not d.find_elements(By.CSS_SELECTOR, OPEN_DROPDOWN):
+                selects[-1].click()  # opens the dropdown (refused while the modal still animates in)
+                return False
+            box = selects[-1].find_element(By.CSS_SELECTOR, "input")  # its search box
+            if box.get_attribute("value") != search:
+                box.send_keys(Keys.CONTROL, "a")
+                box.send_keys(search)
+                return False
+            option = next((o for o in shown_options(d) if o.text.strip() == engine), None)
+            if option is None:  # the engine list has not arrived yet (the dropdown says "No data")
+                return False
+            option.click()
+            return True
+        except WebDriverException:  # a click intercepted, an element replaced: look again
             return False
-        if not d.find_elements(By.CSS_SELECTOR, OPEN_DROPDOWN):
-            selects[-1].click()  # opens the dropdown
-            return False
-        box = selects[-1].find_element(By.CSS_SELECTOR, "input")  # its search box
-        if box.get_attribute("value") != search:
-            box.send_keys(search)
-            return False
-        option = next((o for o in shown_options(d) if o.text.strip() == engine), None)
-        if option is None:  # the engine list has not arrived yet (the dropdown says "No data")
-            return False
-        option.click()
-        return True
 
     polling_wait(browser).until(picked)
     return polling_wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=username]"))[0]
