@@ -35,10 +35,11 @@ DASHBOARD_STATE = """
 OPEN_DROPDOWN = ".ant-select-dropdown:not(.ant-select-dropdown-hidden)"
 
 
-def polling_wait(browser, timeout_s: float = 60) -> WebDriverWait:
-    """A wait that polls through re-renders (an element replaced between finding and reading it)."""
-    return WebDriverWait(browser, timeout_s, poll_frequency=0.25,
-                         ignored_exceptions=[StaleElementReferenceException])
+def polling_wait(browser, timeout_s: float = 60,
+                 ignored: tuple[type[Exception], ...] = (StaleElementReferenceException,)) -> WebDriverWait:
+    """A wait that polls through re-renders (an element replaced between finding and reading it; ``ignored``:
+    also what else a step may meet on its way, e.g. a click intercepted while a modal animates in)."""
+    return WebDriverWait(browser, timeout_s, poll_frequency=0.25, ignored_exceptions=list(ignored))
 
 
 def click(browser, css: str = "", xpath: str = "", text: str | None = None, timeout_s: float = 30) -> None:

@@ -295,6 +295,7 @@ def test_the_secret_is_in_no_export(superset: Superset, api, hosts) -> None:
 def test_the_browser_edit_form_refuses_a_masked_secret_for_another_host(superset: Superset, api, browser,
                                                                         hosts) -> None:
     """Edit the connection in the browser: only the base URL changes, the password stays masked; Finish."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -303,17 +304,35 @@ def test_the_browser_edit_form_refuses_a_masked_secret_for_another_host(superset
     name = "Amplitude (binding, browser)"
     database_id = create(superset, api, name, form(home.base_url, SECRET_KEY))
     other.clear_requests()
-    wait = polling_wait(browser)
     browser.get(f"{superset.base}/databaseview/list/?_flt_0_database_name={name}")
-    edit = wait.until(lambda d: next((e for r in d.find_elements(By.CSS_SELECTOR, "tr") if name in r.text
-                                      for e in r.find_elements(By.CSS_SELECTOR, '[data-test="database-edit"]')), False))
-    browser.execute_script("arguments[0].scrollIntoView(); arguments[0].click()", edit)
-    # the form is drawn with the stored connection (the masked password) before it is edited
-    wait.until(lambda d: [f for f in d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=password]")
-                          if f.get_attribute("value") == MASK])
-    field = browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=query_input]")
-    field.send_keys(Keys.CONTROL, "a")
-    field.send_keys(f"base_url={other.base_url}", Keys.TAB)
+    wanted = f"base_url={other.base_url}"
+
+    def edit_form_drawn(d) -> bool:
+        """The edit modal, drawn with the stored connection (the masked password); until then the list's edit
+        button is (re)clicked: the list re-renders as it loads, and a click on a replaced button is lost."""
+        if [f for f in d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=password]")
+                if f.get_attribute("value") == MASK]:
+            return True
+        if not d.find_elements(By.CSS_SELECTOR, ".ant-modal"):
+            edit = next((e for r in d.find_elements(By.CSS_SELECTOR, "tr") if name in r.text
+                         for e in r.find_elements(By.CSS_SELECTOR, '[data-test="database-edit"]')), None)
+            if edit is not None:
+                d.execute_script("arguments[0].scrollIntoView(); arguments[0].click()", edit)
+        return False
+
+    def base_url_typed(d) -> bool:
+        """Only the base URL changed, typed into the field the form shows now."""
+        field = d.find_element(By.CSS_SELECTOR, ".ant-modal input[name=query_input]")
+        if field.get_attribute("value") == wanted:
+            field.send_keys(Keys.TAB)
+            return True
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(wanted)
+        return False
+
+    wait = polling_wait(browser, ignored=(WebDriverException,))
+    wait.until(edit_form_drawn)
+    wait.until(base_url_typed)
     finish = modal_button(browser, "Finish")
     finish.click()
     expected = refusal(home, other)
