@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 import zipfile
 from datetime import UTC, datetime, timedelta
@@ -286,3 +290,26 @@ def test_streams_a_generated_dataset_and_stops_cleanly(tmp_path):
         _ = emulator.base_url
     with pytest.raises(requests.ConnectionError):
         requests.get(base_url + EXPORT_PATH, timeout=2)
+
+
+def test_identified_requests_name_the_process_that_sent_them(data_dir):
+    """With ``identify_clients``, each request is logged with its sender's pid: this process's for a request
+    made here, a child's (its pid from the operating system, not from the request) for the child's."""
+    child_code = (
+        "import sys, urllib.request\n"
+        "request = urllib.request.Request(sys.argv[1], headers={'Authorization': 'Basic ' + sys.argv[2]})\n"
+        "urllib.request.urlopen(request, timeout=10).read()\n"
+    )
+    with ExportEmulator(data_dir, now=lambda: NOW, identify_clients=True) as emulator:
+        export(emulator, "20240301T05", "20240301T07")
+        url = f"{emulator.base_url}{EXPORT_PATH}?start=20240301T05&end=20240301T05"
+        child = subprocess.Popen([sys.executable, "-c", child_code, url,
+                                  base64.b64encode(b"test-key:test-secret").decode()])
+        assert child.wait(timeout=60) == 0
+        assert [(r.start, r.status, r.client_pid) for r in emulator.requests] == [
+            ("20240301T05", 200, os.getpid()), ("20240301T05", 200, child.pid)]
+
+
+def test_requests_are_not_identified_unless_asked(emulator):
+    export(emulator, "20240301T05", "20240301T07")
+    assert [r.client_pid for r in emulator.requests] == [None]

@@ -4,6 +4,8 @@ It serves the export files under ``data_dir/<app>/`` (as written by :mod:`shille
 HTTP Basic auth (403 ``Invalid API Key``), inclusive ``start``/``end`` upload hours (``YYYYMMDDTHH``), about
 ``latency_hours`` of export delay, 404 ``Raw data files were not found.`` for an empty window, and a streamed
 zip of the matching members otherwise. Faults can be injected (window limits, queued faults) to test clients.
+With ``identify_clients``, each request is logged with the id of the local process that sent it (the owner of
+the client's socket, as the operating system reports it), so a test can tell which process downloaded.
 
 Run ``python -m shillelagh_amplitude.sample.emulator --data DIR --port 8765 [--generate-days 30 --events 200000]``.
 """
@@ -64,6 +66,8 @@ class RequestRecord:
     end: str | None
     status: int
     authorized: bool
+    #: The sending process (``identify_clients``): the owner of the client's socket; None if not asked or gone.
+    client_pid: int | None = None
 
 
 @dataclass
@@ -167,6 +171,15 @@ def _with_bad_json(member: Member) -> bytes:
     return gzip.compress(b"".join(lines), mtime=0)
 
 
+def _socket_owner(client_port: int) -> int | None:
+    """The local process holding the TCP socket bound to ``client_port`` on the loopback (the client's end of a
+    connection to this server, open while it waits for the answer); None if it is gone or not visible."""
+    import psutil  # only when identifying clients: a test dependency, not the connector's
+
+    return next((conn.pid for conn in psutil.net_connections("tcp")
+                 if conn.laddr and conn.laddr.port == client_port and conn.raddr and conn.pid), None)
+
+
 def _parse_window(start: str | None, end: str | None) -> tuple[datetime, datetime] | str:
     """``(first, last)`` hours, or the 400 message."""
     hours = []
@@ -204,6 +217,7 @@ class ExportEmulator:
         now: Callable[[], datetime] | None = None,
         latency_hours: int = 2,
         port: int = 0,
+        identify_clients: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.api_key = api_key
@@ -214,6 +228,7 @@ class ExportEmulator:
         self.too_large_hours: set[datetime] = set()
         self.timeout_window_hours: int | None = None
         self._port = port
+        self.identify_clients = identify_clients
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._requests: list[RequestRecord] = []
@@ -345,8 +360,9 @@ class ExportEmulator:
 
     def _record(self, request: BaseHTTPRequestHandler, status: int) -> None:
         path, start, end, authorized = request.asked
+        pid = _socket_owner(request.client_address[1]) if self.identify_clients else None
         with self._lock:
-            self._requests.append(RequestRecord(path, start, end, status, authorized))
+            self._requests.append(RequestRecord(path, start, end, status, authorized, pid))
 
     def _answer(
         self, request: BaseHTTPRequestHandler, path: str, start: str | None, end: str | None, authorized: bool
