@@ -92,10 +92,11 @@ def test_commands_mirror_the_tested_ones(compose: dict) -> None:
 
 
 def test_worker_and_beat_run_what_the_background_sync_test_runs(compose: dict) -> None:
-    """One worker and exactly one beat, started as tests/e2e/test_sync_background.py starts them; async SQL Lab
-    turned on by init.sh with the command that test runs; the web budget and sync interval configurable."""
-    from .e2e.test_sync_background import BEAT, WORKER
-
+    """One worker and exactly one beat, started as the background-sync test and the load test start them
+    (scripts/celery_stack.py); async SQL Lab turned on by init.sh with the command that test runs; the web budget
+    and sync interval configurable."""
+    stack = load_script("scripts/celery_stack.py")
+    WORKER, BEAT = stack.WORKER, stack.BEAT  # noqa: N806 - the shared constants' names
     services = compose["services"]
     assert tuple(services["superset-worker"]["command"][: len(WORKER)]) == WORKER
     assert tuple(services["superset-worker-beat"]["command"][:3]) == BEAT

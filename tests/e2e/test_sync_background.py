@@ -9,7 +9,6 @@ the bundled connection (as docker/init.sh does), which the synchronous SQL Lab t
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -28,21 +27,19 @@ from shillelagh_amplitude.store.hour_store import HourStore
 
 from ..expected import sessions_from_records
 from ..helpers import read_dataset
+from ..scripts import load_script
 from .conftest import OUTPUT, Superset, demo, free_port
 from .test_superset import CHARTS, SLUG, in_range, value
 
 pytestmark = pytest.mark.e2e
 
-REDIS_SERVER = Path("/usr/bin/redis-server")
-CELERY_APP = "--app=superset.tasks.celery_app:app"
-#: What docker compose's superset-worker and superset-worker-beat run (tests/test_docker.py checks it): the worker's
-#: prefork pool runs tasks in daemonic processes, which may not start processes of their own.
-WORKER = ("celery", CELERY_APP, "worker", "--pool=prefork")
-BEAT = ("celery", CELERY_APP, "beat")
+# Redis, worker and beat as docker compose runs them; shared with benchmarks/load_test.py.
+stack_processes = load_script("scripts/celery_stack.py")
+wait_for, window_hours = stack_processes.wait_for, stack_processes.window_hours
+syncs_ended, stop = stack_processes.syncs_ended, stack_processes.stop
 API_KEY, SECRET_KEY = "sync-key", "sync-secret-31f0"
 OTHER_KEY, OTHER_SECRET = "other-key", "other-secret-77aa"
 INTERVAL_S = 5
-DEFAULT_DAYS = 30
 FILL_TIMEOUT_S = 240
 
 
@@ -59,54 +56,14 @@ class Stack:
     timings: dict
 
 
-def wait_for(condition, timeout: float, what: str, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def window_hours(now: datetime) -> list[datetime]:
-    """What a first sync covers: the ``default_days`` whole UTC days the export holds (those whose 23:00 is
-    exportable), less the 48 h look-back of user sessions and an hour, through the emulator's newest exportable
-    hour (what the dashboard's default range reads)."""
-    midnight = floor_hour(now - 2 * HOUR).replace(hour=0)
-    return list(hour_range(midnight - timedelta(days=DEFAULT_DAYS, hours=48) - HOUR, floor_hour(now) - 3 * HOUR))
-
-
-def syncs_ended(worker_log: str) -> bool:
-    """Every sync task the worker received has ended: succeeded, failed, or discarded unrun (a task still queued
-    when its schedule's next run is due expires: the worker logs "Discarding revoked task")."""
-    received = set(re.findall(r"Task amplitude\.sync_stores\[([0-9a-f-]+)\] received", worker_log))
-    ended = set(re.findall(r"Task amplitude\.sync_stores\[([0-9a-f-]+)\] (?:succeeded|failed|raised)", worker_log))
-    ended |= set(re.findall(r"Discarding revoked task: amplitude\.sync_stores\[([0-9a-f-]+)\]", worker_log))
-    return bool(received) and received <= ended
-
-
 def requested(emulator: ExportEmulator) -> Counter:
     return Counter(hour for r in emulator.requests if r.start
                    for hour in hour_range(parse_hour(r.start), parse_hour(r.end)))
 
 
-def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def ensure_redis() -> None:
     """Debian's redis-server (the Makefile's test target installs it), else a clear stop."""
-    if not REDIS_SERVER.exists():
+    if not stack_processes.REDIS_SERVER.exists():
         pytest.fail("The background-sync tests need Debian's redis-server: run `sudo apt-get install redis-server`")
 
 
@@ -129,12 +86,10 @@ def stack(superset: Superset, api, tmp_path_factory: pytest.TempPathFactory) -> 
         AMPLITUDE_BASE_URL=project.base_url, AMPLITUDE_CACHE_DIR=str(root / "store"),
         AMPLITUDE_SYNC_INTERVAL_S=str(INTERVAL_S), AMPLITUDE_DOWNLOAD_BUDGET_S="20",
     )
-    bin_dir = Path(demo.BIN)
     logs = OUTPUT / "background-sync"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    processes = [start([str(REDIS_SERVER), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                        "--appendonly", "no"], env, logs / "redis.log")]
+    processes = [stack_processes.start_redis(redis_port, env, logs / "redis.log")]
     layout = demo.Layout(root / "web")
     layout.superset_home.mkdir(parents=True)
     web = demo.start_server(layout, env, "127.0.0.1", web_port)
@@ -153,10 +108,8 @@ def stack(superset: Superset, api, tmp_path_factory: pytest.TempPathFactory) -> 
         project.clear_requests()
         other.clear_requests()
         worker_log = logs / "worker.log"
-        processes.append(start([str(bin_dir / WORKER[0]), *WORKER[1:], "-c", "1", "--loglevel=INFO"], env,
-                               worker_log))
-        beat = start([str(bin_dir / BEAT[0]), *BEAT[1:], "--schedule", str(root / "celerybeat-schedule"),
-                      "--pidfile", str(root / "celerybeat.pid"), "--loglevel=INFO"], env, logs / "beat.log")
+        processes.append(stack_processes.start_worker(env, worker_log, "-c", "1"))
+        beat = stack_processes.start_beat(env, root, logs / "beat.log")
         processes.append(beat)
         yield Stack(base, superset.password, project, other, root / "store", worker_log, started, beat,
                     superset.timings)
