@@ -46,8 +46,12 @@ DEMO_SECRET_KEY = "demo-secret"  # the sample store's secret: any other one is r
 SUPERSET_INIT = (("db", "upgrade"), ("init",))
 #: How Superset is served (docker-compose.yml's web service uses the same options): one process, so the
 #: adapter's table cache is shared by all requests, and threads for the dashboard's parallel chart queries.
+#: Idle keep-alive connections stay open 75 s (gunicorn's default: 2 s), longer than a client or a load balancer
+#: in front keeps one idle (60 s at most, e.g. AWS ALB's default), so that the client closes it, never the server
+#: just as a request is sent on it (a connection reset; the load test met it with locust's 1-3 s pauses).
+#: gthread holds idle connections in its poller, not in a thread.
 GUNICORN_OPTIONS = (
-    "--workers", "1", "--threads", "8", "--worker-class", "gthread", "--timeout", "120",
+    "--workers", "1", "--threads", "8", "--worker-class", "gthread", "--timeout", "120", "--keep-alive", "75",
     "--limit-request-line", "0", "--limit-request-field_size", "0",
 )
 GUNICORN_APP = "superset.app:create_app()"
