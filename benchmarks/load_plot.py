@@ -1,10 +1,10 @@
 """The load test's plot: p50/p95 latency of all requests, and the RSS of each gunicorn worker and Celery worker
-process, over the seconds of the load.
+process, over the seconds of the load; the background sync's runs shaded.
 
     .venv-load/bin/python benchmarks/load_plot.py test-output/load     # writes load.png there
 
-Reads locust's ``locust_stats_history.csv`` and the load test's ``memory.csv`` (both in unix seconds); runs where
-matplotlib is (locust's virtual environment).
+Reads locust's ``locust_stats_history.csv``, the load test's ``memory.csv`` and ``sync_runs.csv`` (all in unix
+seconds); runs where matplotlib is (locust's virtual environment).
 """
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ def main(folder: Path) -> None:
     seconds = [int(row["Timestamp"]) - start for row in measured]
     for percentile in ("50%", "95%"):
         latency.plot(seconds, [float(row[percentile]) for row in measured], label=f"p{percentile[:-1]}")
+    with (folder / "sync_runs.csv").open() as handle:
+        syncs = [row for row in csv.DictReader(handle) if row["succeeded"]]
+    for row in syncs:  # the runs during the load
+        begin, done = float(row["received"]) - start, float(row["succeeded"]) - start
+        if done >= 0 and begin <= end - start:
+            for axes in (latency, rss):
+                axes.axvspan(begin, max(done, begin + 0.5), color="grey", alpha=0.25, lw=0)
+    latency.set_title("latency and RSS; grey: background sync runs")
     latency.set_ylabel("latency (ms), all requests")
     latency.legend()
     for kind, pid in sorted({(row["kind"], row["pid"]) for row in memory}):

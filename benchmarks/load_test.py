@@ -14,7 +14,8 @@ Written to ``test-output/load/`` (the smoke run: ``test-output/load/smoke/``): `
 (the table: requests, errors, p50/p95 per chart and SQL Lab query, RSS per process at start, half-time and end,
 Export API requests per kind of process), ``memory.csv`` (RSS of each gunicorn worker and Celery worker process
 every second), ``export_requests.csv`` (the emulator's log, with each request's process and its kind),
-locust's CSV files and ``load.png`` (latency and memory over time, drawn by ``benchmarks/load_plot.py``).
+``sync_runs.csv`` (each sync task the worker ran: when, and the hours it downloaded), locust's CSV files and
+``load.png`` (latency and memory over time, sync runs marked, drawn by ``benchmarks/load_plot.py``).
 
 locust runs from its own virtual environment (``.venv-load``, made by ``make``): its gevent needs a greenlet that
 Superset 6.1's pin excludes. This process runs in the project's ``.venv`` (Superset, the connector).
@@ -26,6 +27,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -158,7 +160,9 @@ def run(profile: dict, var: Path, out: Path) -> dict:
             celery_stack.stop(process)
         emulator.stop()
         shutil.copy(layout.log, logs / "superset.log")
-    received, ended = celery_stack.sync_runs((logs / "worker.log").read_text())
+    worker_log = (logs / "worker.log").read_text()
+    received, ended = celery_stack.sync_runs(worker_log)
+    write_csv(out / "sync_runs.csv", ("task", "received", "succeeded", "hours_downloaded"), sync_times(worker_log))
     requests = [(r, sampler.kind_of(r.client_pid), before <= index < after)
                 for index, r in enumerate(emulator.requests)]
     write_csv(out / "export_requests.csv", ("start", "end", "status", "pid", "kind", "during_load"),
@@ -178,6 +182,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def sync_times(worker_log: str) -> list[tuple[str, float, float | None, int | None]]:
+    """Each sync task of the worker's log: its id, unix times received and succeeded, hours it downloaded."""
+    def stamp(text: str) -> float:
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # the worker logs local time
+
+    prefix = r"^\[([\d-]+ [\d:,]+): INFO/\w+(?:-\d+)?\] Task amplitude\.sync_stores\[([0-9a-f-]+)\] "
+    received = {task: stamp(at) for at, task in re.findall(prefix + "received", worker_log, re.M)}
+    succeeded = {task: (stamp(at), int(hours)) for at, task, hours in re.findall(
+        prefix + r"succeeded.*'hours_downloaded': (\d+)", worker_log, re.M)}
+    return [(task, at, *succeeded.get(task, (None, None))) for task, at in received.items()]
 
 
 def write_csv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
