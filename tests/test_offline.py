@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from shillelagh.exceptions import ProgrammingError
@@ -84,3 +85,77 @@ def test_the_default_window_is_answered_from_a_store_of_whole_days(tmp_path):
     # every event but the first, which happened 2 s before the window (uploaded at its start); one session each
     assert cursor.execute("SELECT count(*) FROM amplitude_events").fetchall() == [(143,)]
     assert cursor.execute("SELECT count(*) FROM amplitude_sessions").fetchall() == [(143,)]
+
+
+
+def _store_with_a_fresh_hour(tmp_path) -> tuple[HourStore, datetime]:
+    """Hours 00..11 of START, two events each, hour 05 stored fresh (as a sync leaves a recent hour)."""
+    store = HourStore(tmp_path, "https://amplitude.com", API_KEY)
+    store.remember_secret(SECRET_KEY)  # as amplitude-load leaves it
+    fresh = START + 5 * HOUR
+    events = events_every_hour(START, 12)
+    load_archive(store, export_zip(tmp_path, events[:10], "early.zip"), START, fresh - HOUR)
+    load_archive(store, export_zip(tmp_path, events[12:], "late.zip"), fresh + HOUR, START + 11 * HOUR)
+    folder = store.staging().folder
+    stage_archive(export_zip(tmp_path, events[10:12], "fresh.zip"), folder, fresh, fresh)
+    store.publish(folder, [fresh], now=fresh + 2 * HOUR)  # not final then: kept as fresh, under another name
+    assert [path.name for path in (store.root / "20260301").glob("05*.arrow")] == ["05.fresh.arrow"]
+    return store, fresh
+
+
+QUERIES = {
+    "events": "SELECT count(*) FROM amplitude_events WHERE server_upload_time >= '2026-03-01' "
+              "AND server_upload_time < '2026-03-01T12:00'",
+    "sessions": "SELECT count(*), sum(event_count) FROM amplitude_sessions WHERE session_start >= '2026-03-01' "
+                "AND session_start < '2026-03-01T06:00'",
+}
+
+
+@pytest.mark.parametrize("table", QUERIES)
+def test_an_hour_republished_between_listing_and_read_is_listed_again(tmp_path, monkeypatch, table):
+    """The background sync re-publishes recent hours while web queries read them: a query whose listed file was
+    replaced before its read lists the store again and answers as a query on the quiet store does."""
+    from shillelagh_amplitude.sql import scan
+
+    store, fresh = _store_with_a_fresh_hour(tmp_path)
+    read_files, reads = HourStore.read_files, []
+
+    def republish_first(self, entries, columns=None):
+        reads.append([Path(entry.path).name for entry in entries if Path(entry.path).name.startswith("05")])
+        if len(reads) == 1:  # hour 05 becomes final (05.arrow), as a sync publishes it, after the listing
+            folder = store.staging().folder
+            stage_archive(export_zip(tmp_path, events_every_hour(START, 12)[10:12], "final.zip"), folder, fresh,
+                          fresh)
+            store.publish(folder, [fresh], now=fresh + 4 * HOUR)
+        return read_files(self, entries, columns)
+
+    monkeypatch.setattr(HourStore, "read_files", republish_first)
+    scan.TABLE_CACHE.clear()
+    answer = sql_connection(cache_dir=str(tmp_path), offline=True).cursor().execute(QUERIES[table]).fetchall()
+    assert reads[:2] == [["05.fresh.arrow"], ["05.arrow"]]  # read, refused, listed again
+    monkeypatch.setattr(HourStore, "read_files", read_files)
+    scan.TABLE_CACHE.clear()
+    quiet = sql_connection(cache_dir=str(tmp_path), offline=True).cursor().execute(QUERIES[table]).fetchall()
+    assert answer == quiet and answer[0][0] > 0
+    if table == "events":
+        assert answer == [(24,)]
+
+
+def test_a_store_changing_at_every_listing_is_refused_after_the_last(tmp_path, monkeypatch):
+    """A store re-published at every read: the query lists it ``LISTINGS`` times, then asks to be run again."""
+    from shillelagh_amplitude.sql import scan
+    from shillelagh_amplitude.sql.adapter import LISTINGS
+
+    _store_with_a_fresh_hour(tmp_path)
+    reads = []
+
+    def gone(self, entries, columns=None):
+        reads.append(len(entries))
+        raise FileNotFoundError(entries[0].path)
+
+    monkeypatch.setattr(HourStore, "read_files", gone)
+    scan.TABLE_CACHE.clear()
+    cursor = sql_connection(cache_dir=str(tmp_path), offline=True).cursor()
+    with pytest.raises(ProgrammingError, match=r"^The hour store changed while this query read it; run the query "):
+        cursor.execute(QUERIES["events"])
+    assert len(reads) == LISTINGS == 3

@@ -14,6 +14,7 @@ shillelagh's generic one (``get_rows``, for ``shillelagh+safe://``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -59,7 +60,7 @@ from ..store.location import FileEntry
 from .budget import QueryClock
 from .destination import canonical, check_base_url
 from .freshness import budget_message, check_offline
-from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
+from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, StoreChanged, TimeRange, read_checked
 from .secret_binding import usable_secret
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions, contains_any
 from .user_sessions import (
@@ -78,6 +79,9 @@ SESSIONS_TABLE = "amplitude_sessions"
 USER_SESSIONS_TABLE = "amplitude_user_sessions"
 GAP_COLUMN = "gap_minutes"
 MAX_QUERY_DAYS = 365
+#: How many times a query lists the stored hours it reads when one is re-published between its listing and its
+#: read (the background sync refreshes recent hours every run): only the last listing's refusal reaches the user.
+LISTINGS = 3
 #: The sessions' filter column: ``contains_event IN ('search', 'purchase')`` keeps the sessions in which one of
 #: those event types happened. Only ``amplitude://``'s cursor applies it (:mod:`.columnar`); its value reads NULL.
 CONTAINS_EVENT = "contains_event"
@@ -380,6 +384,14 @@ class AmplitudeAPI(Adapter):
         hours = list(hour_range(first, last)) if first <= last else []
         store = HourStore(self.cache_dir, self.base_url, self.api_key)
         self._fill_and_verify(store, first, last, now)
+        for _ in range(LISTINGS - 1):
+            with contextlib.suppress(StoreChanged):  # a sync re-published a listed hour before its read: list again
+                return self._listed(store, hours, ranges, now, gap, core_first, core_last)
+        return self._listed(store, hours, ranges, now, gap, core_first, core_last)
+
+    def _listed(self, store: HourStore, hours: list[datetime], ranges: dict[str, TimeRange], now: datetime,
+                gap: int | None, core_first: datetime, core_last: datetime) -> tuple[tuple, ScanTable]:
+        """The scan table of the hours stored now (one listing), from the cache when their files are unchanged."""
         stored = store.stored(hours, now, any_age=self.offline)  # one listing per day
         if self.offline:
             check_offline(store, stored, core_first, core_last, asked(ranges))

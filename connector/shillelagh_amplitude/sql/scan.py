@@ -93,6 +93,10 @@ def _sort_keys(column: pa.ChunkedArray) -> np.ndarray:
     return pc.fill_null(pc.cast(column, pa.int64()), np.iinfo(np.int64).max).to_numpy()
 
 
+class StoreChanged(ProgrammingError):
+    """An hour was re-published (by a sync, say) between the listing of a query's files and their read."""
+
+
 def read_checked(read: Reader, names: list[str], rows: int | None = None) -> pa.Table:
     """``read(names)``, holding ``rows`` rows when given. A file gone, or other rows: an hour was re-published
     (fresh -> final, or refreshed) since the files were listed (the store's reads already fetch again a local copy
@@ -102,7 +106,7 @@ def read_checked(read: Reader, names: list[str], rows: int | None = None) -> pa.
     except FileNotFoundError:
         table = None
     if table is None or (rows is not None and table.num_rows != rows):
-        raise ProgrammingError("The hour store changed while this query read it; run the query again.")
+        raise StoreChanged("The hour store changed while this query read it; run the query again.")
     return table
 
 
