@@ -3,6 +3,7 @@ like docker compose serves it (gunicorn, compose's workers x threads), while a C
 commands, ``scripts/celery_stack.py``) sync the store from the Export API emulator every minute.
 
     make load-test                          # 30 days, about 1M events, 10 users for 5 minutes, sync every 60 s
+    .venv/bin/python benchmarks/load_test.py --seconds 900    # the same for 15 minutes
     make load-smoke                         # 3 days, 30k events, 3 users for 30 s, sync every 10 s; exit 1 on any
                                             # error or any Export API request from a web process
 
@@ -245,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
                         help="30 s on a small sample; exit 1 on any error or web Export API request")
+    parser.add_argument("--seconds", type=int, help="how long the users run (default: the profile's)")
     args = parser.parse_args(argv)
     profile = PROFILES["smoke" if args.smoke else "full"]
+    profile = {**profile, "seconds": args.seconds or profile["seconds"]}
     out = OUTPUT / "smoke" if args.smoke else OUTPUT
     shutil.rmtree(out / "logs", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
