@@ -313,3 +313,33 @@ def test_identified_requests_name_the_process_that_sent_them(data_dir):
 def test_requests_are_not_identified_unless_asked(emulator):
     export(emulator, "20240301T05", "20240301T07")
     assert [r.client_pid for r in emulator.requests] == [None]
+
+
+def test_a_request_is_not_credited_to_another_process_using_the_same_local_port(data_dir):
+    """Two connections may share a local port towards different servers: the sender is the owner of the socket
+    whose both ends match, not another process that happens to use the same port (a child connected elsewhere)."""
+    import socket
+
+    elsewhere = socket.create_server(("127.0.0.1", 0))
+    with ExportEmulator(data_dir, now=lambda: NOW, identify_clients=True) as emulator, elsewhere:
+        mine = socket.socket()
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        mine.bind(("127.0.0.1", 0))
+        port = mine.getsockname()[1]
+        child = subprocess.Popen([sys.executable, "-c", (
+            "import socket, sys\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('127.0.0.1', {port})); s.connect(('127.0.0.1', {elsewhere.getsockname()[1]}))\n"
+            "print('connected', flush=True); sys.stdin.read()\n")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline() == "connected\n"
+            mine.connect(("127.0.0.1", int(emulator.base_url.rsplit(":", 1)[1])))
+            auth = base64.b64encode(b"test-key:test-secret").decode()
+            mine.sendall(f"GET {EXPORT_PATH}?start=20240301T05&end=20240301T05 HTTP/1.1\r\nHost: x\r\n"
+                         f"Authorization: Basic {auth}\r\nConnection: close\r\n\r\n".encode())
+            assert mine.recv(12) == b"HTTP/1.1 200"
+        finally:
+            mine.close()
+            child.communicate("", timeout=30)
+    assert [r.client_pid for r in emulator.requests] == [os.getpid()]

@@ -171,13 +171,15 @@ def _with_bad_json(member: Member) -> bytes:
     return gzip.compress(b"".join(lines), mtime=0)
 
 
-def _socket_owner(client_port: int) -> int | None:
-    """The local process holding the TCP socket bound to ``client_port`` on the loopback (the client's end of a
-    connection to this server, open while it waits for the answer); None if it is gone or not visible."""
+def _socket_owner(client: tuple[str, int], server: tuple[str, int]) -> int | None:
+    """The local process holding the client's end of a connection to this server (open while it waits for the
+    answer): the socket from ``client`` to ``server``, both ends compared, as another connection may use the same
+    local port towards another address. None if it is gone or not visible."""
     import psutil  # only when identifying clients: a test dependency, not the connector's
 
-    return next((conn.pid for conn in psutil.net_connections("tcp")
-                 if conn.laddr and conn.laddr.port == client_port and conn.raddr and conn.pid), None)
+    return next((conn.pid for conn in psutil.net_connections("tcp4") if conn.pid and conn.raddr
+                 and (conn.laddr.ip, conn.laddr.port) == tuple(client[:2])
+                 and (conn.raddr.ip, conn.raddr.port) == tuple(server[:2])), None)
 
 
 def _parse_window(start: str | None, end: str | None) -> tuple[datetime, datetime] | str:
@@ -360,7 +362,7 @@ class ExportEmulator:
 
     def _record(self, request: BaseHTTPRequestHandler, status: int) -> None:
         path, start, end, authorized = request.asked
-        pid = _socket_owner(request.client_address[1]) if self.identify_clients else None
+        pid = _socket_owner(request.client_address, request.server.server_address) if self.identify_clients else None
         with self._lock:
             self._requests.append(RequestRecord(path, start, end, status, authorized, pid))
 
