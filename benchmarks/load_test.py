@@ -54,8 +54,11 @@ import demo  # noqa: E402 - the demo's functions start Superset, as the e2e suit
 OUTPUT = REPO / "test-output" / "load"
 LOAD_BIN = REPO / ".venv-load" / "bin"
 PROFILES = {
-    "full": {"days": 30, "events": 1_000_000, "users": 10, "spawn_rate": 2, "seconds": 300, "sync_interval_s": 60},
-    "smoke": {"days": 3, "events": 30_000, "users": 3, "spawn_rate": 3, "seconds": 30, "sync_interval_s": 10},
+    "full": {"days": 30, "events": 1_000_000, "users": 10, "spawn_rate": 2, "seconds": 300, "sync_interval_s": 60,
+             "token_refresh_s": 600},
+    # the smoke run refreshes the users' access tokens every 10 s, so that the refresh is exercised
+    "smoke": {"days": 3, "events": 30_000, "users": 3, "spawn_rate": 3, "seconds": 30, "sync_interval_s": 10,
+              "token_refresh_s": 10},
 }
 API_KEY, SECRET_KEY = "load-key", "load-secret-8c21"
 #: docker compose's superset-worker options.
@@ -117,8 +120,8 @@ def run_locust(base: str, password: str, profile: dict, out: Path) -> None:
                "--host", base, "-u", str(profile["users"]), "-r", str(profile["spawn_rate"]),
                "-t", f"{profile['seconds']}s", "--csv", str(out / "locust"), "--csv-full-history", "--only-summary",
                "--stop-timeout", "30"]
-    subprocess.run(command, env={**os.environ, "LOAD_PASSWORD": password, "LOAD_DAYS": str(profile["days"])},
-                   check=False)
+    subprocess.run(command, env={**os.environ, "LOAD_PASSWORD": password, "LOAD_DAYS": str(profile["days"]),
+                                 "LOAD_TOKEN_REFRESH_S": str(profile["token_refresh_s"])}, check=False)
 
 
 def run(profile: dict, var: Path, out: Path) -> dict:

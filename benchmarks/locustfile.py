@@ -6,7 +6,8 @@ the native filters varied (time range, plan, country, platform), as Superset's f
 queries. Requests are named per chart (``chart: <name>``) and per query (``sqllab: <label>``), so locust's
 statistics give p50/p95 per chart.
 
-Environment: ``LOAD_PASSWORD`` (the admin's), ``LOAD_DAYS`` (the sample's days); the host is locust's ``--host``.
+Environment: ``LOAD_PASSWORD`` (the admin's), ``LOAD_DAYS`` (the sample's days), ``LOAD_TOKEN_REFRESH_S`` (how
+often a user refreshes its access token; default 600 s); the host is locust's ``--host``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +34,9 @@ TIME_RANGES = (*(f"{END - timedelta(days=days):%Y-%m-%d} : {END:%Y-%m-%d}" for d
 SEGMENTS = {"plan": ("free", "starter", "pro", "enterprise"), "country": ("United States", "Germany", "India"),
             "platform": ("Web", "iOS", "Android")}
 FILTER_SHARE = 0.4
+#: Superset's access tokens expire after 15 minutes (flask-jwt-extended's default): a user refreshes its token
+#: before that, with the refresh token of its login (a longer run otherwise fails with 401 "Token has expired").
+TOKEN_REFRESH_S = float(os.environ.get("LOAD_TOKEN_REFRESH_S", "600"))
 WEEK = f"session_start >= '{END - timedelta(days=min(7, DAYS)):%Y-%m-%d}' AND session_start < '{END:%Y-%m-%d}'"
 DAY = f"event_time >= '{END - timedelta(days=1):%Y-%m-%d}' AND event_time < '{END:%Y-%m-%d}'"
 SQL_LAB = {
@@ -53,9 +58,22 @@ class SupersetUser(HttpUser):
         login = self.client.post("/api/v1/security/login", name="login", json={
             "username": "admin", "password": os.environ["LOAD_PASSWORD"], "provider": "db", "refresh": True})
         login.raise_for_status()
-        self.client.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        self.refresh_token = login.json()["refresh_token"]
+        self.use_token(login.json()["access_token"])
         token = self.client.get("/api/v1/security/csrf_token/", name="csrf token").json()["result"]
         self.client.headers.update({"X-CSRFToken": token, "Referer": self.host})
+
+    def use_token(self, access_token: str) -> None:
+        self.client.headers["Authorization"] = f"Bearer {access_token}"
+        self.token_at = time.monotonic()
+
+    def fresh_token(self) -> None:
+        """Refresh the access token once it is ``TOKEN_REFRESH_S`` old (called at the start of every task)."""
+        if time.monotonic() - self.token_at >= TOKEN_REFRESH_S:
+            response = self.client.post("/api/v1/security/refresh", name="token refresh",
+                                        headers={"Authorization": f"Bearer {self.refresh_token}"})
+            response.raise_for_status()
+            self.use_token(response.json()["access_token"])
 
 
 class DashboardViewer(SupersetUser):
@@ -71,6 +89,7 @@ class DashboardViewer(SupersetUser):
 
     @task
     def open_dashboard(self) -> None:
+        self.fresh_token()
         time_range = random.choice(TIME_RANGES)
         segments = {column: [random.choice(values)] for column, values in SEGMENTS.items()
                     if random.random() < FILTER_SHARE}
@@ -91,6 +110,7 @@ class SqlLabUser(SupersetUser):
 
     @task
     def run_query(self) -> None:
+        self.fresh_token()
         label, sql = random.choice(list(SQL_LAB.items()))
         with self.client.post("/api/v1/sqllab/execute/", name=f"sqllab: {label}", catch_response=True, json={
                 "database_id": self.database, "sql": sql, "runAsync": False, "schema": "main"}) as response:

@@ -53,6 +53,7 @@ def test_smoke_load_with_background_sync_has_no_error_and_no_web_export_request(
                  if name.startswith("chart: ") and int(row["Request Count"]) > 0}
     assert requested == dashboard_charts() and len(requested) >= 20
     assert all(int(stats[name]["Request Count"]) > 0 for name in stats if name.startswith("sqllab: "))
+    assert int(stats["token refresh"]["Request Count"]) > 0  # as a run past the tokens' 15 minutes needs
 
     # the Export API: every request's process known, none a gunicorn worker or master, the worker syncing meanwhile
     export = rows(SMOKE / "export_requests.csv")
