@@ -9,6 +9,9 @@ re-render replaced) is lost silently; these helpers poll until the page shows th
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -122,3 +125,23 @@ def pick_option(browser, typed: str, option: str) -> None:
         return next((o for o in shown_options(d) if o.text.strip() == option), False)
 
     polling_wait(browser, 30).until(drawn).click()
+
+
+def wait_for_dashboard(browser, charts: int, done: Callable[[dict], bool], stall_s: float = 120,
+                       cap_s: float = 900) -> dict:
+    """The dashboard state once every one of ``charts`` charts is drawn, none loading, and ``done(state)``.
+
+    A busy machine makes a dashboard slow, not stuck: the wait goes on while charts keep finishing, and fails
+    once nothing has changed for ``stall_s`` (or after ``cap_s`` in all), naming the state it saw last."""
+    started = last_change = time.monotonic()
+    seen: dict = {}
+    while True:
+        state = browser.execute_script(DASHBOARD_STATE)
+        if state["charts"] == charts and state["loading"] == 0 and (state["errors"] or done(state)):
+            return state
+        now = time.monotonic()
+        if state != seen:
+            seen, last_change = state, now
+        if now - last_change > stall_s or now - started > cap_s:
+            raise AssertionError(f"the dashboard stopped progressing after {now - started:.0f} s: {seen}")
+        time.sleep(0.25)

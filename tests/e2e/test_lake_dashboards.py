@@ -20,14 +20,13 @@ from shillelagh_amplitude.store.hour_store import HourStore
 
 from ..scripts import load_script
 from ..spark_server import ThriftServer
-from .browser import DASHBOARD_STATE
+from .browser import wait_for_dashboard
 from .conftest import OUTPUT, Superset, demo
 
 pytestmark = pytest.mark.e2e
 
 build = load_script("dashboards/build.py")
 SLUG = "session-length"
-CHART_LOAD_TIMEOUT_S = 240
 CHARTS = 17
 
 
@@ -181,9 +180,6 @@ def test_time_grains(superset: Superset, api: requests.Session, engine: str, gra
 
 def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str) -> None:
     """Both dashboards in Chromium: every chart drawn, none in error, and the same text on each chart."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    state = DASHBOARD_STATE
     seen = {}
     all_charts = len(list((build.SOURCES / "charts").glob("*.yaml")))  # amplitude://'s, user sessions included
     for slug, charts in ((SLUG, all_charts), (f"{SLUG}-{engine}", CHARTS)):
@@ -191,12 +187,8 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str
         browser.get(f"{superset.base}/superset/dashboard/{slug}/")
         # every chart drawn: a chart not started yet shows no loading indicator either, so the wait is also for
         # the eight big numbers (or an error)
-        WebDriverWait(browser, CHART_LOAD_TIMEOUT_S, poll_frequency=0.25).until(
-            lambda d, charts=charts: ((s := d.execute_script(state))["charts"] == charts and s["loading"] == 0
-                                      and (s["errors"] or len(s["numbers"]) == 8))
-        )
+        seen[slug] = wait_for_dashboard(browser, charts, lambda s: len(s["numbers"]) == 8)
         superset.timings[f"dashboard_{slug}_loaded_in_browser_s"] = round(time.monotonic() - started, 2)
-        seen[slug] = browser.execute_script(state)
         browser.save_screenshot(str(OUTPUT / f"dashboard-{slug}.png"))
         assert seen[slug]["errors"] == [], slug
     assert len(seen[SLUG]["numbers"]) == 8  # the seven KPIs and "Data complete through"
