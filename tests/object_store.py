@@ -43,7 +43,7 @@ class Faults:
     pause_uploads: bool = False  # hold the next request that opens an upload of a .arrow file (S3's multipart
     paused: threading.Event = field(default_factory=threading.Event)  # start, GCS's resumable session): set then
     resume: threading.Event = field(default_factory=threading.Event)  # then it is forwarded and answered
-    down: bool = False  # close every connection without an answer, as a store that stopped answering
+    down: bool = False  # answer nothing: drop every connection without an answer (a store that went away)
 
 
 class S3Proxy:
@@ -152,9 +152,9 @@ def _handler(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self) -> None:
             if proxy.faults.down:
-                self.close_connection = True
                 with proxy._lock:
                     proxy.log.append((self.command, self.path, 0))
+                self.close_connection = True
                 return
             body = self._body()
             if proxy.faults.pause_uploads and _opens_upload(self.command, self.path):
