@@ -84,6 +84,14 @@ def serving(master: psutil.Process, port: int) -> psutil.Process | None:
     return None
 
 
+def alive(process: psutil.Process) -> bool:
+    """Whether a process still runs (a zombie, dead but not reaped yet, does not)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_until(state: Callable[[], object], timeout: float = 240) -> object:
     """The first true value of ``state()``, polled (AssertionError after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
@@ -109,6 +117,7 @@ def test_a_worker_killed_mid_query_leaves_the_others_answering_and_the_store_who
         victim = wait_until(lambda: serving(master, port))
         load.phase = "kill"
         os.kill(victim.pid, signal.SIGKILL)
+        wait_until(lambda: not alive(victim))
         load.phase = "after"
         replaced = wait_until(lambda: len(children := master.children()) == WORKERS
                               and victim.pid not in {c.pid for c in children})
