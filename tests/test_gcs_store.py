@@ -28,10 +28,12 @@ from .test_object_store import (
     bucket_of,
     events_per_hour,
     hour_objects,
+    interrupt_while_publishing,
     offline_kpis,
     query_in_new_process,
     requested_hours,
     sync_process,
+    whole_hours,
 )
 
 
@@ -114,6 +116,17 @@ def test_a_process_killed_while_publishing_leaves_no_partial_hour(gcs, bucket, d
         if per_hour[hour]:
             table = feather.read_table(io.BytesIO(gcs.get_object(bucket_of(bucket), key)))
             assert table.num_rows == per_hour[hour]
+
+
+def test_a_sync_interrupted_while_uploading_leaves_whole_hours_and_the_next_fill_completes(
+        gcs, bucket, dataset, emulator, tmp_path):
+    interrupted = interrupt_while_publishing(gcs, bucket, emulator.base_url, tmp_path / "host-a")
+    assert interrupted.returncode != 0 and "KeyboardInterrupt" in interrupted.stderr
+    whole_hours(gcs, bucket, dataset.records)
+    retry = sync_process(bucket, emulator.base_url, tmp_path / "host-b", "2026-03-02T00", "2026-03-02T05")
+    assert retry.wait(300) == 0
+    assert whole_hours(gcs, bucket, dataset.records) == list(
+        hour_range(datetime(2026, 3, 2, 0, tzinfo=UTC), datetime(2026, 3, 2, 5, tzinfo=UTC)))
 
 
 def test_errors_are_readable_and_a_retry_answers_exactly(gcs, bucket, dataset, monkeypatch, tmp_path):

@@ -180,6 +180,47 @@ def test_a_process_killed_while_publishing_leaves_no_partial_hour(s3, bucket, da
             assert table.num_rows == per_hour[hour]
 
 
+def interrupt_while_publishing(proxy: S3Proxy, uri: str, base_url: str, xdg: Path) -> subprocess.CompletedProcess:
+    """A sync of 2026-03-02T00..05 interrupted with Ctrl-C (SIGINT) while the upload of its first hour file is
+    open: the request that opens it is held until the signal has been sent."""
+    proxy.faults.paused.clear()
+    proxy.faults.resume.clear()
+    proxy.faults.pause_uploads = True
+    process = sync_process(uri, base_url, xdg, "2026-03-02T00", "2026-03-02T05")
+    try:
+        assert proxy.faults.paused.wait(120), "no hour file was uploaded"
+        process.send_signal(signal.SIGINT)
+    finally:
+        proxy.faults.pause_uploads = False
+        proxy.faults.resume.set()
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def whole_hours(proxy: S3Proxy, uri: str, records: list[dict]) -> list[datetime]:
+    """The hours stored, each asserted whole: one object, holding exactly the hour's events (an empty marker for
+    an hour without any)."""
+    per_hour = events_per_hour(records)
+    for hour, stored in hour_objects(proxy, uri).items():
+        (key, size), = stored
+        if key.endswith(".empty"):
+            assert size == 0 and per_hour[hour] == 0, key
+        else:
+            assert feather.read_table(io.BytesIO(proxy.get_object(bucket_of(uri), key))).num_rows == per_hour[hour]
+    return sorted(hour_objects(proxy, uri))
+
+
+def test_a_sync_interrupted_while_uploading_leaves_whole_hours_and_the_next_fill_completes(
+        s3, bucket, dataset, emulator, tmp_path):
+    interrupted = interrupt_while_publishing(s3, bucket, emulator.base_url, tmp_path / "host-a")
+    assert interrupted.returncode != 0 and "KeyboardInterrupt" in interrupted.stderr
+    whole_hours(s3, bucket, dataset.records)
+    retry = sync_process(bucket, emulator.base_url, tmp_path / "host-b", "2026-03-02T00", "2026-03-02T05")
+    assert retry.wait(300) == 0
+    assert whole_hours(s3, bucket, dataset.records) == list(
+        hour_range(datetime(2026, 3, 2, 0, tzinfo=UTC), datetime(2026, 3, 2, 5, tzinfo=UTC)))
+
+
 @pytest.fixture
 def filled(bucket, dataset) -> str:
     """A bucket store holding the dataset, loaded by hand."""
