@@ -57,6 +57,9 @@ def test_company_sizes_sort_in_size_order(engine: str, template_processing: bool
     assert query["post_processing"][1]["options"] == {"by": order_metric, "ascending": True}
 
     (metric,) = [m for m in sessions_dataset(files)["metrics"] if m["metric_name"] == order_metric]
+    # Superset 6.1 renames data columns to verbose names, then leaves out the sort metric by its name: with a
+    # verbose name it would be drawn
+    assert metric["verbose_name"] is None
     sizes = [size for size, _ in _COMPANY_SIZES] + ["(none)", "5000-10000"]
     expected = size_order(sizes[:-1])
     assert expected != sorted(expected)  # text order would differ
