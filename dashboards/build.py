@@ -190,7 +190,8 @@ def query_object(params: dict[str, Any]) -> dict[str, Any]:
         axis["timeGrain"] = grain
     x_axis_sort = params.get("x_axis_sort")
     # "X-axis sort by" a metric the chart does not draw: the series limit metric, queried and sorted by, not shown
-    extra = [sort_metric] if sort_metric and sort_metric == x_axis_sort and sort_metric not in metrics else []
+    extra = [sort_metric] if (sort_metric and sort_metric == x_axis_sort and sort_metric not in metrics
+                              and not params["groupby"]) else []
     queried = [*metrics, *extra]
     post_processing: list[dict[str, Any]] = [
         {
