@@ -145,3 +145,45 @@ def wait_for_dashboard(browser, charts: int, done: Callable[[dict], bool], stall
         if now - last_change > stall_s or now - started > cap_s:
             raise AssertionError(f"the dashboard stopped progressing after {now - started:.0f} s: {seen}")
         time.sleep(0.25)
+
+#: The axes of every ECharts chart on the page, by chart title, read from the chart's ECharts instance (ECharts draws
+#: on canvas): each axis' type and tick labels as drawn (text, whether ECharts hid it for overlapping a neighbour,
+#: left and right edge in pixels), the names of the series drawn and the first series' data. Superset keeps the
+#: instance in a React ref of its ``Echart`` component, found from the chart's DOM element up its React fiber.
+CHART_AXES = """
+    function instanceOf(element) {
+      const key = Object.keys(element).find(k => k.startsWith('__reactFiber$'));
+      for (let fiber = key && element[key]; fiber; fiber = fiber.return) {
+        for (let hook = fiber.memoizedState; hook && typeof hook === 'object' && 'next' in hook; hook = hook.next) {
+          const value = hook.memoizedState;
+          if (value && value.current && typeof value.current.getModel === 'function') return value.current;
+        }
+      }
+      return null;
+    }
+    const charts = {};
+    for (const holder of document.querySelectorAll('[data-test="dashboard-component-chart-holder"]')) {
+      const element = holder.querySelector('[_echarts_instance_]');
+      const chart = element && instanceOf(element);
+      if (!chart) continue;
+      const title = holder.querySelector('.header-title, [data-test="editable-title"]')?.innerText
+                    || holder.innerText.split('\\n')[0];
+      const axes = {};
+      for (const view of chart._componentsViews) {
+        const model = view.__model;
+        if (!model || !['xAxis', 'yAxis'].includes(model.mainType)) continue;
+        const labels = [];
+        view.group.traverse(e => {
+          if (!String(e.anid || '').startsWith('label_')) return;
+          const box = e.getBoundingRect().clone();
+          box.applyTransform(e.getComputedTransform());
+          labels.push({text: e.style.text, shown: !e.ignore && e.style.text !== '', left: box.x,
+                       right: box.x + box.width});
+        });
+        axes[model.mainType] = {type: model.axis.type, labels};
+      }
+      const series = chart.getOption().series;
+      charts[title] = {...axes, series: series.map(s => s.name), data: series[0].data};
+    }
+    return charts;
+"""

@@ -20,7 +20,7 @@ from shillelagh_amplitude.store.hour_store import HourStore
 
 from ..scripts import load_script
 from ..spark_server import ThriftServer
-from .browser import wait_for_dashboard
+from .browser import CHART_AXES, wait_for_dashboard
 from .conftest import OUTPUT, Superset, demo
 
 pytestmark = pytest.mark.e2e
@@ -179,7 +179,8 @@ def test_time_grains(superset: Superset, api: requests.Session, engine: str, gra
 
 
 def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str) -> None:
-    """Both dashboards in Chromium: every chart drawn, none in error, and the same text on each chart."""
+    """Both dashboards in Chromium: every chart drawn, none in error, the same text on each chart and the same
+    axis labels drawn (company sizes in size order, whole-number ticks: tests/e2e/test_stock_superset.py)."""
     seen = {}
     all_charts = len(list((build.SOURCES / "charts").glob("*.yaml")))  # amplitude://'s, user sessions included
     for slug, charts in ((SLUG, all_charts), (f"{SLUG}-{engine}", CHARTS)):
@@ -187,9 +188,17 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str
         browser.get(f"{superset.base}/superset/dashboard/{slug}/")
         # every chart drawn: a chart not started yet shows no loading indicator either, so the wait is also for
         # the eight big numbers (or an error)
-        seen[slug] = wait_for_dashboard(browser, charts, lambda s: len(s["numbers"]) == 8)
+        state = wait_for_dashboard(browser, charts, lambda s: len(s["numbers"]) == 8)
         superset.timings[f"dashboard_{slug}_loaded_in_browser_s"] = round(time.monotonic() - started, 2)
+        seen[slug] = {**state, "axes": browser.execute_script(CHART_AXES)}
         browser.save_screenshot(str(OUTPUT / f"dashboard-{slug}.png"))
         assert seen[slug]["errors"] == [], slug
     assert len(seen[SLUG]["numbers"]) == 8  # the seven KPIs and "Data complete through"
     assert seen[f"{SLUG}-{engine}"]["numbers"] == seen[SLUG]["numbers"]
+    lake_axes = seen[f"{SLUG}-{engine}"]["axes"]
+    assert len(lake_axes) == 8  # the ECharts charts: the lake has no Session definition section
+    for name, axes in lake_axes.items():
+        for axis in ("xAxis", "yAxis"):
+            drawn = [label["text"] for label in axes[axis]["labels"] if label["shown"]]
+            assert drawn == [label["text"] for label in seen[SLUG]["axes"][name][axis]["labels"] if label["shown"]], (
+                engine, name, axis)
