@@ -20,7 +20,7 @@ from shillelagh_amplitude.store.hour_store import HourStore
 from .conftest import API_KEY, SECRET_KEY, client_for
 from .expected import sessions_from_records
 from .helpers import Outcome, QueryLoad, amplitude_sql, parse_ts
-from .test_object_store import AWS, bucket, bucket_of, events_per_hour, filled, s3, whole_hours  # noqa: F401
+from .test_object_store import AWS, bucket, bucket_of, events_per_hour, filled, whole_hours  # noqa: F401
 
 FIRST, LAST = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 4, 23, tzinfo=UTC)
 DAYS = [FIRST + timedelta(days=n) for n in range(4)]

@@ -32,7 +32,7 @@ from shillelagh_amplitude.sample.generator import generate_dataset, sample_windo
 
 from ..expected import Session, kpis, sessions_from_records, user_property
 from ..helpers import free_port, read_zip
-from .browser import CHART_AXES, DASHBOARD_STATE, modal_button, open_connect_form, polling_wait
+from .browser import CHART_AXES, DASHBOARD_STATE, modal_button, open_connect_form, polling_wait, wait_for_dashboard
 from .conftest import OUTPUT, REPO, chromium, default_range, demo
 
 pytestmark = pytest.mark.e2e
@@ -188,11 +188,8 @@ def test_connect_import_and_every_chart_on_a_stock_superset(stock: Stock) -> Non
         sessions = f"{len([s for s in stock.sessions if first <= s.start < end]):,}"
         started = time.monotonic()
         browser.get(f"{stock.base}/superset/dashboard/{SLUG}/")
-        WebDriverWait(browser, LOAD_TIMEOUT_S, poll_frequency=0.5).until(
-            lambda d: ((s := d.execute_script(DASHBOARD_STATE))["charts"] == CHARTS and s["loading"] == 0
-                       and (s["errors"] or sessions in d.find_element(By.TAG_NAME, "body").text)))
+        state = wait_for_dashboard(browser, CHARTS, lambda s: s["numbers"].get("Sessions") == sessions)
         loaded_s = time.monotonic() - started
-        state = browser.execute_script(DASHBOARD_STATE)
         browser.save_screenshot(str(OUTPUT / "stock-dashboard.png"))
         assert state["errors"] == [], state["errors"]
         filters = [e.text for e in browser.find_elements(By.CSS_SELECTOR, '[data-test="filter-control-name"]')]
