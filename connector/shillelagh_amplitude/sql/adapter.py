@@ -59,7 +59,7 @@ from ..store.location import FileEntry
 from .budget import QueryClock
 from .destination import canonical, check_base_url
 from .freshness import budget_message, check_offline
-from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, TimeRange, read_checked
+from .scan import NO_ROWS, TABLE_CACHE, Reader, ScanTable, Selection, TimeRange, read_checked
 from .secret_binding import usable_secret
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions, contains_any
 from .user_sessions import (
@@ -392,25 +392,30 @@ class AmplitudeAPI(Adapter):
         if scan is None:
             main = self.spec.time_columns[0]
             if self.table == SESSIONS_TABLE:
-                scan = ScanTable.of(self._derived(store, files, key, build_sessions, EVENT_COLUMNS), main)
+                scan = ScanTable(self._derived(store, files, key, build_sessions, EVENT_COLUMNS), main)
             elif gap is not None:
                 build = functools.partial(build_user_sessions, gap_minutes=gap, since=since)
-                scan = ScanTable.of(self._derived(store, files, key, build, USER_EVENT_COLUMNS), main)
+                scan = ScanTable(self._derived(store, files, key, build, USER_EVENT_COLUMNS), main)
             else:
                 scan = ScanTable(functools.partial(store.read_files, files), main)
             TABLE_CACHE.put(key, scan)
         return key, scan
 
     def _derived(self, store: HourStore, files: list[FileEntry], key: tuple, build: Callable[[pa.Table], pa.Table],
-                 columns: tuple[str, ...]) -> pa.Table:
-        """A table built from the listed hour files' ``columns`` once, and kept beside them for every process
-        (same files, same key)."""
+                 columns: tuple[str, ...]) -> Reader:
+        """The reader of a table built from the listed hour files' ``columns`` once, and kept beside them for every
+        process (same files, same key): it reads the columns a query asks for, as it asks for them. A kept table
+        removed meanwhile (the store keeps the most recent ones) is built again."""
         digest = hashlib.sha256(f"{__version__}{self.spec.schema}{key}".encode()).hexdigest()[:32]
-        table = store.read_derived(digest)
-        if table is None:
-            table = build(read_checked(functools.partial(store.read_files, files), list(columns)))
-            store.write_derived(digest, table)
-        return table
+
+        def read(names: list[str]) -> pa.Table:
+            table = store.read_derived(digest, names)
+            if table is None:
+                table = build(read_checked(functools.partial(store.read_files, files), list(columns)))
+                store.write_derived(digest, table)
+            return table.select(names)
+
+        return read
 
     # --- downloading and credentials ----------------------------------------------------------------
     def _client(self) -> ExportClient:

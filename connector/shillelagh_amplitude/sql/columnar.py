@@ -31,7 +31,7 @@ from shillelagh.exceptions import ProgrammingError
 from shillelagh.lib import get_bounds
 
 from .budget import QueryClock
-from .scan import Chunk, sqlite_values
+from .scan import NO_ROWS, Chunk, sqlite_values
 
 #: The literal forms a TIMESTAMP bound accepts (Python's ``datetime.fromisoformat``), for error messages.
 ACCEPTED_TIMESTAMPS = "'2026-11-20', '2026-11-20 13:45:00', '2026-11-20T13:45:00Z' or '2026-11-20T13:45:00+01:00'"
@@ -118,13 +118,17 @@ class ColumnarTable(VTTable):
         orderbys = [(orderby["iColumn"], orderby["desc"]) for orderby in info["aOrderBy"]]
         _, index_number, indexes, orderbys_to_process, orderby_consumed, cost = self._build_index(
             constraints, orderbys)
+        choice = self.adapter.spec.choice_column
+        exact = names.index(choice) if choice is not None else None
         argv = 0  # consumed constraints are numbered in order, as ``indexes`` lists them
         for position, constraint in zip(usable, constraints, strict=True):
             used = self._build_index([constraint], [])[0]  # [(0, omit)] when consumed, [None] or [] when not
             if used and used[0] is not None:
                 argv += 1
                 index_info.set_aConstraintUsage_argvIndex(position, argv)
-                index_info.set_aConstraintUsage_omit(position, used[0][1])
+                # the choice column's equality is exact here: a value that is not a whole number matches nothing
+                # (ColumnarCursor.Filter), so SQLite need not read the column again to check it
+                index_info.set_aConstraintUsage_omit(position, used[0][1] or constraint[0] == exact)
         index_info.idxNum = index_number
         index_info.idxStr = json.dumps({"indexes": indexes, "orderbys_to_process": orderbys_to_process,
                                         "requested_columns": sorted(info["colUsed_names"])})
@@ -163,7 +167,11 @@ class ColumnarCursor:
         bounds = get_bounds(columns, all_bounds)  # no column declares an order: SQLite sorts, nothing to pass on
         requested = self.adapter.requested(index.get("requested_columns"))
         contains_event = [_value_set(constraintargs[argument]) for argument, _ in index.get("filter_columns", [])]
-        selection = self.adapter.select(bounds, requested, contains_event)
+        choice = self.adapter.spec.choice_column
+        fractional = choice is not None and any(
+            column == names.index(choice) and _fractional(value)
+            for (column, _), value in zip(index["indexes"], constraintargs, strict=False))
+        selection = NO_ROWS if fractional else self.adapter.select(bounds, requested, contains_event)
         slots = [names.index(name) for name in requested]
         self._chunks = (_spread(chunk, slots, len(names)) for chunk in selection.chunks(requested))
         self.size = self.position = 0
@@ -192,6 +200,12 @@ class ColumnarCursor:
 
     def Close(self) -> None:
         self.values, self._chunks = [], iter(())
+
+
+def _fractional(value: Any) -> bool:
+    """A number that is not whole (``gap_minutes = 7.5``): shillelagh hands it on truncated (7), it matches no
+    row."""
+    return isinstance(value, float) and not value.is_integer()
 
 
 def _value_set(argument: Any) -> set[str]:
