@@ -22,8 +22,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import apsw
 import pyarrow as pa
 from shillelagh.adapters.base import Adapter
+from shillelagh.backends.apsw.vt import VTTable
 from shillelagh.exceptions import OperationalError, ProgrammingError
 from shillelagh.fields import Boolean, DateTime, Field, Float, Integer, String
 from shillelagh.filters import Equal, Filter, Impossible, Operator, Range
@@ -57,6 +59,7 @@ from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
 from ..store.location import FileEntry
 from .budget import QueryClock
+from .columnar import plan
 from .destination import canonical, check_base_url
 from .freshness import budget_message, check_offline
 from .scan import NO_ROWS, TABLE_CACHE, Reader, ScanTable, Selection, TimeRange, read_checked
@@ -456,3 +459,19 @@ class AmplitudeAPI(Adapter):
         if known is not True:
             store.remember_secret(self._secret_key)
         _VERIFIED_SECRETS.add(memo)
+
+
+_SHILLELAGH_BEST_INDEX = VTTable.BestIndexObject
+
+
+def _best_index(table: VTTable, index_info: apsw.IndexInfo) -> bool:
+    """The generic path's planning (``shillelagh+safe://``, shillelagh's own ``VTTable``): this adapter's tables are
+    planned by :func:`.columnar.plan`, so that an ``IN`` list written before the time range no longer makes SQLite
+    fail with "xBestIndex malfunction"; other adapters' tables keep shillelagh's planning."""
+    if not isinstance(table.adapter, AmplitudeAPI):
+        return _SHILLELAGH_BEST_INDEX(table, index_info)
+    plan(table, index_info, set())  # SQLite re-checks gap_minutes: shillelagh's cursor hands 7.5 on as 7
+    return True
+
+
+VTTable.BestIndexObject = _best_index
