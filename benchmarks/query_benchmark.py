@@ -99,6 +99,11 @@ QUERIES = {
         f"SELECT definition, avg(length_s), median(length_s), quantile_cont(length_s, 0.95) FROM ({DEFINITIONS}) "
         f"{DEFINITIONS_RANGE}",
     ),
+    "definitions: median per day": (
+        f"SELECT definition, date(session_start), median(length_s) FROM ({DEFINITIONS}) {DEFINITIONS_RANGE}, 2",
+        f"SELECT definition, CAST(session_start AS DATE), median(length_s) FROM ({DEFINITIONS}) "
+        f"{DEFINITIONS_RANGE}, 2",
+    ),
     "events: count(*)": (f"SELECT count(*) {EVENTS}", f"SELECT count(*) {EVENTS}"),
     "events: per event_type": (
         f"SELECT event_type, count(*) {EVENTS} GROUP BY 1",
