@@ -438,8 +438,8 @@ def for_engine(engine: str, database: dict[str, Any], datasets: dict[str, dict[s
     and names of their own for the datasets (Superset's metadata DB wants dataset names unique) and the dashboard,
     so that each engine's bundle imports beside the others.
 
-    Left out: a dataset the engine has no SQL for (the lake holds no user sessions), with its charts and the rows
-    marked ``amplitude_only``; and unless ``template_processing`` (a Superset with ENABLE_TEMPLATE_PROCESSING),
+    Left out: a dataset the engine has no SQL for, with its charts; and unless ``template_processing`` (a Superset
+    with ENABLE_TEMPLATE_PROCESSING),
     the "Sessions that contain event" filter, whose SQL on these engines is Jinja (``template_where``), and its
     ``template_only`` dataset: on Superset's defaults a lake dashboard has every chart and the other filters."""
     overrides = load(ENGINE_SOURCES / f"{engine}.yaml")
@@ -451,7 +451,6 @@ def for_engine(engine: str, database: dict[str, Any], datasets: dict[str, dict[s
         del datasets[key]
     for key in [key for key, chart in charts.items() if chart["dataset"] not in datasets]:
         del charts[key]
-    dashboard["rows"] = [row for row in dashboard["rows"] if not row.get("amplitude_only")]
     dashboard["filters"] = [f for f in dashboard["filters"] if f.get("dataset", "sessions") in datasets]
     for key in kept:
         override = overrides["datasets"][key]

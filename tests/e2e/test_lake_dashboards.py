@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import requests
+import yaml
 
 from shillelagh_amplitude.export.client import resolve_base_url
 from shillelagh_amplitude.lake.ddl import ddl
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.e2e
 
 build = load_script("dashboards/build.py")
 SLUG = "session-length"
-CHARTS = 17
+CHARTS = 21
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +95,24 @@ def comparable(value: object) -> object:
     return value
 
 
+def on_the_lake(rows: list[dict]) -> list[dict]:
+    """amplitude://'s chart rows without the user sessions at the 60-minute gap, which the lake does not publish
+    (a row of that definition, or a column of it when the chart pivots definitions into columns)."""
+    return [{key: value for key, value in row.items() if "60-minute" not in key} for row in rows
+            if "60-minute" not in str(row.get("definition", ""))]
+
+
 def test_every_chart_gives_amplitudes_numbers(superset: Superset, api: requests.Session, engine: str,
                                               amplitude_data: dict[str, dict]) -> None:
     started = time.monotonic()
     lake_data = dashboard_data(superset, api, f"{SLUG}-{engine}")
     superset.timings[f"lake_{engine}_all_chart_data_forced_s"] = round(time.monotonic() - started, 2)
-    # amplitude://'s dashboard also has the user-sessions section, which the lake does not hold
-    assert len(lake_data) == CHARTS and set(lake_data) <= set(amplitude_data)
+    assert len(lake_data) == CHARTS and set(lake_data) == set(amplitude_data)
     for name, result in lake_data.items():
         expected = amplitude_data[name]
         assert (result["status"], result["error"]) == ("success", None), (engine, name)
-        assert result["rowcount"] == expected["rowcount"] > 0, (engine, name)
-        rows = [{key: comparable(value) for key, value in row.items()} for row in expected["data"]]
+        rows = [{key: comparable(value) for key, value in row.items()} for row in on_the_lake(expected["data"])]
+        assert len(result["data"]) == len(rows) > 0, (engine, name)
         assert result["data"] == rows, (engine, name)
 
 
@@ -182,8 +189,7 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str
     """Both dashboards in Chromium: every chart drawn, none in error, the same text on each chart and the same
     axis labels drawn (company sizes in size order, whole-number ticks: tests/e2e/test_stock_superset.py)."""
     seen = {}
-    all_charts = len(list((build.SOURCES / "charts").glob("*.yaml")))  # amplitude://'s, user sessions included
-    for slug, charts in ((SLUG, all_charts), (f"{SLUG}-{engine}", CHARTS)):
+    for slug, charts in ((SLUG, CHARTS), (f"{SLUG}-{engine}", CHARTS)):
         started = time.monotonic()
         browser.get(f"{superset.base}/superset/dashboard/{slug}/")
         # every chart drawn: a chart not started yet shows no loading indicator either, so the wait is also for
@@ -196,8 +202,13 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str
     assert len(seen[SLUG]["numbers"]) == 8  # the seven KPIs and "Data complete through"
     assert seen[f"{SLUG}-{engine}"]["numbers"] == seen[SLUG]["numbers"]
     lake_axes = seen[f"{SLUG}-{engine}"]["axes"]
-    assert len(lake_axes) == 8  # the ECharts charts: the lake has no Session definition section
+    assert set(lake_axes) == set(seen[SLUG]["axes"]) and len(lake_axes) == 12  # the ECharts charts
+    # the Session definition charts hold fewer definitions on the lake (no 60-minute gap): their axes differ
+    definitions = {yaml.safe_load(path.read_text())["slice_name"]
+                   for path in (build.SOURCES / "charts").glob("definition_*.yaml")}
     for name, axes in lake_axes.items():
+        if name in definitions:
+            continue
         for axis in ("xAxis", "yAxis"):
             drawn = [label["text"] for label in axes[axis]["labels"] if label["shown"]]
             assert drawn == [label["text"] for label in seen[SLUG]["axes"][name][axis]["labels"] if label["shown"]], (
