@@ -132,7 +132,7 @@ def test_readers_see_the_lake_before_or_after_a_rewrite_never_an_error_nor_a_mix
     failures = []
 
     def read_loop(name: str) -> None:
-        while not stop.is_set():
+        while not stop.wait(0.01 if name == "files" else 0):  # the pure-Python reader leaves the publisher CPU
             try:
                 reads[name].append(readers[name](lake))
             except Exception as exc:  # noqa: BLE001 - a failed read is a failure of the guarantee
@@ -143,7 +143,7 @@ def test_readers_see_the_lake_before_or_after_a_rewrite_never_an_error_nor_a_mix
         thread.start()
     rewrites = publishes = 0
     try:
-        while publishes < 6 or min(len(seen) for seen in reads.values()) < 10:
+        while publishes < 4 or min(len(seen) for seen in reads.values()) < 10:
             _hold(cache, store, held)
             rewrites += len(publish(store, lake).written)
             _restore(cache, store, held)
