@@ -80,7 +80,10 @@ def _hours(days: int) -> tuple[datetime, datetime]:
 
 
 def folder_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    """Bytes of the files under ``folder``, each hard-linked file once (the lake's pins are hard links)."""
+    files = {(stat.st_dev, stat.st_ino): stat.st_size for stat in (path.stat() for path in folder.rglob("*")
+                                                                    if path.is_file())}
+    return sum(files.values())
 
 
 # --- workers (one new process each) --------------------------------------------------------------------------------
