@@ -126,6 +126,35 @@ def test_per_segment_percentiles(engine: tuple[str, Run], offline_sql: Run, colu
     same(run(by_sql(name, column)), expected)
 
 
+def definitions_sql(engine: str) -> str:
+    sql, metrics = dataset(engine, "session_definitions")
+    names = ["sessions", "avg_length_s", "p50_length_s", "p95_length_s", "sessions_per_user_day",
+             "multi_device_share", "merged_share"]
+    return (f"SELECT definition, {', '.join(metrics[n] for n in names)} FROM ({sql}) AS s WHERE {IN_RANGE} "
+            "GROUP BY definition ORDER BY definition")
+
+
+def test_session_definitions(engine: tuple[str, Run], amplitude_sql: Run) -> None:
+    """The "Session definition" section's dataset: Amplitude's sessions and user sessions at the 30-minute gap,
+    which the lake publishes (amplitude:// also has the 60-minute gap)."""
+    name, run = engine
+    expected = [row for row in amplitude_sql(definitions_sql("amplitude")) if "60-minute" not in row[0]]
+    assert [row[0] for row in expected] == ["Amplitude session_id", "User, 30-minute gap"]
+    assert 0 < expected[1][-2] < 1 and 0 < expected[1][-1] < 1  # some user sessions span devices, merge ids
+    same(run(definitions_sql(name)), expected)
+
+
+def test_user_sessions_table(engine: tuple[str, Run], amplitude_sql: Run) -> None:
+    """The lake's amplitude_user_sessions against amplitude://'s at the default gap, over the range."""
+    sql = ("SELECT COUNT(*), SUM(length_s), SUM(event_count), SUM(devices), SUM(amplitude_sessions), "
+           f"COUNT(DISTINCT amplitude_id), MIN(gap_minutes), MAX(gap_minutes) FROM amplitude_user_sessions "
+           f"WHERE {IN_RANGE}")
+    name, run = engine
+    expected = amplitude_sql(sql)
+    assert expected[0][0] > 1000 and expected[0][-2:] == (30, 30)
+    same(run(sql), expected)
+
+
 @pytest.fixture
 def amplitude_sql(loaded_cache: Path) -> Run:
     """SQL through amplitude:// (what the dashboard's connection is; its cursor applies contains_event)."""
