@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -32,6 +30,7 @@ import apsw
 import duckdb
 import pyarrow as pa
 import yaml
+from timing import time_query
 
 from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import LOOKBACK, floor_hour, hour_range
@@ -194,16 +193,7 @@ def run_worker(args: argparse.Namespace) -> None:
         def execute(sql: str) -> list:
             with engine.connect() as connection:  # a new connection per query, as Superset makes them
                 return connection.execute(text(sql)).fetchall()
-    results = {}
-    for name in args.query:
-        sql = QUERIES[name][0]
-        times = []
-        for _ in range(args.repeat + 1):
-            began = time.perf_counter()
-            rows = execute(sql)
-            times.append(time.perf_counter() - began)
-        repeated = statistics.median(times[1:]) if len(times) > 1 else None
-        results[name] = {"first": times[0], "repeated": repeated, "rows": len(rows)}
+    results = {name: time_query(execute, QUERIES[name][0], args.repeat) for name in args.query}
     print(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -223,27 +213,22 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict[str, dict]:
     cache_dir = prepare(args.work, events, args.days)
     sqlite_path = args.work / f"baseline-{events}-{args.days}.sqlite"
     sqlite_baseline(sqlite_path, cache_dir, args.days)
-    duck = duckdb.connect()
+    memory = duckdb.connect()
     for name, table in zip(TABLES, all_rows(cache_dir, args.days), strict=True):
-        duck.register(name, table)
+        memory.register(name, table)
     args_once = argparse.Namespace(**{**vars(args), "repeat": 0})
     # sessions and user sessions (both gaps) built and kept beside the hours
     worker(args_once, ["sessions: KPIs", "user sessions: 30 and 60 min"], cache=str(cache_dir))
     figures = {}
     names = args.query or list(QUERIES)
     for name in names:
-        duck_sql = QUERIES[name][1]
         ours = worker(args, [name], cache=str(cache_dir))
         plain = worker(args, [name], sqlite=str(sqlite_path))
-        duck_times = []
-        for _ in range(args.repeat):
-            began = time.perf_counter()
-            duck_rows = duck.execute(duck_sql).fetchall()
-            duck_times.append(time.perf_counter() - began)
+        duck = time_query(lambda sql: memory.execute(sql).fetchall(), QUERIES[name][1], args.repeat)
         result = ours["results"][name]
-        assert result["rows"] == plain["results"][name]["rows"] == len(duck_rows), name
+        assert result["rows"] == plain["results"][name]["rows"] == duck["rows"], name
         figures[name] = {**result, "sqlite": plain["results"][name]["repeated"],
-                         "duckdb": statistics.median(duck_times), "peak_rss_mb": ours["peak_rss_mb"]}
+                         "duckdb": duck["repeated"], "peak_rss_mb": ours["peak_rss_mb"]}
     together = worker(args, names, cache=str(cache_dir))
     figures["all queries, one process"] = {"peak_rss_mb": together["peak_rss_mb"]}
     return figures

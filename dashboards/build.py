@@ -569,7 +569,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", choices=engines(), default=DEFAULT_ENGINE,
                         help="amplitude:// (default), or the lake through duckdb-engine or Spark's Thrift Server")
     parser.add_argument("--sqlalchemy-uri", help="the connection's URI, e.g. hive://hive@spark:10000/amplitude or "
-                        "duckdb:////lake/amplitude.duckdb?access_mode=read_only (default: the engine's example)")
+                        "duckdb:////lake/_amplitude_lake.duckdb?access_mode=read_only (default: the engine's example)")
     parser.add_argument("--template-processing", action="store_true",
                         help="with --engine: your Superset has ENABLE_TEMPLATE_PROCESSING on, so the lake dashboard "
                         "gets the \"Sessions that contain event\" filter (Jinja on these engines); without it "

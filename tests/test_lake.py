@@ -17,6 +17,7 @@ import pytest
 from shillelagh_amplitude.hours import hour_range
 from shillelagh_amplitude.lake import ddl
 from shillelagh_amplitude.lake.layout import EVENTS, PART_FILE, SESSIONS, USER_SESSIONS
+from shillelagh_amplitude.lake.pins import is_pin
 from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.sql.adapter import AmplitudeAPI
 from shillelagh_amplitude.sql.scan import TimeRange
@@ -52,7 +53,9 @@ def test_layout_one_file_per_partition_with_the_sql_types(folder_lake):
     assert days == [f"event_date={day}" for day in DAYS]
     for table in (EVENTS, SESSIONS, USER_SESSIONS):
         for folder in (folder_lake / table.name).iterdir():
-            assert [path.name for path in folder.iterdir()] == [PART_FILE]
+            names = sorted(path.name for path in folder.iterdir())
+            assert len(names) == 2 and names[1] == PART_FILE and is_pin(names[0])  # and its pin, for DuckDB
+            assert (folder / names[0]).stat().st_ino == (folder / PART_FILE).stat().st_ino
             schema = pq.read_schema(folder / PART_FILE)
             assert schema == table.schema  # no partition column in the file; JSON as text
             arrow = pq.ParquetFile(folder / PART_FILE).schema_arrow

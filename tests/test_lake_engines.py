@@ -12,6 +12,7 @@ import jinja2
 import pytest
 
 from shillelagh_amplitude.lake.ddl import ddl, refresh_statements
+from shillelagh_amplitude.lake.pins import VIEWS_FILE
 from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.store.hour_store import HourStore
 
@@ -49,13 +50,9 @@ def spark(lake: Path, spark_server: ThriftServer) -> ThriftServer:
 
 
 @pytest.fixture(scope="module")
-def duckdb_file(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DuckDB file holding the lake's views, closed before it is read (read-only, as Superset opens it)."""
-    path = tmp_path_factory.mktemp("duckdb") / "lake.duckdb"
-    with duckdb.connect(str(path)) as connection:
-        for statement in ddl(lake, "duckdb"):
-            connection.execute(statement)
-    return path
+def duckdb_file(lake: Path) -> Path:
+    """The lake's DuckDB views file (the publisher keeps it), opened read-only as Superset opens it."""
+    return lake / VIEWS_FILE
 
 
 @pytest.fixture(params=["spark", "duckdb"])
@@ -208,7 +205,8 @@ def test_a_running_spark_sees_a_publish_after_the_refresh_statements(
     spark: ThriftServer, loaded_cache: Path, tmp_path: Path
 ) -> None:
     """A lake published in two runs under a running Thrift Server: after the second run and
-    ``refresh_statements``, Spark counts every event and session the lake holds (DuckDB's count, re-listed)."""
+    ``refresh_statements``, Spark counts every event and session the lake holds (DuckDB's count, through the views
+    of the second run)."""
     store = HourStore(loaded_cache, "https://amplitude.com", API_KEY)
     publish(store, tmp_path, first=DATASET_START, last=DATASET_START + timedelta(hours=12))
     spark.run(*ddl(tmp_path, "spark", schema="fresh"))

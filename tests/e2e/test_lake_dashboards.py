@@ -9,13 +9,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 import requests
 import yaml
 
 from shillelagh_amplitude.export.client import resolve_base_url
 from shillelagh_amplitude.lake.ddl import ddl
+from shillelagh_amplitude.lake.pins import VIEWS_FILE
 from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.store.hour_store import HourStore
 
@@ -47,13 +47,9 @@ def spark_uri(lake: Path, spark_server: ThriftServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def duckdb_uri(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The DuckDB file of views, written and closed before Superset opens it read-only."""
-    path = tmp_path_factory.mktemp("duckdb") / "lake.duckdb"
-    with duckdb.connect(str(path)) as connection:
-        for statement in ddl(lake, "duckdb"):
-            connection.execute(statement)
-    return f"duckdb:///{path}?access_mode=read_only"
+def duckdb_uri(lake: Path) -> str:
+    """The lake's DuckDB views file (the publisher keeps it), which Superset opens read-only."""
+    return f"duckdb:///{lake / VIEWS_FILE}?access_mode=read_only"
 
 
 def import_bundle(superset: Superset, api: requests.Session, engine: str, uri: str, folder: Path) -> None:

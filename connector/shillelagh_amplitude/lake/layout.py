@@ -12,7 +12,7 @@ in the files (engines take it from the folder name). ``<lake>/_amplitude_lake.js
 A partition is one file, always named ``part-0.parquet``, replaced whole: see :mod:`.publish` for why that is
 atomic for every reader. Files being written are hidden (``.part-0.parquet.<id>.tmp``): Spark and Trino skip
 names starting with ``.``, and no engine's ``*.parquet`` glob matches the ``.tmp`` ending (DuckDB skips nothing
-by prefix).
+by prefix). Each version is also linked under an immutable name for DuckDB (:mod:`.pins`).
 """
 
 from __future__ import annotations

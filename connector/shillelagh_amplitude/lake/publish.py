@@ -28,8 +28,9 @@ the pending rows (bounded) and one day, whatever the size of the lake.
 - on object storage: uploaded under its final key in one PUT (or one multipart upload, which becomes visible only
   when completed): a reader gets the old object or the new one, never a part.
 
-So a reader never sees a partition partly written, doubled or missing rows. (DuckDB opens a file more than once
-per query: a query overlapping a replacement may fail with an error, never a mix.) Consistency holds per partition:
+So a reader never sees a partition partly written, doubled or missing rows. DuckDB, which opens a file by its path
+more than once per query, reads each version under an immutable name instead (a hard link, :mod:`.pins`), from
+views the publisher rewrites after each run. Consistency holds per partition:
 while a run rewrites several days, a reader spanning them may see some days already new and others still old
 (every row once either way: a day's rows never move to another partition). A publisher killed midway leaves each
 partition whole (old or new) and at worst a hidden temporary file; the manifest is written after each partition,
@@ -78,6 +79,7 @@ from .layout import (
     is_temp,
     temp_name,
 )
+from .pins import pin, refresh
 
 DAY_US = 86_400_000_000
 DAY_MS = 86_400_000
@@ -124,6 +126,8 @@ class Manifest:
 
     project: str
     partitions: dict[str, dict]
+    #: The pins the DuckDB views list and those retired (:func:`.pins.refresh`).
+    pins: dict = field(default_factory=dict)
 
     @classmethod
     def read(cls, location: StoreLocation, project: str) -> Manifest:
@@ -136,10 +140,10 @@ class Manifest:
                             "every partition.") from None
         if data.get("project") != project:
             raise LakeError(f"The lake {location.display} holds another Amplitude project (a lake holds one).")
-        return cls(project, data.get("partitions", {}))
+        return cls(project, data.get("partitions", {}), data.get("pins", {}))
 
     def write(self, location: StoreLocation) -> None:
-        data = {"format": MANIFEST_FORMAT, "project": self.project, "partitions": self.partitions}
+        data = {"format": MANIFEST_FORMAT, "project": self.project, "partitions": self.partitions, "pins": self.pins}
         location.publish_bytes(location.path(MANIFEST), json.dumps(data, sort_keys=True, indent=0).encode())
 
 
@@ -202,6 +206,11 @@ def publish(
             except FileNotFoundError:  # a sync re-published an hour while it was read: list again
                 if attempt == ATTEMPTS - 1:
                     raise
+        if location.local:
+            manifest = Manifest.read(location, store.project)
+            contents = {key: entry.get("content") for key, entry in manifest.partitions.items()}
+            manifest.pins = refresh(location, contents, manifest.pins, time.time())
+            manifest.write(location)
     finally:
         if lock is not None:
             lock.release()
@@ -409,6 +418,8 @@ def write_partition(location: StoreLocation, table: LakeTable, day: date, rows: 
             content = hashlib.file_digest(written, "sha256").hexdigest()
         if content == unless and PART_FILE in location.list(table.partition(day)):
             return None
+        if location.local:
+            pin(temp, content)  # the version's immutable name, for DuckDB (see .pins)
         location.publish_file(temp, target)
         return content
     finally:
