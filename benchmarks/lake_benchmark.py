@@ -11,7 +11,7 @@ For each scale the dataset is generated once (``query_benchmark.prepare``). Then
 - bytes on disk: the hour store (Arrow IPC + zstd, one file per upload hour) and the lake (Parquet + zstd);
 - queries: each engine runs each query in a new process (first run, then the median of ``--repeat`` more) and
   reports its peak RSS (Spark local[2]: a new Python process and its JVM, the peak RSS of both added; the tables
-  of ``amplitude-lake ddl --engine spark``, the SQL written for Spark in :data:`SPARK_QUERIES`); the floor runs
+  of ``amplitude-lake ddl --engine spark``, the SQL of :data:`LAKE_QUERIES`); the floor runs
   in this process, over the same rows loaded into DuckDB's own in-memory tables.
 
 Engines are the functions in :data:`ENGINES` (name -> function(args, cache_dir, lake, query names) -> figures per
@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -36,6 +36,7 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from query_benchmark import API_KEY, EVENTS, FIRST_DAY, ONE_DAY, QUERIES, SECRET, SESSIONS, peak_rss_mb, prepare  # noqa: E402,I001
 from query_benchmark import worker as amplitude_worker  # noqa: E402
+from timing import time_query  # noqa: E402
 
 from shillelagh_amplitude.export.client import ExportClient  # noqa: E402
 from shillelagh_amplitude.export.loader import fill  # noqa: E402
@@ -46,20 +47,29 @@ from shillelagh_amplitude.store.hour_store import HourStore  # noqa: E402
 
 #: Figures of one query: first run, median repeated run (s), peak RSS of its process (MB), rows returned.
 Figures = dict[str, float]
-#: The queries in Spark SQL (exact percentiles; dates in the session time zone, UTC).
-SPARK_QUERIES = {
-    "sessions: KPIs": f"SELECT count(*), avg(length_s), percentile(length_s, 0.5), percentile(length_s, 0.95) "
-                      f"{SESSIONS}",
-    "sessions: per day": f"SELECT CAST(session_start AS DATE), avg(length_s), percentile(length_s, 0.5), "
-                         f"percentile(length_s, 0.95) {SESSIONS} GROUP BY 1",
-    "sessions: per plan": f"SELECT get_json_object(user_properties, '$.plan'), avg(length_s), "
-                          f"percentile(length_s, 0.5), percentile(length_s, 0.95) {SESSIONS} GROUP BY 1",
-    "sessions: length buckets": f"SELECT length_bucket, count(*) {SESSIONS} GROUP BY 1",
-    "events: count(*)": f"SELECT count(*) {EVENTS}",
-    "events: per event_type": f"SELECT event_type, count(*) {EVENTS} GROUP BY 1",
-    "events: daily distinct users": f"SELECT CAST(event_time AS DATE), count(DISTINCT amplitude_id) {EVENTS} "
-                                    "GROUP BY 1",
-    "events: SELECT * one day": f"SELECT * {ONE_DAY}",
+#: The same range on the partition column, so engines read only the partitions of the range (a range on
+#: ``event_time`` alone reads the column of every file to apply it).
+DAYS = "AND event_date >= '2026-09-03' AND event_date < '2026-09-28'"
+#: The eight queries over the lake: name -> (DuckDB SQL, Spark SQL). The SQL a lake user writes: the events
+#: queries add the same range on ``event_date`` and group days by it (``event_date`` is the UTC date of
+#: ``event_time``); Spark's percentiles are exact (``percentile``), its dates in the session time zone, UTC.
+LAKE_QUERIES = {
+    "sessions: KPIs": (QUERIES["sessions: KPIs"][1],
+                       f"SELECT count(*), avg(length_s), percentile(length_s, 0.5), percentile(length_s, 0.95) "
+                       f"{SESSIONS}"),
+    "sessions: per day": (QUERIES["sessions: per day"][1],
+                          f"SELECT CAST(session_start AS DATE), avg(length_s), percentile(length_s, 0.5), "
+                          f"percentile(length_s, 0.95) {SESSIONS} GROUP BY 1"),
+    "sessions: per plan": (QUERIES["sessions: per plan"][1],
+                           f"SELECT get_json_object(user_properties, '$.plan'), avg(length_s), "
+                           f"percentile(length_s, 0.5), percentile(length_s, 0.95) {SESSIONS} GROUP BY 1"),
+    "sessions: length buckets": (QUERIES["sessions: length buckets"][1],
+                                 f"SELECT length_bucket, count(*) {SESSIONS} GROUP BY 1"),
+    "events: count(*)": (f"SELECT count(*) {EVENTS} {DAYS}",) * 2,
+    "events: per event_type": (f"SELECT event_type, count(*) {EVENTS} {DAYS} GROUP BY 1",) * 2,
+    "events: daily distinct users": (f"SELECT event_date, count(DISTINCT amplitude_id) {EVENTS} {DAYS} GROUP BY 1",)
+    * 2,
+    "events: SELECT * one day": (f"SELECT * {ONE_DAY} AND event_date = '2026-09-10'",) * 2,
 }
 SPARK_DRIVER_MEMORY = "2g"
 
@@ -70,7 +80,10 @@ def _hours(days: int) -> tuple[datetime, datetime]:
 
 
 def folder_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    """Bytes of the files under ``folder``, each hard-linked file once (the lake's pins are hard links)."""
+    files = {(stat.st_dev, stat.st_ino): stat.st_size for stat in (path.stat() for path in folder.rglob("*")
+                                                                    if path.is_file())}
+    return sum(files.values())
 
 
 # --- workers (one new process each) --------------------------------------------------------------------------------
@@ -88,50 +101,33 @@ def run_sync_worker(args: argparse.Namespace) -> None:
                       "peak_rss_mb": peak_rss_mb()}))
 
 
-def run_duckdb_lake_worker(args: argparse.Namespace) -> None:
-    """The queries through DuckDB's views over the lake (``amplitude-lake ddl --engine duckdb``)."""
-    connection = duckdb.connect()
-    for statement in ddl(args.lake, "duckdb"):
-        connection.execute(statement)
-    results = {}
-    for name in args.query:
-        sql = QUERIES[name][1]
-        times = []
-        for _ in range(args.repeat + 1):
-            began = time.perf_counter()
-            rows = connection.execute(sql).fetchall()
-            times.append(time.perf_counter() - began)
-        results[name] = {"first": times[0], "repeated": statistics.median(times[1:]), "rows": len(rows)}
-    print(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb()}))
-
-
-def run_spark_lake_worker(args: argparse.Namespace) -> None:
-    """The queries through Spark SQL in local[2] over the lake's tables (Hive catalog in a temporary folder)."""
-    import tempfile
-
-    from pyspark.sql import SparkSession
-
+def run_lake_worker(args: argparse.Namespace) -> None:
+    """The queries through one engine over the lake, with the statements of ``amplitude-lake ddl``: DuckDB's views
+    in an in-memory database, or Spark SQL in local[2] (Hive catalog in a temporary folder)."""
     with tempfile.TemporaryDirectory() as home:
-        spark = (SparkSession.builder.master("local[2]").appName("lake-benchmark")
-                 .config("spark.driver.memory", SPARK_DRIVER_MEMORY)
-                 .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={home}")
-                 .config("spark.sql.warehouse.dir", f"{home}/warehouse")
-                 .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
-                 .enableHiveSupport().getOrCreate())
-        for statement in ddl(args.lake, "spark"):
-            spark.sql(statement)
-        spark.sql("USE amplitude")
-        results = {}
-        for name in args.query:
-            times = []
-            for _ in range(args.repeat + 1):
-                began = time.perf_counter()
-                rows = spark.sql(SPARK_QUERIES[name]).collect()
-                times.append(time.perf_counter() - began)
-            results[name] = {"first": times[0], "repeated": statistics.median(times[1:]), "rows": len(rows)}
-        jvm = Path(f"/proc/{spark.sparkContext._gateway.proc.pid}/status").read_text()
-        jvm_mb = next(int(line.split()[1]) for line in jvm.splitlines() if line.startswith("VmHWM:")) / 1024
-        spark.stop()
+        if args.worker == "duckdb-lake":
+            connection = duckdb.connect()
+            run, column, stop = (lambda sql: connection.execute(sql).fetchall()), 0, connection.close
+        else:
+            from pyspark.sql import SparkSession
+
+            spark = (SparkSession.builder.master("local[2]").appName("lake-benchmark")
+                     .config("spark.driver.memory", SPARK_DRIVER_MEMORY)
+                     .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={home}")
+                     .config("spark.sql.warehouse.dir", f"{home}/warehouse")
+                     .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
+                     .enableHiveSupport().getOrCreate())
+            run, column, stop = (lambda sql: spark.sql(sql).collect()), 1, spark.stop
+        for statement in ddl(args.lake, "duckdb" if column == 0 else "spark"):
+            run(statement)
+        if column == 1:
+            run("USE amplitude")
+        results = {name: time_query(run, LAKE_QUERIES[name][column], args.repeat) for name in args.query}
+        jvm_mb = 0.0
+        if column == 1:  # the JVM's peak, beside this process's
+            jvm = Path(f"/proc/{spark.sparkContext._gateway.proc.pid}/status").read_text()
+            jvm_mb = next(int(line.split()[1]) for line in jvm.splitlines() if line.startswith("VmHWM:")) / 1024
+        stop()
     print(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb() + jvm_mb}))
 
 
@@ -158,29 +154,22 @@ def amplitude_engine(args: argparse.Namespace, cache_dir: Path, lake: Path, name
     return figures
 
 
-def duckdb_lake_engine(args: argparse.Namespace, cache_dir: Path, lake: Path, names: list[str]) -> dict[str, Figures]:
-    """DuckDB over the lake's Parquet (one process per query)."""
-    figures = {}
-    for name in names:
-        report = _worker(args, "duckdb-lake", lake=str(lake), query=[name])
-        figures[name] = {**report["results"][name], "peak_rss_mb": report["peak_rss_mb"]}
-    return figures
-
-
-def spark_lake_engine(args: argparse.Namespace, cache_dir: Path, lake: Path, names: list[str]) -> dict[str, Figures]:
-    """Spark SQL local[2] over the lake's Parquet (one process and JVM per query)."""
-    figures = {}
-    for name in names:
-        report = _worker(args, "spark-lake", lake=str(lake), query=[name])
-        figures[name] = {**report["results"][name], "peak_rss_mb": report["peak_rss_mb"]}
-    return figures
+def lake_engine(mode: str) -> Callable[[argparse.Namespace, Path, Path, list[str]], dict[str, Figures]]:
+    """An engine over the lake's Parquet: ``mode``'s worker, one new process per query."""
+    def engine(args: argparse.Namespace, cache_dir: Path, lake: Path, names: list[str]) -> dict[str, Figures]:
+        figures = {}
+        for name in names:
+            report = _worker(args, mode, lake=str(lake), query=[name])
+            figures[name] = {**report["results"][name], "peak_rss_mb": report["peak_rss_mb"]}
+        return figures
+    return engine
 
 
 #: name -> function(args, hour store, lake, query names) -> figures per query. Add engines here.
 ENGINES: dict[str, Callable[[argparse.Namespace, Path, Path, list[str]], dict[str, Figures]]] = {
     "amplitude://": amplitude_engine,
-    "duckdb lake": duckdb_lake_engine,
-    "spark lake": spark_lake_engine,
+    "duckdb lake": lake_engine("duckdb-lake"),  # DuckDB's views
+    "spark lake": lake_engine("spark-lake"),  # Spark SQL local[2], a new JVM per query
 }
 
 
@@ -190,14 +179,8 @@ def floor(args: argparse.Namespace, lake: Path) -> dict[str, Figures]:
     connection = duckdb.connect()
     for statement in ddl(lake, "duckdb"):
         connection.execute(statement.replace("CREATE OR REPLACE VIEW", "CREATE TABLE"))
-    figures = {}
-    for name, (_, sql) in QUERIES.items():
-        times = []
-        for _ in range(args.repeat + 1):
-            began = time.perf_counter()
-            rows = connection.execute(sql).fetchall()
-            times.append(time.perf_counter() - began)
-        figures[name] = {"first": times[0], "repeated": statistics.median(times[1:]), "rows": len(rows)}
+    run = lambda sql: connection.execute(sql).fetchall()  # noqa: E731
+    figures = {name: time_query(run, sql, args.repeat) for name, (sql, _) in LAKE_QUERIES.items()}
     return figures
 
 
@@ -213,7 +196,7 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict:
     shutil.rmtree(synced, ignore_errors=True)
     if args.publishing_only:
         return {"sync": sync, "engines": {}}
-    names = list(QUERIES)
+    names = list(LAKE_QUERIES)
     engines = {engine: ENGINES[engine](args, cache_dir, lake, names) for engine in args.engines}
     engines["duckdb memory"] = floor(args, lake)
     for name in names:
@@ -236,7 +219,7 @@ def print_scale(events: int, days: int, figures: dict) -> None:
     print(f"{'query':30s}" + "".join(f" | {engine:>24s}" for engine in measured) +
           f" | {'duckdb memory':>13s} | {'lake/floor':>10s}")
     print(f"{'':30s}" + f" | {'first':>7s} {'rep':>7s} {'MB':>8s}" * len(measured) + f" | {'rep':>13s} |")
-    for name in QUERIES:
+    for name in LAKE_QUERIES:
         cells = "".join(f" | {engines[e][name]['first']:7.3f} {engines[e][name]['repeated']:7.3f} "
                         f"{engines[e][name]['peak_rss_mb']:8.0f}" for e in measured)
         floor_ = engines["duckdb memory"][name]["repeated"]
@@ -261,11 +244,8 @@ def main() -> None:
     if args.worker == "sync":
         run_sync_worker(args)
         return
-    if args.worker == "duckdb-lake":
-        run_duckdb_lake_worker(args)
-        return
-    if args.worker == "spark-lake":
-        run_spark_lake_worker(args)
+    if args.worker in ("duckdb-lake", "spark-lake"):
+        run_lake_worker(args)
         return
     args.work.mkdir(parents=True, exist_ok=True)
     for events in args.scales:

@@ -5,9 +5,9 @@
 
 For each scale it generates the dataset once (or reuses it) and fills a store with ``load_archive``, as an earlier
 ``amplitude-sync`` would. Every query then runs in a new process (``--worker``): its first run is "first in a new
-process" (derived sessions and user sessions come from disk, the memory cache is empty), the next ones "repeated"
-(median); the worker reports its peak RSS. One more worker runs every query in turn, for the peak memory of a
-process answering them all.
+process" (derived sessions and user sessions come from disk, the memory cache is empty; pandas is imported first,
+as in a Superset process), the next ones "repeated" (median); the worker reports its peak RSS. One more worker runs
+every query in turn, for the peak memory of a process answering them all.
 Baselines, in this same command:
 - a plain SQLite table holding the same rows (a file database built once, queried in its own process): the floor
   for anything built on SQLite;
@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -32,6 +30,7 @@ import apsw
 import duckdb
 import pyarrow as pa
 import yaml
+from timing import time_query
 
 from shillelagh_amplitude.export.loader import load_archive
 from shillelagh_amplitude.hours import LOOKBACK, floor_hour, hour_range
@@ -98,6 +97,11 @@ QUERIES = {
         f"{DEFINITIONS_RANGE}",
         f"SELECT definition, avg(length_s), median(length_s), quantile_cont(length_s, 0.95) FROM ({DEFINITIONS}) "
         f"{DEFINITIONS_RANGE}",
+    ),
+    "definitions: median per day": (
+        f"SELECT definition, date(session_start), median(length_s) FROM ({DEFINITIONS}) {DEFINITIONS_RANGE}, 2",
+        f"SELECT definition, CAST(session_start AS DATE), median(length_s) FROM ({DEFINITIONS}) "
+        f"{DEFINITIONS_RANGE}, 2",
     ),
     "events: count(*)": (f"SELECT count(*) {EVENTS}", f"SELECT count(*) {EVENTS}"),
     "events: per event_type": (
@@ -174,6 +178,10 @@ def peak_rss_mb() -> float:
 
 def run_worker(args: argparse.Namespace) -> None:
     """Run the given queries (first run, then ``repeat`` more) and print times and peak memory as JSON."""
+    # A Superset process has pandas loaded; pyarrow imports it on its first conversion of a Python or numpy
+    # sequence (0.3-0.7 s here), which would otherwise land in the first query's time.
+    import pandas  # noqa: F401
+
     if args.sqlite:
         connection = apsw.Connection(args.sqlite)
         execute = lambda sql: connection.execute(sql).fetchall()  # noqa: E731
@@ -185,16 +193,7 @@ def run_worker(args: argparse.Namespace) -> None:
         def execute(sql: str) -> list:
             with engine.connect() as connection:  # a new connection per query, as Superset makes them
                 return connection.execute(text(sql)).fetchall()
-    results = {}
-    for name in args.query:
-        sql = QUERIES[name][0]
-        times = []
-        for _ in range(args.repeat + 1):
-            began = time.perf_counter()
-            rows = execute(sql)
-            times.append(time.perf_counter() - began)
-        repeated = statistics.median(times[1:]) if len(times) > 1 else None
-        results[name] = {"first": times[0], "repeated": repeated, "rows": len(rows)}
+    results = {name: time_query(execute, QUERIES[name][0], args.repeat) for name in args.query}
     print(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -214,27 +213,22 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict[str, dict]:
     cache_dir = prepare(args.work, events, args.days)
     sqlite_path = args.work / f"baseline-{events}-{args.days}.sqlite"
     sqlite_baseline(sqlite_path, cache_dir, args.days)
-    duck = duckdb.connect()
+    memory = duckdb.connect()
     for name, table in zip(TABLES, all_rows(cache_dir, args.days), strict=True):
-        duck.register(name, table)
+        memory.register(name, table)
     args_once = argparse.Namespace(**{**vars(args), "repeat": 0})
     # sessions and user sessions (both gaps) built and kept beside the hours
     worker(args_once, ["sessions: KPIs", "user sessions: 30 and 60 min"], cache=str(cache_dir))
     figures = {}
     names = args.query or list(QUERIES)
     for name in names:
-        duck_sql = QUERIES[name][1]
         ours = worker(args, [name], cache=str(cache_dir))
         plain = worker(args, [name], sqlite=str(sqlite_path))
-        duck_times = []
-        for _ in range(args.repeat):
-            began = time.perf_counter()
-            duck_rows = duck.execute(duck_sql).fetchall()
-            duck_times.append(time.perf_counter() - began)
+        duck = time_query(lambda sql: memory.execute(sql).fetchall(), QUERIES[name][1], args.repeat)
         result = ours["results"][name]
-        assert result["rows"] == plain["results"][name]["rows"] == len(duck_rows), name
+        assert result["rows"] == plain["results"][name]["rows"] == duck["rows"], name
         figures[name] = {**result, "sqlite": plain["results"][name]["repeated"],
-                         "duckdb": statistics.median(duck_times), "peak_rss_mb": ours["peak_rss_mb"]}
+                         "duckdb": duck["repeated"], "peak_rss_mb": ours["peak_rss_mb"]}
     together = worker(args, names, cache=str(cache_dir))
     figures["all queries, one process"] = {"peak_rss_mb": together["peak_rss_mb"]}
     return figures

@@ -89,6 +89,26 @@ VIZ_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: y-axis formats without decimals: their axis needs whole-number ticks (ECharts' fractional ticks, 0.5 apart on
+#: small counts, would print as "0, 1, 1, 2, 2")
+WHOLE_NUMBER_FORMATS = frozenset({",d", ",.0f"})
+
+
+def echart_options(viz_type: str, params: dict[str, Any]) -> str | None:
+    """The chart's "ECharts Options" (Superset 6.1's ``echart_options``, a JS object literal it validates and merges
+    over its own options; no setting needed) for what the form data cannot say: whole-number ticks on a y axis
+    whose format shows no decimals, and on a day axis no extra label forced at the axis' end (Superset's
+    ``showMaxLabel``, drawn a few pixels from the regular label before it)."""
+    if not viz_type.startswith("echarts_timeseries"):
+        return None
+    options: dict[str, Any] = {}
+    if params.get("y_axis_format") in WHOLE_NUMBER_FORMATS:
+        options["yAxis"] = {"minInterval": 1}
+    if params.get("time_grain_sqla"):
+        options["xAxis"] = {"axisLabel": {"showMaxLabel": False}}
+    return json.dumps(options, sort_keys=True) if options else None
+
+
 def load(path: Path) -> dict[str, Any]:
     """One YAML source file."""
     return yaml.safe_load(path.read_text())
@@ -115,6 +135,7 @@ def chart_params(viz_type: str, params: dict[str, Any], dataset: dict[str, Any])
     """Full form data: viz defaults, an open time filter on the dataset's time column, the source's params.
     No time range of its own: the dashboard's time filter is the only one."""
     dttm = dataset.get("main_dttm_col")
+    options = echart_options(viz_type, params)
     return {
         "datasource": DATASOURCE_PLACEHOLDER,
         "viz_type": viz_type,
@@ -122,6 +143,7 @@ def chart_params(viz_type: str, params: dict[str, Any], dataset: dict[str, Any])
         "time_range": NO_FILTER,
         "adhoc_filters": [time_filter(dttm)] if dttm else [],
         "extra_form_data": {},
+        **({"echart_options": options} if options else {}),
         **params,
     }
 
@@ -146,13 +168,15 @@ def query_object(params: dict[str, Any]) -> dict[str, Any]:
     if viz_type == "big_number_total":
         return {**query, "columns": [], "metrics": [params["metric"]], "post_processing": []}
     metrics = params["metrics"]
+    sort_metric = params.get("timeseries_limit_metric")
+    if sort_metric:
+        query["series_limit_metric"] = sort_metric
     if viz_type == "table":
-        sort_metric = params.get("timeseries_limit_metric") or metrics[0]
         return {
             **query,
             "columns": params["groupby"],
             "metrics": metrics,
-            "orderby": [[sort_metric, not query["order_desc"]]],
+            "orderby": [[sort_metric or metrics[0], not query["order_desc"]]],
             "post_processing": [],
         }
     x_axis = params["x_axis"]
@@ -164,27 +188,36 @@ def query_object(params: dict[str, Any]) -> dict[str, Any]:
     }
     if grain := params.get("time_grain_sqla"):
         axis["timeGrain"] = grain
+    x_axis_sort = params.get("x_axis_sort")
+    # "X-axis sort by" a metric the chart does not draw: the series limit metric, queried and sorted by, not shown
+    extra = [sort_metric] if (sort_metric and sort_metric == x_axis_sort and sort_metric not in metrics
+                              and not params["groupby"]) else []
+    queried = [*metrics, *extra]
     post_processing: list[dict[str, Any]] = [
         {
             "operation": "pivot",
             "options": {
                 "index": [x_axis],
                 "columns": params["groupby"],
-                "aggregates": {metric: {"operator": "mean"} for metric in metrics},
+                "aggregates": {metric: {"operator": "mean"} for metric in queried},
                 "drop_missing_columns": not params["show_empty_columns"],
             },
         }
     ]
-    if params.get("x_axis_sort") == x_axis:
+    if x_axis_sort == x_axis:
         post_processing.append(
             {"operation": "sort", "options": {"is_sort_index": True, "ascending": params["x_axis_sort_asc"]}}
+        )
+    elif x_axis_sort in queried:
+        post_processing.append(
+            {"operation": "sort", "options": {"by": x_axis_sort, "ascending": params["x_axis_sort_asc"]}}
         )
     post_processing.append({"operation": "flatten"})
     return {
         **query,
         "columns": [axis, *params["groupby"]],
-        "metrics": metrics,
-        "orderby": [[metrics[0], not query["order_desc"]]],
+        "metrics": queried,
+        "orderby": [[sort_metric or metrics[0], not query["order_desc"]]],
         "series_columns": params["groupby"],
         "time_offsets": [],
         "post_processing": post_processing,
@@ -405,8 +438,8 @@ def for_engine(engine: str, database: dict[str, Any], datasets: dict[str, dict[s
     and names of their own for the datasets (Superset's metadata DB wants dataset names unique) and the dashboard,
     so that each engine's bundle imports beside the others.
 
-    Left out: a dataset the engine has no SQL for (the lake holds no user sessions), with its charts and the rows
-    marked ``amplitude_only``; and unless ``template_processing`` (a Superset with ENABLE_TEMPLATE_PROCESSING),
+    Left out: a dataset the engine has no SQL for, with its charts; and unless ``template_processing`` (a Superset
+    with ENABLE_TEMPLATE_PROCESSING),
     the "Sessions that contain event" filter, whose SQL on these engines is Jinja (``template_where``), and its
     ``template_only`` dataset: on Superset's defaults a lake dashboard has every chart and the other filters."""
     overrides = load(ENGINE_SOURCES / f"{engine}.yaml")
@@ -418,7 +451,6 @@ def for_engine(engine: str, database: dict[str, Any], datasets: dict[str, dict[s
         del datasets[key]
     for key in [key for key, chart in charts.items() if chart["dataset"] not in datasets]:
         del charts[key]
-    dashboard["rows"] = [row for row in dashboard["rows"] if not row.get("amplitude_only")]
     dashboard["filters"] = [f for f in dashboard["filters"] if f.get("dataset", "sessions") in datasets]
     for key in kept:
         override = overrides["datasets"][key]
@@ -537,7 +569,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", choices=engines(), default=DEFAULT_ENGINE,
                         help="amplitude:// (default), or the lake through duckdb-engine or Spark's Thrift Server")
     parser.add_argument("--sqlalchemy-uri", help="the connection's URI, e.g. hive://hive@spark:10000/amplitude or "
-                        "duckdb:////lake/amplitude.duckdb?access_mode=read_only (default: the engine's example)")
+                        "duckdb:////lake/_amplitude_lake.duckdb?access_mode=read_only (default: the engine's example)")
     parser.add_argument("--template-processing", action="store_true",
                         help="with --engine: your Superset has ENABLE_TEMPLATE_PROCESSING on, so the lake dashboard "
                         "gets the \"Sessions that contain event\" filter (Jinja on these engines); without it "

@@ -84,7 +84,30 @@ CREATE TABLE IF NOT EXISTS amplitude.amplitude_sessions (
   `user_properties` STRING,
   `session_date` DATE
 ) USING parquet PARTITIONED BY (session_date) LOCATION 'file:///var/lib/amplitude-lake/amplitude_sessions';
+CREATE TABLE IF NOT EXISTS amplitude.amplitude_user_sessions (
+  `session_start` TIMESTAMP,
+  `session_end` TIMESTAMP,
+  `length_s` DOUBLE,
+  `length_bucket` STRING,
+  `event_count` BIGINT,
+  `gap_minutes` BIGINT,
+  `amplitude_id` BIGINT,
+  `user_id` STRING,
+  `devices` BIGINT,
+  `amplitude_sessions` BIGINT,
+  `first_event_type` STRING,
+  `last_event_type` STRING,
+  `event_types` STRING,
+  `platform` STRING,
+  `country` STRING,
+  `device_type` STRING,
+  `user_creation_time` TIMESTAMP,
+  `user_properties` STRING,
+  `session_date` DATE
+) USING parquet PARTITIONED BY (session_date) LOCATION 'file:///var/lib/amplitude-lake/amplitude_user_sessions';
 MSCK REPAIR TABLE amplitude.amplitude_events SYNC PARTITIONS;
 REFRESH TABLE amplitude.amplitude_events;
 MSCK REPAIR TABLE amplitude.amplitude_sessions SYNC PARTITIONS;
 REFRESH TABLE amplitude.amplitude_sessions;
+MSCK REPAIR TABLE amplitude.amplitude_user_sessions SYNC PARTITIONS;
+REFRESH TABLE amplitude.amplitude_user_sessions;

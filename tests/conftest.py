@@ -21,6 +21,7 @@ from shillelagh_amplitude.sql.scan import TABLE_CACHE
 from shillelagh_amplitude.store.hour_store import HourStore
 
 from .helpers import read_dataset
+from .object_store import GcsProxy, S3Proxy
 from .spark_server import ThriftServer, thrift_server
 
 DATASET_START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -63,6 +64,24 @@ def spark_server(tmp_path_factory) -> Iterator[ThriftServer]:
     """One local Spark Thrift Server for the session's lake tests (each module its own database): started once."""
     with thrift_server(tmp_path_factory.mktemp("spark")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Proxy]:
+    """moto's S3 server behind the logging, fault-injecting proxy of ``object_store.py``."""
+    proxy = S3Proxy()
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory) -> Iterator[GcsProxy]:
+    """gcp-storage-emulator behind the same proxy."""
+    proxy = GcsProxy(tmp_path_factory.mktemp("gcs") / "credentials.json")
+    proxy.start()
+    yield proxy
+    proxy.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -40,6 +40,10 @@ class Faults:
     hold_puts: bool = False  # take PUT bodies of hour files and never forward them
     held: threading.Event = field(default_factory=threading.Event)  # set once a PUT is held
     release: threading.Event = field(default_factory=threading.Event)  # then the held PUT is dropped
+    pause_uploads: bool = False  # hold the next request that opens an upload of a .arrow file (S3's multipart
+    paused: threading.Event = field(default_factory=threading.Event)  # start, GCS's resumable session): set then
+    resume: threading.Event = field(default_factory=threading.Event)  # then it is forwarded and answered
+    down: bool = False  # answer nothing: drop every connection without an answer (a store that went away)
 
 
 class S3Proxy:
@@ -124,6 +128,12 @@ class S3Proxy:
         return None
 
 
+def _opens_upload(method: str, path: str) -> bool:
+    """Whether a request starts the upload of a .arrow file: S3's CreateMultipartUpload (``POST …?uploads``), or
+    a GCS resumable upload session (``POST …?uploadType=resumable&name=…``)."""
+    return method == "POST" and ".arrow" in path and ("?uploads" in path or "uploadType=resumable" in path)
+
+
 def _handler(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -141,7 +151,16 @@ def _handler(proxy: S3Proxy) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
         def _forward(self) -> None:
+            if proxy.faults.down:
+                with proxy._lock:
+                    proxy.log.append((self.command, self.path, 0))
+                self.close_connection = True
+                return
             body = self._body()
+            if proxy.faults.pause_uploads and _opens_upload(self.command, self.path):
+                proxy.faults.pause_uploads = False
+                proxy.faults.paused.set()
+                proxy.faults.resume.wait(120)
             fault = proxy._decide(self.command, self.path)
             if self.command == "PUT" and proxy.faults.hold_puts and ".arrow" in self.path:
                 proxy.faults.held.set()  # the client is killed meanwhile: the store never sees the PUT complete

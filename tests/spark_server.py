@@ -23,8 +23,11 @@ from .helpers import free_port
 JAVA = Path("/usr/bin/java")
 STARTED = "HiveThriftServer2 started"
 START_TIMEOUT_S = 240
-#: Spark's driver heap: the lake tests' data is a few MB; the machine is shared.
-DRIVER_MEMORY = "640m"
+#: Spark's driver heap (local mode: the executor's too). The data is a few MB, but a dashboard sends a dozen queries
+#: at once; 640m could leave the server collecting garbage for minutes on a loaded machine.
+DRIVER_MEMORY = "1g"
+#: Where each server's log is kept after the test (its folder is a temporary one pytest removes later).
+LOGS = Path(__file__).resolve().parents[1] / "test-output" / "spark"
 
 
 @dataclass
@@ -100,6 +103,8 @@ def thrift_server(folder: Path) -> Iterator[ThriftServer]:
             time.sleep(0.5)
         yield ThriftServer(port, log)
     finally:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, LOGS / f"thrift-server-{folder.name}.log")
         process.terminate()
         try:
             process.wait(timeout=30)

@@ -16,15 +16,16 @@ import pytest
 
 from shillelagh_amplitude.hours import hour_range
 from shillelagh_amplitude.lake import ddl
-from shillelagh_amplitude.lake.layout import EVENTS, PART_FILE, SESSIONS
+from shillelagh_amplitude.lake.layout import EVENTS, PART_FILE, SESSIONS, USER_SESSIONS
+from shillelagh_amplitude.lake.pins import is_pin
 from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.sql.adapter import AmplitudeAPI
 from shillelagh_amplitude.sql.scan import TimeRange
 from shillelagh_amplitude.store.hour_store import HourStore
 
-from .conftest import API_KEY, sql_connection
+from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import kpis, sessions_from_records
-from .helpers import parse_ts
+from .helpers import amplitude_sql, parse_ts
 
 DAYS = [date(2026, 3, 1) + timedelta(days=offset) for offset in range(5)]
 
@@ -50,9 +51,11 @@ def _duckdb(lake: Path) -> duckdb.DuckDBPyConnection:
 def test_layout_one_file_per_partition_with_the_sql_types(folder_lake):
     days = sorted(path.name for path in (folder_lake / "amplitude_events").iterdir())
     assert days == [f"event_date={day}" for day in DAYS]
-    for table in (EVENTS, SESSIONS):
+    for table in (EVENTS, SESSIONS, USER_SESSIONS):
         for folder in (folder_lake / table.name).iterdir():
-            assert [path.name for path in folder.iterdir()] == [PART_FILE]
+            names = sorted(path.name for path in folder.iterdir())
+            assert len(names) == 2 and names[1] == PART_FILE and is_pin(names[0])  # and its pin, for DuckDB
+            assert (folder / names[0]).stat().st_ino == (folder / PART_FILE).stat().st_ino
             schema = pq.read_schema(folder / PART_FILE)
             assert schema == table.schema  # no partition column in the file; JSON as text
             arrow = pq.ParquetFile(folder / PART_FILE).schema_arrow
@@ -110,7 +113,20 @@ def test_the_same_numbers_as_amplitude_tables(loaded_cache, folder_lake):
         assert served[1] == pytest.approx(published[1] or 0, rel=1e-12)
 
 
-@pytest.mark.parametrize("table", [EVENTS, SESSIONS])
+def test_user_sessions_are_amplitude_user_sessions_of_each_day(loaded_cache, folder_lake):
+    """Each day's partition holds, row for row and column for column, what amplitude:// serves as that day's user
+    sessions at the default 30-minute gap (built from the same hours, with the same 48 h look-back)."""
+    run = amplitude_sql(loaded_cache, API_KEY, SECRET_KEY)
+    names = USER_SESSIONS.schema.names
+    for day in DAYS[:-1]:
+        served = run(f"SELECT {', '.join(names)} FROM amplitude_user_sessions WHERE session_start >= '{day}' AND "
+                     f"session_start < '{day + timedelta(days=1)}' AND gap_minutes = 30")
+        published = pq.read_table(folder_lake / USER_SESSIONS.file(day)).to_pylist()
+        assert len(served) > 100
+        assert sorted(tuple(row[name] for name in names) for row in published) == sorted(served)
+
+
+@pytest.mark.parametrize("table", [EVENTS, SESSIONS, USER_SESSIONS])
 def test_source_hours_are_the_hours_amplitude_reads_for_the_day(table):
     adapter = AmplitudeAPI(table.name, api_key="k", late_hours=7)
     day = date(2026, 3, 2)
@@ -121,7 +137,8 @@ def test_source_hours_are_the_hours_amplitude_reads_for_the_day(table):
 
 def test_publishing_again_rewrites_only_the_partitions_whose_hours_changed(loaded_cache, tmp_path):
     """A store missing the hours of 2026-03-03 is published; once they are stored, the next run rewrites exactly
-    the partitions whose window of upload hours holds one of them."""
+    the partitions whose window of upload hours holds one of them (for user sessions, in their 48 h look-back
+    too)."""
     cache = tmp_path / "cache"
     shutil.copytree(loaded_cache, cache)
     store = _store(cache)
@@ -139,16 +156,16 @@ def test_publishing_again_rewrites_only_the_partitions_whose_hours_changed(loade
     expected = set()
     for day in [date(2026, 2, 26) + timedelta(days=offset) for offset in range(12)]:
         midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        for table, extra in ((EVENTS, 0), (SESSIONS, 24)):
-            window_end = midnight + timedelta(hours=23 + late_hours + extra)
+        for table, ahead, extra in ((EVENTS, 1, 0), (SESSIONS, 1, 24), (USER_SESSIONS, 49, 24)):
+            window = (midnight - timedelta(hours=ahead), midnight + timedelta(hours=23 + late_hours + extra))
             has_rows = (lake / table.partition(day) / PART_FILE).exists() or day == date(2026, 3, 3)
-            if any(midnight - timedelta(hours=1) <= hour <= window_end for hour in added) and has_rows:
+            if any(window[0] <= hour <= window[1] for hour in added) and has_rows:
                 expected.add(table.partition(day))
     report = publish(store, lake, late_hours=late_hours)
     # every partition of those windows is rebuilt; those whose bytes change are replaced, the others left alone
     assert set(report.written) <= expected and len(report.written) + report.identical == len(expected)
-    assert {"amplitude_events/event_date=2026-03-03", "amplitude_sessions/session_date=2026-03-03"} <= set(
-        report.written)
+    assert {"amplitude_events/event_date=2026-03-03", "amplitude_sessions/session_date=2026-03-03",
+            "amplitude_user_sessions/session_date=2026-03-03"} <= set(report.written)
     after = {path: path.stat().st_mtime_ns for path in lake.rglob(PART_FILE)}
     for path, mtime in before.items():
         rewritten = str(path.parent.relative_to(lake)) in report.written

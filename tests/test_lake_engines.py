@@ -12,6 +12,7 @@ import jinja2
 import pytest
 
 from shillelagh_amplitude.lake.ddl import ddl, refresh_statements
+from shillelagh_amplitude.lake.pins import VIEWS_FILE
 from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.store.hour_store import HourStore
 
@@ -49,13 +50,9 @@ def spark(lake: Path, spark_server: ThriftServer) -> ThriftServer:
 
 
 @pytest.fixture(scope="module")
-def duckdb_file(lake: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DuckDB file holding the lake's views, closed before it is read (read-only, as Superset opens it)."""
-    path = tmp_path_factory.mktemp("duckdb") / "lake.duckdb"
-    with duckdb.connect(str(path)) as connection:
-        for statement in ddl(lake, "duckdb"):
-            connection.execute(statement)
-    return path
+def duckdb_file(lake: Path) -> Path:
+    """The lake's DuckDB views file (the publisher keeps it), opened read-only as Superset opens it."""
+    return lake / VIEWS_FILE
 
 
 @pytest.fixture(params=["spark", "duckdb"])
@@ -129,6 +126,35 @@ def test_per_segment_percentiles(engine: tuple[str, Run], offline_sql: Run, colu
     same(run(by_sql(name, column)), expected)
 
 
+def definitions_sql(engine: str) -> str:
+    sql, metrics = dataset(engine, "session_definitions")
+    names = ["sessions", "avg_length_s", "p50_length_s", "p95_length_s", "sessions_per_user_day",
+             "multi_device_share", "merged_share"]
+    return (f"SELECT definition, {', '.join(metrics[n] for n in names)} FROM ({sql}) AS s WHERE {IN_RANGE} "
+            "GROUP BY definition ORDER BY definition")
+
+
+def test_session_definitions(engine: tuple[str, Run], amplitude_sql: Run) -> None:
+    """The "Session definition" section's dataset: Amplitude's sessions and user sessions at the 30-minute gap,
+    which the lake publishes (amplitude:// also has the 60-minute gap)."""
+    name, run = engine
+    expected = [row for row in amplitude_sql(definitions_sql("amplitude")) if "60-minute" not in row[0]]
+    assert [row[0] for row in expected] == ["Amplitude session_id", "User, 30-minute gap"]
+    assert 0 < expected[1][-2] < 1 and 0 < expected[1][-1] < 1  # some user sessions span devices, merge ids
+    same(run(definitions_sql(name)), expected)
+
+
+def test_user_sessions_table(engine: tuple[str, Run], amplitude_sql: Run) -> None:
+    """The lake's amplitude_user_sessions against amplitude://'s at the default gap, over the range."""
+    sql = ("SELECT COUNT(*), SUM(length_s), SUM(event_count), SUM(devices), SUM(amplitude_sessions), "
+           f"COUNT(DISTINCT amplitude_id), MIN(gap_minutes), MAX(gap_minutes) FROM amplitude_user_sessions "
+           f"WHERE {IN_RANGE}")
+    name, run = engine
+    expected = amplitude_sql(sql)
+    assert expected[0][0] > 1000 and expected[0][-2:] == (30, 30)
+    same(run(sql), expected)
+
+
 @pytest.fixture
 def amplitude_sql(loaded_cache: Path) -> Run:
     """SQL through amplitude:// (what the dashboard's connection is; its cursor applies contains_event)."""
@@ -179,7 +205,8 @@ def test_a_running_spark_sees_a_publish_after_the_refresh_statements(
     spark: ThriftServer, loaded_cache: Path, tmp_path: Path
 ) -> None:
     """A lake published in two runs under a running Thrift Server: after the second run and
-    ``refresh_statements``, Spark counts every event and session the lake holds (DuckDB's count, re-listed)."""
+    ``refresh_statements``, Spark counts every event and session the lake holds (DuckDB's count, through the views
+    of the second run)."""
     store = HourStore(loaded_cache, "https://amplitude.com", API_KEY)
     publish(store, tmp_path, first=DATASET_START, last=DATASET_START + timedelta(hours=12))
     spark.run(*ddl(tmp_path, "spark", schema="fresh"))

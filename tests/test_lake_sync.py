@@ -58,9 +58,10 @@ def test_sync_with_lake_publishes_the_days_its_hours_touch(tmp_path, dataset, em
 def test_amplitude_lake_publishes_the_store_and_prints_ddl(loaded_cache, tmp_path, capsys):
     lake = tmp_path / "lake"
     assert lake_main(["publish", "--api-key", API_KEY, "--cache-dir", str(loaded_cache), str(lake)]) == 0
-    assert "9 partitions written" in capsys.readouterr().out  # 5 days of events, 4 of sessions
-    assert sorted(path.parent.name for path in lake.glob("amplitude_sessions/*/part-0.parquet")) == [
-        f"session_date=2026-03-0{day}" for day in range(1, 5)]
+    assert "13 partitions written" in capsys.readouterr().out  # 5 days of events, 4 of sessions and user sessions
+    for table in ("amplitude_sessions", "amplitude_user_sessions"):
+        assert sorted(path.parent.name for path in lake.glob(f"{table}/*/part-0.parquet")) == [
+            f"session_date=2026-03-0{day}" for day in range(1, 5)]
     assert lake_main(["ddl", "--engine", "duckdb", str(lake)]) == 0
     script = capsys.readouterr().out
     connection = duckdb.connect()

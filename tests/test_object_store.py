@@ -1,5 +1,7 @@
 """The hour store on object storage: a real S3-protocol server (moto) on 127.0.0.1, reached through pyarrow's S3
 file system as in production, with a proxy in front that logs requests and injects faults (``object_store.py``).
+The promises of sharing a bucket (a second process, two filling at once, no partial hour after SIGKILL or Ctrl-C)
+run on GCS too (gcp-storage-emulator, through pyarrow's GCS file system); GCS's own checks: ``test_gcs_store.py``.
 
 Processes are real processes with their own local caches (``XDG_CACHE_HOME``), sharing one bucket.
 """
@@ -30,7 +32,7 @@ from shillelagh_amplitude.store.location import StoreError, StoreLocation, redac
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import kpis, sessions_from_records
 from .helpers import parse_ts
-from .object_store import S3Proxy
+from .object_store import GcsProxy, S3Proxy
 
 AWS = {"AWS_ACCESS_KEY_ID": "test-access-key", "AWS_SECRET_ACCESS_KEY": "test-aws-secret-5150",
        "AWS_EC2_METADATA_DISABLED": "true"}
@@ -48,25 +50,38 @@ with engine.connect() as connection:
 """
 
 
-@pytest.fixture(scope="module")
-def s3() -> S3Proxy:
-    proxy = S3Proxy()
-    proxy.start()
-    yield proxy
-    proxy.stop()
+def new_bucket(proxy: S3Proxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A new bucket's store URI; this process and those it starts get the server's credentials from the
+    environment (AWS's variables, or ``GOOGLE_APPLICATION_CREDENTIALS``) and their own caches."""
+    if isinstance(proxy, GcsProxy):
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(proxy.credentials))
+    else:
+        for name, value in AWS.items():
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-test"))
+    name = f"amp-{uuid.uuid4().hex[:12]}"
+    proxy.create_bucket(name)
+    proxy.faults.throttle = proxy.faults.fail = 0
+    proxy.clear_log()
+    return proxy.uri(name, "store")
 
 
 @pytest.fixture
 def bucket(s3, monkeypatch, tmp_path) -> str:
-    """A new bucket's store URI; this process gets AWS credentials from the environment and its own cache."""
-    for name, value in AWS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-test"))
-    name = f"amp-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(name)
-    s3.faults.throttle = s3.faults.fail = 0
-    s3.clear_log()
-    return s3.uri(name, "store")
+    """A new bucket's store URI on S3."""
+    return new_bucket(s3, monkeypatch, tmp_path)
+
+
+@pytest.fixture(params=["s3", "gcs"])
+def server_and_bucket(request, monkeypatch, tmp_path) -> tuple[S3Proxy, str]:
+    """Each object store in turn (the same promises hold on S3 and GCS): its server and a new bucket's URI."""
+    proxy = request.getfixturevalue(request.param)
+    return proxy, new_bucket(proxy, monkeypatch, tmp_path)
+
+
+def written(proxy: S3Proxy, contains: str = "") -> list[tuple[str, str, int]]:
+    """The uploads the store received (S3 PUTs and multipart POSTs, GCS's POSTs) whose path has ``contains``."""
+    return [entry for entry in proxy.requests_made() if entry[0] in ("POST", "PUT") and contains in entry[1]]
 
 
 def bucket_of(uri: str) -> str:
@@ -117,25 +132,28 @@ def hour_objects(s3: S3Proxy, uri: str) -> dict[datetime, list[tuple[str, int]]]
     return objects
 
 
-def test_a_second_process_reads_what_the_first_downloaded(s3, bucket, dataset, emulator, tmp_path):
+def test_a_second_process_reads_what_the_first_downloaded(server_and_bucket, dataset, emulator, tmp_path):
+    proxy, bucket = server_and_bucket
     expected = kpis([s for s in sessions_from_records(dataset.records) if START <= s.start < END])
     first = query_in_new_process(bucket, emulator.base_url, KPI_SQL, tmp_path / "host-a")
     once = requested_hours(emulator)
     assert once and max(once.values()) == 1  # each upload hour downloaded once
-    derived_puts = s3.requests_made("PUT", "/derived/") + s3.requests_made("POST", "/derived/")
-    assert derived_puts  # the first process built the sessions and shared them
+    assert written(proxy, "derived")  # the first process built the sessions and shared them
     emulator.clear_requests()
-    s3.clear_log()
+    proxy.clear_log()
     second = query_in_new_process(bucket, emulator.base_url, KPI_SQL, tmp_path / "host-b")
     assert emulator.requests == []  # nothing asked of Amplitude: final and empty hours are known
-    assert s3.requests_made("PUT") == [] and s3.requests_made("GET", "/derived/")  # sessions read, not rebuilt
+    assert written(proxy) == [] and proxy.requests_made("GET", "derived")  # sessions read, not rebuilt
     assert first == second
     assert first[0][0] == expected[0] and first[0][1:] == pytest.approx(expected[1:], rel=1e-9)
-    empty_hours = [hour for hour, objects in hour_objects(s3, bucket).items() if objects[0][0].endswith(".empty")]
+    empty_hours = [hour for hour, objects in hour_objects(proxy, bucket).items() if objects[0][0].endswith(".empty")]
     assert empty_hours  # hours with no events are remembered too
+    if isinstance(proxy, GcsProxy):
+        assert proxy.token_requests > 0  # credentials came from GOOGLE_APPLICATION_CREDENTIALS
 
 
-def test_two_processes_filling_at_once_store_each_hour_once_complete(s3, bucket, dataset, emulator, tmp_path):
+def test_two_processes_filling_at_once_store_each_hour_once_complete(server_and_bucket, dataset, emulator, tmp_path):
+    proxy, bucket = server_and_bucket
     processes = [sync_process(bucket, emulator.base_url, tmp_path / f"host-{n}", "2026-03-01T06", "2026-03-02T17")
                  for n in range(2)]
     for process in processes:
@@ -144,40 +162,71 @@ def test_two_processes_filling_at_once_store_each_hour_once_complete(s3, bucket,
     wanted = list(hour_range(datetime(2026, 3, 1, 6, tzinfo=UTC), datetime(2026, 3, 2, 17, tzinfo=UTC)))
     counts = requested_hours(emulator)
     assert set(counts) == set(wanted) and max(counts.values()) <= 2
-    objects = hour_objects(s3, bucket)
-    per_hour = events_per_hour(dataset.records)
+    objects = hour_objects(proxy, bucket)
     assert sorted(objects) == wanted
-    for hour, stored in objects.items():
-        assert len(stored) == 1, stored  # one object an hour: no duplicate, no leftover variant
-        key, size = stored[0]
-        if per_hour[hour]:
-            table = feather.read_table(io.BytesIO(s3.get_object(bucket_of(bucket), key)))
-            assert table.num_rows == per_hour[hour]
-        else:
-            assert key.endswith(".empty") and size == 0
+    assert all(len(stored) == 1 for stored in objects.values()), objects  # no duplicate, no leftover variant
+    assert whole_hours(proxy, bucket, dataset.records) == wanted
 
 
-def test_a_process_killed_while_publishing_leaves_no_partial_hour(s3, bucket, dataset, emulator, tmp_path):
-    s3.faults.hold_puts = True
-    s3.faults.held.clear()
-    s3.faults.release.clear()
+def test_a_process_killed_while_publishing_leaves_no_partial_hour(server_and_bucket, dataset, emulator, tmp_path):
+    proxy, bucket = server_and_bucket
+    proxy.faults.hold_puts = True
+    proxy.faults.held.clear()
+    proxy.faults.release.clear()
     process = sync_process(bucket, emulator.base_url, tmp_path / "host-a", "2026-03-02T00", "2026-03-02T05")
     try:
-        assert s3.faults.held.wait(120), "no hour was published"
+        assert proxy.faults.held.wait(120), "no hour was published"
         process.send_signal(signal.SIGKILL)
         process.wait(30)
     finally:
-        s3.faults.hold_puts = False
-        s3.faults.release.set()
-    assert all(key.endswith(".empty") for objects in hour_objects(s3, bucket).values() for key, _ in objects)
+        proxy.faults.hold_puts = False
+        proxy.faults.release.set()
+    assert all(key.endswith(".empty") for objects in hour_objects(proxy, bucket).values() for key, _ in objects)
     retry = sync_process(bucket, emulator.base_url, tmp_path / "host-b", "2026-03-02T00", "2026-03-02T05")
     assert retry.wait(300) == 0
-    per_hour = events_per_hour(dataset.records)
-    for hour, stored in hour_objects(s3, bucket).items():
-        (key, _), = stored
-        if per_hour[hour]:
-            table = feather.read_table(io.BytesIO(s3.get_object(bucket_of(bucket), key)))
-            assert table.num_rows == per_hour[hour]
+    whole_hours(proxy, bucket, dataset.records)
+
+
+def interrupt_while_publishing(proxy: S3Proxy, uri: str, base_url: str, xdg: Path) -> subprocess.CompletedProcess:
+    """A sync of 2026-03-02T00..05 interrupted with Ctrl-C (SIGINT) while the upload of its first hour file is
+    open: the request that opens it is held until the signal has been sent."""
+    proxy.faults.paused.clear()
+    proxy.faults.resume.clear()
+    proxy.faults.pause_uploads = True
+    process = sync_process(uri, base_url, xdg, "2026-03-02T00", "2026-03-02T05")
+    try:
+        assert proxy.faults.paused.wait(120), "no hour file was uploaded"
+        process.send_signal(signal.SIGINT)
+    finally:
+        proxy.faults.pause_uploads = False
+        proxy.faults.resume.set()
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def whole_hours(proxy: S3Proxy, uri: str, records: list[dict]) -> list[datetime]:
+    """The hours stored, each asserted whole: one object, holding exactly the hour's events (an empty marker for
+    an hour without any)."""
+    per_hour = events_per_hour(records)
+    for hour, stored in hour_objects(proxy, uri).items():
+        (key, size), = stored
+        if key.endswith(".empty"):
+            assert size == 0 and per_hour[hour] == 0, key
+        else:
+            assert feather.read_table(io.BytesIO(proxy.get_object(bucket_of(uri), key))).num_rows == per_hour[hour]
+    return sorted(hour_objects(proxy, uri))
+
+
+def test_a_sync_interrupted_while_uploading_leaves_whole_hours_and_the_next_fill_completes(
+        server_and_bucket, dataset, emulator, tmp_path):
+    proxy, bucket = server_and_bucket
+    interrupted = interrupt_while_publishing(proxy, bucket, emulator.base_url, tmp_path / "host-a")
+    assert interrupted.returncode != 0 and "KeyboardInterrupt" in interrupted.stderr
+    whole_hours(proxy, bucket, dataset.records)
+    retry = sync_process(bucket, emulator.base_url, tmp_path / "host-b", "2026-03-02T00", "2026-03-02T05")
+    assert retry.wait(300) == 0
+    assert whole_hours(proxy, bucket, dataset.records) == list(
+        hour_range(datetime(2026, 3, 2, 0, tzinfo=UTC), datetime(2026, 3, 2, 5, tzinfo=UTC)))
 
 
 @pytest.fixture
@@ -316,4 +365,5 @@ def test_sessions_built_from_copies_trimmed_before_they_are_read(s3, filled, dat
         f"SELECT count(*) FROM amplitude_sessions WHERE session_start >= '{low:%Y-%m-%d %H:%M:%S}' "
         f"AND session_start < '{high:%Y-%m-%d %H:%M:%S}'").fetchall()
     assert rows == [(sum(1 for s in sessions_from_records(dataset.records) if low <= s.start < high),)]
-    assert len(fetches) == 2  # the hours, lost, then once more
+    # the hours, lost, then once more; then the sessions kept beside them, one column at a time (one copy each)
+    assert fetches[0] == fetches[1] > 1 and set(fetches[2:]) == {1}

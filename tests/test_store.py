@@ -398,4 +398,5 @@ def test_sessions_of_an_hour_republished_since_it_was_listed_are_refused(tmp_pat
     _publish_fresh(store, "second", now, now.timestamp() + 1)
     with pytest.raises(ProgrammingError, match="The hour store changed while this query read it"):
         AmplitudeAPI("amplitude_sessions", api_key="key")._derived(
-            store, entries, ("amplitude_sessions", "test", tuple(entries)), build_sessions, EVENT_COLUMNS)
+            store, entries, ("amplitude_sessions", "test", tuple(entries)), build_sessions, EVENT_COLUMNS)(
+            ["session_start"])

@@ -245,12 +245,18 @@ def test_offline_the_look_back_may_lie_outside_the_stored_span(dataset, loaded_c
     assert rows == user_sessions(dataset.records, start, end, 30) and rows
 
 
-def test_an_in_list_before_the_range_is_planned(rules_cache):
-    """SQLite also plans an IN list as unusable; amplitude:// marks the used constraints at their own positions
+@pytest.mark.parametrize("path", ["amplitude://", "shillelagh+safe://"])
+def test_an_in_list_before_the_range_is_planned(rules_cache, path):
+    """SQLite also plans an IN list as unusable; both row paths mark the used constraints at their own positions
     (shillelagh's numbering failed with "xBestIndex malfunction" when the IN list came first)."""
-    with _amplitude(rules_cache).connect() as connection:
-        run = lambda where: connection.execute(text(  # noqa: E731
-            f"SELECT gap_minutes, count(*) FROM amplitude_user_sessions WHERE {where} GROUP BY 1")).all()
+    if path == "amplitude://":
+        engine = _amplitude(rules_cache)
+    else:
+        engine = create_engine("shillelagh+safe://", adapters=["amplitude"], adapter_kwargs={"amplitude": {
+            "api_key": API_KEY, "secret_key": SECRET_KEY, "cache_dir": str(rules_cache), "offline": True}})
+    with engine.connect() as connection:
+        run = lambda where: [tuple(map(int, row)) for row in connection.execute(text(  # noqa: E731
+            f"SELECT gap_minutes, count(*) FROM amplitude_user_sessions WHERE {where} GROUP BY 1"))]
         day = "session_start >= '2026-03-10' AND session_start < '2026-03-11'"
         first = run(f"gap_minutes IN (30, 60) AND {day}")
         assert first == run(f"{day} AND gap_minutes IN (30, 60)") and [gap for gap, _ in first] == [30, 60]
@@ -259,3 +265,4 @@ def test_an_in_list_before_the_range_is_planned(rules_cache):
             "UNION ALL SELECT 'gap ' || gap_minutes, session_start FROM amplitude_user_sessions "
             f"WHERE gap_minutes IN (30, 60)) WHERE {day} GROUP BY 1 ORDER BY 1")).all()
         assert union[1:] == [("gap 30", first[0][1]), ("gap 60", first[1][1])] and union[0][0] == "amplitude"
+        assert run(f"gap_minutes IN (7.5, 30) AND {day}") == first[:1]  # 7.5 is no gap: no row

@@ -9,6 +9,9 @@ re-render replaced) is lost silently; these helpers poll until the page shows th
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -122,3 +125,65 @@ def pick_option(browser, typed: str, option: str) -> None:
         return next((o for o in shown_options(d) if o.text.strip() == option), False)
 
     polling_wait(browser, 30).until(drawn).click()
+
+
+def wait_for_dashboard(browser, charts: int, done: Callable[[dict], bool], stall_s: float = 120,
+                       cap_s: float = 900) -> dict:
+    """The dashboard state once every one of ``charts`` charts is drawn, none loading, and ``done(state)``.
+
+    A busy machine makes a dashboard slow, not stuck: the wait goes on while charts keep finishing, and fails
+    once nothing has changed for ``stall_s`` (or after ``cap_s`` in all), naming the state it saw last."""
+    started = last_change = time.monotonic()
+    seen: dict = {}
+    while True:
+        state = browser.execute_script(DASHBOARD_STATE)
+        if state["charts"] == charts and state["loading"] == 0 and (state["errors"] or done(state)):
+            return state
+        now = time.monotonic()
+        if state != seen:
+            seen, last_change = state, now
+        if now - last_change > stall_s or now - started > cap_s:
+            raise AssertionError(f"the dashboard stopped progressing after {now - started:.0f} s: {seen}")
+        time.sleep(0.25)
+
+#: The axes of every ECharts chart on the page, by chart title, read from the chart's ECharts instance (ECharts draws
+#: on canvas): each axis' type and tick labels as drawn (text, whether ECharts hid it for overlapping a neighbour,
+#: left and right edge in pixels), the names of the series drawn and the first series' data. Superset keeps the
+#: instance in a React ref of its ``Echart`` component, found from the chart's DOM element up its React fiber.
+CHART_AXES = """
+    function instanceOf(element) {
+      const key = Object.keys(element).find(k => k.startsWith('__reactFiber$'));
+      for (let fiber = key && element[key]; fiber; fiber = fiber.return) {
+        for (let hook = fiber.memoizedState; hook && typeof hook === 'object' && 'next' in hook; hook = hook.next) {
+          const value = hook.memoizedState;
+          if (value && value.current && typeof value.current.getModel === 'function') return value.current;
+        }
+      }
+      return null;
+    }
+    const charts = {};
+    for (const holder of document.querySelectorAll('[data-test="dashboard-component-chart-holder"]')) {
+      const element = holder.querySelector('[_echarts_instance_]');
+      const chart = element && instanceOf(element);
+      if (!chart) continue;
+      const title = holder.querySelector('.header-title, [data-test="editable-title"]')?.innerText
+                    || holder.innerText.split('\\n')[0];
+      const axes = {};
+      for (const view of chart._componentsViews) {
+        const model = view.__model;
+        if (!model || !['xAxis', 'yAxis'].includes(model.mainType)) continue;
+        const labels = [];
+        view.group.traverse(e => {
+          if (!String(e.anid || '').startsWith('label_')) return;
+          const box = e.getBoundingRect().clone();
+          box.applyTransform(e.getComputedTransform());
+          labels.push({text: e.style.text, shown: !e.ignore && e.style.text !== '', left: box.x,
+                       right: box.x + box.width});
+        });
+        axes[model.mainType] = {type: model.axis.type, labels};
+      }
+      const series = chart.getOption().series;
+      charts[title] = {...axes, series: series.map(s => s.name), data: series[0].data};
+    }
+    return charts;
+"""

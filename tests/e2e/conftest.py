@@ -25,6 +25,7 @@ import yaml
 
 from ..helpers import free_port
 from ..scripts import REPO, load_script
+from .browser import polling_wait
 
 OUTPUT = REPO / "test-output" / "e2e"
 SAMPLE_DAYS = 30
@@ -126,14 +127,39 @@ def ensure_chromium() -> None:
     subprocess.run(install, check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
+def login_steps(password: str, resend_s: float = 10) -> Callable[[object], bool]:
+    """Logging in as admin by what the login page shows, one step a call: each field is typed until it holds its
+    value (the page's script may draw the form again after the first keys), then the form is sent, again if the
+    page still shows it ``resend_s`` later; True once the browser has left the login page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    sent = [float("-inf")]
+
+    def step(driver) -> bool:
+        if "/login" not in driver.current_url:
+            return True
+        for name, value in (("username", "admin"), ("password", password)):
+            element = driver.find_element(By.ID, name)
+            if element.get_attribute("value") != value:
+                element.send_keys(Keys.CONTROL, "a")
+                element.send_keys(value)
+                return False
+        if time.monotonic() - sent[0] > resend_s:
+            driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            sent[0] = time.monotonic()
+        return False
+
+    return step
+
+
 @contextlib.contextmanager
 def chromium(base: str, password: str) -> Iterator[object]:
     """Headless Chromium, logged in as admin on the Superset at ``base``."""
     from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     ensure_chromium()
     options = Options()
@@ -143,11 +169,7 @@ def chromium(base: str, password: str) -> Iterator[object]:
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
         driver.get(f"{base}/login/")
-        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "username"))
-        driver.find_element(By.ID, "username").send_keys("admin")
-        driver.find_element(By.ID, "password").send_keys(password)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        WebDriverWait(driver, 60).until(lambda d: "/login" not in d.current_url)
+        polling_wait(driver, 120, ignored=(WebDriverException,)).until(login_steps(password))
         yield driver
     finally:
         driver.quit()

@@ -304,20 +304,28 @@ def test_the_browser_edit_form_refuses_a_masked_secret_for_another_host(superset
     name = "Amplitude (binding, browser)"
     database_id = create(superset, api, name, form(home.base_url, SECRET_KEY))
     other.clear_requests()
-    browser.get(f"{superset.base}/databaseview/list/?_flt_0_database_name={name}")
+    browser.get(f"{superset.base}/databaseview/list/")
     wanted = f"base_url={other.base_url}"
 
     def edit_form_drawn(d) -> bool:
-        """The edit modal, drawn with the stored connection (the masked password); until then the list's edit
-        button is (re)clicked: the list re-renders as it loads, and a click on a replaced button is lost."""
+        """The edit modal, drawn with the stored connection (the masked password). Until then: the list is
+        narrowed to this connection through its own Name search (the list shows 25 of the suite's connections
+        per page, so the row may be on another), and the row's edit button is (re)clicked: the list re-renders
+        as it loads, and a click on a replaced button is lost."""
         if [f for f in d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=password]")
                 if f.get_attribute("value") == MASK]:
             return True
-        if not d.find_elements(By.CSS_SELECTOR, ".ant-modal"):
-            edit = next((e for r in d.find_elements(By.CSS_SELECTOR, "tr") if name in r.text
-                         for e in r.find_elements(By.CSS_SELECTOR, '[data-test="database-edit"]')), None)
-            if edit is not None:
-                d.execute_script("arguments[0].scrollIntoView(); arguments[0].click()", edit)
+        if d.find_elements(By.CSS_SELECTOR, ".ant-modal"):
+            return False
+        search = d.find_element(By.CSS_SELECTOR, 'input[data-test="filters-search"]')
+        if search.get_attribute("value") != name:
+            search.send_keys(Keys.CONTROL, "a")
+            search.send_keys(name, Keys.ENTER)
+            return False
+        edit = next((e for r in d.find_elements(By.CSS_SELECTOR, "tr") if name in r.text
+                     for e in r.find_elements(By.CSS_SELECTOR, '[data-test="database-edit"]')), None)
+        if edit is not None:
+            d.execute_script("arguments[0].scrollIntoView(); arguments[0].click()", edit)
         return False
 
     def base_url_typed(d) -> bool:

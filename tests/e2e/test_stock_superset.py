@@ -22,7 +22,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,9 +30,9 @@ import pytest
 from shillelagh_amplitude.sample.emulator import ExportEmulator
 from shillelagh_amplitude.sample.generator import generate_dataset, sample_window, write_export_zip
 
-from ..expected import Session, kpis, sessions_from_records
+from ..expected import Session, kpis, sessions_from_records, user_property
 from ..helpers import free_port, read_zip
-from .browser import DASHBOARD_STATE, modal_button, open_connect_form
+from .browser import CHART_AXES, DASHBOARD_STATE, modal_button, open_connect_form, polling_wait, wait_for_dashboard
 from .conftest import OUTPUT, REPO, chromium, default_range, demo
 
 pytestmark = pytest.mark.e2e
@@ -188,11 +188,8 @@ def test_connect_import_and_every_chart_on_a_stock_superset(stock: Stock) -> Non
         sessions = f"{len([s for s in stock.sessions if first <= s.start < end]):,}"
         started = time.monotonic()
         browser.get(f"{stock.base}/superset/dashboard/{SLUG}/")
-        WebDriverWait(browser, LOAD_TIMEOUT_S, poll_frequency=0.5).until(
-            lambda d: ((s := d.execute_script(DASHBOARD_STATE))["charts"] == CHARTS and s["loading"] == 0
-                       and (s["errors"] or sessions in d.find_element(By.TAG_NAME, "body").text)))
+        state = wait_for_dashboard(browser, CHARTS, lambda s: s["numbers"].get("Sessions") == sessions)
         loaded_s = time.monotonic() - started
-        state = browser.execute_script(DASHBOARD_STATE)
         browser.save_screenshot(str(OUTPUT / "stock-dashboard.png"))
         assert state["errors"] == [], state["errors"]
         filters = [e.text for e in browser.find_elements(By.CSS_SELECTOR, '[data-test="filter-control-name"]')]
@@ -229,3 +226,86 @@ def test_numbers_and_the_contains_event_filter_on_a_stock_superset(stock: Stock)
     event = "invite_sent"
     row = _chart_data(stock, api, ["sessions"], [{"col": "contains_event", "op": "IN", "val": [event]}])
     assert row["sessions"] == sum(event in s.event_types for s in window) > 0
+
+
+#: Creates the dashboard's filter state with the time range ``arguments[1]`` (as the native filter bar would) and
+#: calls back with its key, for ``?native_filters_key=``.
+TIME_RANGE_STATE = """
+    const [slug, range, done] = arguments;
+    const mask = {"NATIVE_FILTER-time_range": {id: "NATIVE_FILTER-time_range", extraFormData: {time_range: range},
+                  filterState: {value: range}, ownState: {}}};
+    let id;
+    fetch(`/api/v1/dashboard/${slug}`).then(r => r.json()).then(d => { id = d.result.id; })
+      .then(() => fetch('/api/v1/security/csrf_token/')).then(r => r.json())
+      .then(t => fetch(`/api/v1/dashboard/${id}/filter_state`, {method: 'POST', body: JSON.stringify(
+             {value: JSON.stringify(mask)}), headers: {'Content-Type': 'application/json', 'X-CSRFToken': t.result}}))
+      .then(r => r.json()).then(j => done(j.key)).catch(e => done(null));
+"""
+DAY_LABEL = re.compile(r"[A-Z][a-z]{2} \d{2}")  # "%b %d": "Nov 05"
+
+
+def size_order(sizes: set[str]) -> list[str]:
+    """Company sizes smallest first by their lower bound ("1-10", "11-50", ..., "1000+"), then "(none)"."""
+    known = sorted((s for s in sizes if s != "(none)"), key=lambda s: int(re.match(r"\d+", s).group()))
+    return known + ["(none)"] * ("(none)" in sizes)
+
+
+def two_sessions(sessions: list[Session], first: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """A range of whole seconds, within one UTC day of [first, end), in which exactly two sessions start."""
+    starts = sorted(s.start for s in sessions if first <= s.start < end)
+    for before, one, two, after in zip(starts, starts[1:], starts[2:], starts[3:], strict=False):
+        since = one.replace(microsecond=0)
+        until = two.replace(microsecond=0) + timedelta(seconds=1)
+        if before < since and after >= until and since.date() == two.date():
+            return since, until
+    raise AssertionError("no range with exactly two sessions")
+
+
+def shown(axis: dict) -> list[str]:
+    return [label["text"] for label in axis["labels"] if label["shown"]]
+
+
+def test_chart_axes_on_a_stock_superset(stock: Stock) -> None:
+    """After the import above, in Chromium, from each chart's ECharts instance: company sizes in size order with
+    every label drawn; day axes in one date form, no label over another; and, over a range holding two sessions,
+    whole-number y ticks (fractional ticks would print "0, 1, 1, 2, 2")."""
+    _, first, end = default_range()
+    window = [s for s in stock.sessions if first <= s.start < end]
+    sizes = size_order({user_property(s, "company_size") or "(none)" for s in window})
+    assert sizes != sorted(sizes)  # text order is not size order ("1000+" before "11-50")
+    with chromium(stock.base, stock.password) as browser:
+        browser.get(f"{stock.base}/superset/dashboard/{SLUG}/")
+        charts = polling_wait(browser, LOAD_TIMEOUT_S).until(
+            lambda d: (c := d.execute_script(CHART_AXES)) and all(
+                c.get(name, {}).get("data") for name in ("Session length by company size", "Sessions per day",
+                                                         "Session length per day")) and c)
+        browser.save_screenshot(str(OUTPUT / "stock-axes.png"))
+        assert len(charts["Session length by company size"]["series"]) == 2  # median and p95, not the sort key
+        company = charts["Session length by company size"]["xAxis"]
+        assert [label["text"] for label in company["labels"]] == sizes
+        assert shown(company) == sizes  # none hidden
+        for name in ("Sessions per day", "Session length per day", "Median session length per day by definition"):
+            axis = charts[name]["xAxis"]
+            labels = [label for label in axis["labels"] if label["shown"]]
+            assert axis["type"] == "time" and len(labels) >= 4, name
+            assert all(DAY_LABEL.fullmatch(label["text"]) for label in labels), (name, shown(axis))
+            assert all(a["right"] < b["left"] for a, b in zip(labels, labels[1:], strict=False)), (name, labels)
+
+        since, until = two_sessions(stock.sessions, first, end)
+        browser.set_script_timeout(60)
+        time_range = f"{since:%Y-%m-%dT%H:%M:%S} : {until:%Y-%m-%dT%H:%M:%S}"
+        key = browser.execute_async_script(TIME_RANGE_STATE, SLUG, time_range)
+        assert key, "filter state not created"
+        browser.get(f"{stock.base}/superset/dashboard/{SLUG}/?native_filters_key={key}")
+        charts = polling_wait(browser, LOAD_TIMEOUT_S).until(
+            lambda d: d.execute_script(DASHBOARD_STATE)["numbers"].get("Sessions") == "2"
+            and (c := d.execute_script(CHART_AXES)).get("Sessions per day", {}).get("data")
+            and c.get("Session length distribution", {}).get("data") and c)
+        browser.save_screenshot(str(OUTPUT / "stock-axes-two-sessions.png"))
+    day_ms = int(datetime.combine(since.date(), datetime.min.time(), UTC).timestamp() * 1000)
+    assert charts["Sessions per day"]["data"] == [[day_ms, 2]]
+    assert sum(count or 0 for _, count in charts["Session length distribution"]["data"]) == 2
+    for name in ("Sessions per day", "Session length distribution"):
+        ticks = shown(charts[name]["yAxis"])
+        highest = max(count or 0 for _, count in charts[name]["data"])
+        assert ticks == [str(n) for n in range(len(ticks))] and len(ticks) > highest, (name, ticks)

@@ -25,7 +25,7 @@ from ..expected import (
 )
 from ..helpers import read_zip
 from ..scripts import REPO
-from .browser import DASHBOARD_STATE, modal_button, open_connect_form
+from .browser import modal_button, open_connect_form, wait_for_dashboard
 from .conftest import OUTPUT, Superset, default_range
 
 pytestmark = pytest.mark.e2e
@@ -422,20 +422,14 @@ def test_wrong_secret_against_the_export_api(superset: Superset, api, tmp_path) 
 def test_dashboard_in_headless_chromium(superset: Superset, browser, chart_data: dict[str, dict]) -> None:
     """Log in, open the dashboard, wait for every chart: none in error, KPI as computed, a screenshot."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     started = time.monotonic()
     browser.get(f"{superset.base}/superset/dashboard/{SLUG}/")
-    state = DASHBOARD_STATE
     sessions = f"{value(chart_data['Sessions']):,}"
     # every chart drawn (or failed): a chart not started yet shows no loading indicator either, so the wait is
     # also for the KPI's number on the page
-    WebDriverWait(browser, CHART_LOAD_TIMEOUT_S, poll_frequency=0.25).until(
-        lambda d: ((s := d.execute_script(state))["charts"] == CHARTS and s["loading"] == 0
-                   and (s["errors"] or sessions in d.find_element(By.TAG_NAME, "body").text))
-    )
+    final = wait_for_dashboard(browser, CHARTS, lambda s: s["numbers"].get("Sessions") == sessions)
     superset.timings["dashboard_loaded_in_browser_s"] = round(time.monotonic() - started, 2)
-    final = browser.execute_script(state)
     browser.save_screenshot(str(OUTPUT / "dashboard.png"))
     assert final["errors"] == []
     text = browser.find_element(By.TAG_NAME, "body").text

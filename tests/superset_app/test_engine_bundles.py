@@ -35,7 +35,7 @@ def test_an_engines_bundle_has_objects_of_its_own(amplitude: dict, engine: str, 
     files = build.bundle_files(engine=engine, template_processing=template_processing)
     assert uuids(files) and not uuids(files) & uuids(amplitude)
     datasets = {config["table_name"] for name, config in files.items() if name.startswith("datasets/")}
-    lake_datasets = ("sessions", "event_types", "data_status") if template_processing else ("sessions", "data_status")
+    lake_datasets = ("sessions", "data_status", "session_definitions", *(("event_types",) * template_processing))
     assert datasets == {f"{name}_{engine}" for name in lake_datasets}
     (dashboard,) = [config for name, config in files.items() if name.startswith("dashboards/")]
     assert dashboard["slug"] == f"session-length-{engine}"
@@ -44,13 +44,9 @@ def test_an_engines_bundle_has_objects_of_its_own(amplitude: dict, engine: str, 
     targets = {target["datasetUuid"] for f in dashboard["metadata"]["native_filter_configuration"]
                for target in f["targets"] if target}
     assert targets and targets <= dataset_uuids
-    # every chart of amplitude://'s dashboard on those datasets; those on user sessions (not in the lake) are left out
+    # every chart of amplitude://'s dashboard, the user-session definitions' included
     charts = sorted(name for name in files if name.startswith("charts/"))
-    on_lake = [path for path in (build.SOURCES / "charts").glob("*.yaml")
-               if build.load(path)["dataset"] in ("sessions", "event_types", "data_status")]
-    assert charts == sorted(name for name in amplitude if name.startswith("charts/") and
-                            any(name.startswith(f"charts/{path.stem}") for path in on_lake))
-    assert len(on_lake) == 17 and len(charts) == len(on_lake)
+    assert charts == sorted(name for name in amplitude if name.startswith("charts/")) and len(charts) == 21
     # on Superset's defaults (no template processing) the lake's SQL holds no Jinja, and the one filter that
     # needs it on these engines is left out
     names = [f["name"] for f in dashboard["metadata"]["native_filter_configuration"]]

@@ -1,7 +1,8 @@
 """The statements each engine needs to query the lake: ``amplitude-lake ddl --engine duckdb|spark|trino|athena``.
 
-- DuckDB: views over ``read_parquet(…, hive_partitioning = true)``, re-listing the files at every query (nothing
-  to refresh after a publish). Run them once into the DuckDB file Superset opens read-only.
+- DuckDB: views over ``read_parquet([…], hive_partitioning = true)`` listing each partition's current pin (an
+  immutable name of its file, :mod:`.pins`): the publisher keeps them in ``<lake>/_amplitude_lake.duckdb``, which
+  Superset opens read-only. On object storage, views over a glob of the partitions' files.
 - Spark SQL: tables ``USING parquet`` partitioned by the date column; a running Thrift Server sees new partitions
   and replaced files only after :func:`refresh_statements` (``MSCK REPAIR TABLE … SYNC PARTITIONS`` and
   ``REFRESH TABLE``).
@@ -12,12 +13,13 @@ Locations never carry credentials or query parameters: engines take credentials 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
 
 from ..store.location import is_uri, redact
-from .layout import TABLES, LakeTable
+from .layout import MANIFEST, TABLES, LakeTable
 
 ENGINES = ("duckdb", "spark", "trino", "athena")
 UNTESTED = ("trino", "athena")
@@ -59,6 +61,8 @@ def ddl(lake: str | Path, engine: str, schema: str = "amplitude") -> list[str]:
     """The statements creating ``amplitude_events`` and ``amplitude_sessions`` over the lake for ``engine``."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if engine == "duckdb":
+        return duckdb_views(lake, _current_pins(lake))
     statements = []
     if engine == "spark":
         statements.append(f"CREATE DATABASE IF NOT EXISTS {schema}")
@@ -66,12 +70,8 @@ def ddl(lake: str | Path, engine: str, schema: str = "amplitude") -> list[str]:
         location = table_location(lake, table, engine)
         key = table.partition_column
         if engine == "duckdb":
-            glob = _quote(f"{location}/*/*.parquet")
-            statements.append(
-                f"CREATE OR REPLACE VIEW {table.name} AS SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
-                f"hive_types = {{'{key}': DATE}}, union_by_name = true)"
-            )
-        elif engine == "spark":
+            continue
+        if engine == "spark":
             columns = ",\n  ".join([*_columns(table, engine, "`"), f"`{key}` DATE"])
             statements.append(f"CREATE TABLE IF NOT EXISTS {schema}.{table.name} (\n  {columns}\n) USING parquet "
                               f"PARTITIONED BY ({key}) LOCATION {_quote(location)}")
@@ -91,6 +91,36 @@ def ddl(lake: str | Path, engine: str, schema: str = "amplitude") -> list[str]:
                 f"'storage.location.template' = {_quote(location + '/' + key + '=${' + key + '}/')})"
             )
     return statements + refresh_statements(engine, schema)
+
+
+def duckdb_views(lake: str | Path, pins: dict[str, list[str]] | None) -> list[str]:
+    """DuckDB's views: over the listed pins (``pins``: table -> pin paths relative to the lake, see :mod:`.pins`),
+    else over a glob of the partitions' files (an object storage lake, or a table without pins)."""
+    statements = []
+    for table in TABLES:
+        location = table_location(lake, table, "duckdb")
+        listed = (pins or {}).get(table.name)
+        if listed:
+            root = location.removesuffix(table.name)  # the lake's folder, '/'-terminated
+            files = "[" + ", ".join(_quote(root + path) for path in listed) + "]"
+        else:
+            files = _quote(f"{location}/*/*.parquet")
+        statements.append(
+            f"CREATE OR REPLACE VIEW {table.name} AS SELECT * FROM read_parquet({files}, hive_partitioning = true, "
+            f"hive_types = {{'{table.partition_column}': DATE}}, union_by_name = true)"
+        )
+    return statements
+
+
+def _current_pins(lake: str | Path) -> dict[str, list[str]] | None:
+    """The pins the publisher's last run listed (the manifest's record), or None (object storage, none yet)."""
+    if is_uri(lake):
+        return None
+    try:
+        manifest = json.loads((Path(str(lake).removeprefix("file://")).expanduser() / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+    return manifest.get("pins", {}).get("current")
 
 
 def refresh_statements(engine: str, schema: str = "amplitude") -> list[str]:

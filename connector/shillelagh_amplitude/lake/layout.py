@@ -2,7 +2,9 @@
 which upload hours feed each partition.
 
 ``<lake>/amplitude_events/event_date=YYYY-MM-DD/part-0.parquet``: the events whose ``event_time`` falls on that UTC
-day; ``<lake>/amplitude_sessions/session_date=YYYY-MM-DD/part-0.parquet``: the sessions that start on that UTC day.
+day; ``<lake>/amplitude_sessions/session_date=YYYY-MM-DD/part-0.parquet``: the sessions that start on that UTC day;
+``<lake>/amplitude_user_sessions/session_date=YYYY-MM-DD/part-0.parquet``: the user sessions at the default
+30-minute gap that start on that UTC day.
 Columns have the names and types of the SQL tables: TIMESTAMP as a Parquet timestamp in microseconds adjusted to
 UTC, INTEGER as int64, REAL as double, BOOLEAN as boolean, JSON as UTF-8 text. The partition column is not stored
 in the files (engines take it from the folder name). ``<lake>/_amplitude_lake.json`` is the publisher's manifest.
@@ -10,7 +12,7 @@ in the files (engines take it from the folder name). ``<lake>/_amplitude_lake.js
 A partition is one file, always named ``part-0.parquet``, replaced whole: see :mod:`.publish` for why that is
 atomic for every reader. Files being written are hidden (``.part-0.parquet.<id>.tmp``): Spark and Trino skip
 names starting with ``.``, and no engine's ``*.parquet`` glob matches the ``.tmp`` ending (DuckDB skips nothing
-by prefix).
+by prefix). Each version is also linked under an immutable name for DuckDB (:mod:`.pins`).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
 
-from ..hours import CLOCK_SKEW, HOUR
+from ..hours import CLOCK_SKEW, HOUR, LOOKBACK
 from ..schema import EVENT_SCHEMA
 from ..sql.sessions import MAX_LENGTH_S, SESSION_SCHEMA
+from ..sql.user_sessions import USER_SESSION_SCHEMA
 
 #: The one file of a partition.
 PART_FILE = "part-0.parquet"
@@ -45,6 +48,8 @@ class LakeTable:
     schema: pa.Schema
     #: How long after its day ends an upload hour can still add rows to a partition (besides ``late_hours``).
     reach: timedelta
+    #: How long before its day (besides the clock skew) the upload hours a partition is built from begin.
+    lookback: timedelta = timedelta(0)
 
     def partition(self, day: date) -> str:
         """``amplitude_events/event_date=2026-03-01``: the partition's folder, relative to the lake."""
@@ -59,16 +64,19 @@ class LakeTable:
 
         The same hours ``amplitude://`` reads for a query of that one day (``sql/adapter.py``, ``_upload_hours``):
         from one hour before the day (device clocks running ahead) through ``late_hours`` after its last hour,
-        and for sessions one more day (a session is dated by its start and lasts at most a day).
+        for sessions one more day (a session is dated by its start and lasts at most a day), and for user sessions
+        from 48 h earlier (their look-back).
         """
         start = datetime.combine(day, time(), UTC)
-        return start - CLOCK_SKEW, start + 23 * HOUR + timedelta(hours=late_hours) + self.reach
+        return start - CLOCK_SKEW - self.lookback, start + 23 * HOUR + timedelta(hours=late_hours) + self.reach
 
 
 EVENTS = LakeTable("amplitude_events", "event_date", "event_time", EVENT_SCHEMA, timedelta(0))
 SESSIONS = LakeTable("amplitude_sessions", "session_date", "session_start", SESSION_SCHEMA,
                      timedelta(seconds=MAX_LENGTH_S))
-TABLES = (EVENTS, SESSIONS)
+USER_SESSIONS = LakeTable("amplitude_user_sessions", "session_date", "session_start", USER_SESSION_SCHEMA,
+                          timedelta(seconds=MAX_LENGTH_S), LOOKBACK)
+TABLES = (EVENTS, SESSIONS, USER_SESSIONS)
 
 
 def temp_name() -> str:

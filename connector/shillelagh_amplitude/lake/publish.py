@@ -3,7 +3,10 @@
 **What a partition holds.** The partition of day D is built from the upload hours that ``amplitude://`` reads for
 a query of that day (:meth:`.layout.LakeTable.source_hours`): events whose ``event_time`` falls on D; sessions
 that start on D, built by :func:`..sql.sessions.build_sessions` (the one definition of a session) from the
-events whose ``session_id`` falls on D. An event or session is in exactly one partition.
+events whose ``session_id`` falls on D; user sessions (30-minute gap) that start on D, built by
+:func:`..sql.user_sessions.build_user_sessions` from the events of D's window whose ``client_event_time`` falls from
+48 h before D (the look-back, as ``amplitude://`` reads it for a query of D) to the end of the day after D (the
+last a user session started on D can reach). An event or session is in exactly one partition.
 
 **Incremental.** The manifest (``<lake>/_amplitude_lake.json``) records, per partition, a digest of the stored
 hour files it was built from (name, size, modification time) and ``late_hours``. A run lists the hours of each
@@ -25,8 +28,9 @@ the pending rows (bounded) and one day, whatever the size of the lake.
 - on object storage: uploaded under its final key in one PUT (or one multipart upload, which becomes visible only
   when completed): a reader gets the old object or the new one, never a part.
 
-So a reader never sees a partition partly written, doubled or missing rows. (DuckDB opens a file more than once
-per query: a query overlapping a replacement may fail with an error, never a mix.) Consistency holds per partition:
+So a reader never sees a partition partly written, doubled or missing rows. DuckDB, which opens a file by its path
+more than once per query, reads each version under an immutable name instead (a hard link, :mod:`.pins`), from
+views the publisher rewrites after each run. Consistency holds per partition:
 while a run rewrites several days, a reader spanning them may see some days already new and others still old
 (every row once either way: a day's rows never move to another partition). A publisher killed midway leaves each
 partition whole (old or new) and at worst a hidden temporary file; the manifest is written after each partition,
@@ -45,7 +49,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +57,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..hours import HOUR, floor_hour, hour_range
+from ..hours import HOUR, LOOKBACK, floor_hour, hour_range
 from ..schema import EVENT_SCHEMA
 from ..sql.sessions import EVENT_COLUMNS, build_sessions
+from ..sql.user_sessions import DEFAULT_GAP_MINUTES, build_user_sessions
+from ..sql.user_sessions import EVENT_COLUMNS as USER_EVENT_COLUMNS
 from ..store.hour_store import HourStore
 from ..store.location import FileEntry, StoreError, StoreLocation
 from ..store.lock import FileStoreLock
@@ -65,12 +71,15 @@ from .layout import (
     PARQUET_OPTIONS,
     PART_FILE,
     ROW_GROUP_ROWS,
+    SESSIONS,
     TABLES,
+    USER_SESSIONS,
     LakeTable,
     days_between,
     is_temp,
     temp_name,
 )
+from .pins import pin, refresh
 
 DAY_US = 86_400_000_000
 DAY_MS = 86_400_000
@@ -79,6 +88,9 @@ SPOOL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 #: Rows of partitions not written yet kept in memory; beyond, the largest partition's go to its spool file.
 PENDING_BYTES = 64 * 1024 * 1024
 SESSION_INPUT = pa.schema([EVENT_SCHEMA.field(name) for name in EVENT_COLUMNS])
+USER_SESSION_INPUT = pa.schema([EVENT_SCHEMA.field(name) for name in USER_EVENT_COLUMNS])
+#: Days (from the partition's day) of the client times of the events a user-session partition is built from.
+USER_SESSION_DAYS = (-LOOKBACK.days, 1)
 #: Times a run starts over when the store re-published an hour file while it was read (a concurrent sync).
 ATTEMPTS = 3
 
@@ -114,6 +126,8 @@ class Manifest:
 
     project: str
     partitions: dict[str, dict]
+    #: The pins the DuckDB views list and those retired (:func:`.pins.refresh`).
+    pins: dict = field(default_factory=dict)
 
     @classmethod
     def read(cls, location: StoreLocation, project: str) -> Manifest:
@@ -126,10 +140,10 @@ class Manifest:
                             "every partition.") from None
         if data.get("project") != project:
             raise LakeError(f"The lake {location.display} holds another Amplitude project (a lake holds one).")
-        return cls(project, data.get("partitions", {}))
+        return cls(project, data.get("partitions", {}), data.get("pins", {}))
 
     def write(self, location: StoreLocation) -> None:
-        data = {"format": MANIFEST_FORMAT, "project": self.project, "partitions": self.partitions}
+        data = {"format": MANIFEST_FORMAT, "project": self.project, "partitions": self.partitions, "pins": self.pins}
         location.publish_bytes(location.path(MANIFEST), json.dumps(data, sort_keys=True, indent=0).encode())
 
 
@@ -192,6 +206,11 @@ def publish(
             except FileNotFoundError:  # a sync re-published an hour while it was read: list again
                 if attempt == ATTEMPTS - 1:
                     raise
+        if location.local:
+            manifest = Manifest.read(location, store.project)
+            contents = {key: entry.get("content") for key, entry in manifest.partitions.items()}
+            manifest.pins = refresh(location, contents, manifest.pins, time.time())
+            manifest.write(location)
     finally:
         if lock is not None:
             lock.release()
@@ -203,7 +222,9 @@ def candidates(span: tuple[datetime, datetime], late_hours: int) -> list[tuple[L
     """The partitions whose window of upload hours intersects ``span``."""
     first, last = span
     widest = max(table.reach for table in TABLES)
-    days = days_between((first - 23 * HOUR - timedelta(hours=late_hours) - widest).date(), (last + HOUR).date())
+    earliest = max(table.lookback for table in TABLES)
+    days = days_between((first - 23 * HOUR - timedelta(hours=late_hours) - widest).date(),
+                        (last + HOUR + earliest).date())
     found = []
     for table in TABLES:
         for day in days:
@@ -268,9 +289,9 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
             days = {table.name: _day_numbers(events, table) for table in TABLES
                     if any(part.table is table for part in targets)}
             for part in targets:
-                rows = events.filter(pa.array(days[part.table.name] == part.day_number))
+                rows = events.filter(pa.array(_in_partition(days[part.table.name], part)))
                 if rows.num_rows:
-                    part.pending.append(rows if part.table is EVENTS else rows.select(SESSION_INPUT.names))
+                    part.pending.append(rows if part.table is EVENTS else rows.select(_input_schema(part.table).names))
                     part.pending_bytes += part.pending[-1].nbytes
             del events, days
             while sum(part.pending_bytes for part in dirty) > PENDING_BYTES:
@@ -286,11 +307,23 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
 
 def _day_numbers(events: pa.Table, table: LakeTable) -> np.ndarray:
     """The UTC day (days since 1970-01-01) dating each event in ``table``: its ``event_time`` for events, its
-    ``session_id`` (the session's start, ms) for sessions; -1 when it has none."""
-    if table is EVENTS:
-        micros = pc.fill_null(pc.cast(events["event_time"], pa.int64()), -DAY_US).to_numpy()
+    ``session_id`` (the session's start, ms) for sessions, its ``client_event_time`` for user sessions; -1 when it
+    has none."""
+    if table is not SESSIONS:
+        column = "event_time" if table is EVENTS else "client_event_time"
+        micros = pc.fill_null(pc.cast(events[column], pa.int64()), -DAY_US).to_numpy()
         return np.floor_divide(micros, DAY_US)
     return np.floor_divide(pc.fill_null(events["session_id"], -DAY_MS).to_numpy(), DAY_MS)
+
+
+def _in_partition(days: np.ndarray, part: _Partition) -> np.ndarray:
+    """Which events (by :func:`_day_numbers`) a partition is built from: those of its day; for user sessions,
+    those of the days :data:`USER_SESSION_DAYS` around it (the rest cannot change a user session started on it:
+    its events end a day after its start at the latest, and a session's splits depend only on earlier events)."""
+    if part.table is USER_SESSIONS:
+        first, last = USER_SESSION_DAYS
+        return (days >= part.day_number + first) & (days <= part.day_number + last)
+    return days == part.day_number
 
 
 def _spill(spool_dir: Path, part: _Partition) -> None:
@@ -304,7 +337,18 @@ def _spill(spool_dir: Path, part: _Partition) -> None:
 
 def _input_schema(table: LakeTable) -> pa.Schema:
     """The event columns a partition of ``table`` is built from."""
-    return EVENT_SCHEMA if table is EVENTS else SESSION_INPUT
+    if table is EVENTS:
+        return EVENT_SCHEMA
+    return SESSION_INPUT if table is SESSIONS else USER_SESSION_INPUT
+
+
+def user_sessions_of_day(events: pa.Table, day: date) -> pa.Table:
+    """The user sessions at the default gap that start on ``day``, built from ``events`` as ``amplitude://`` builds
+    them for a query of that day (from the look-back before its first hour on)."""
+    start = datetime.combine(day, datetime.min.time(), UTC)
+    sessions = build_user_sessions(events, DEFAULT_GAP_MINUTES, since=start - LOOKBACK)
+    days = np.floor_divide(pc.cast(sessions["session_start"], pa.int64()).to_numpy(), DAY_US)
+    return sessions.filter(pa.array(days == (day - date(1970, 1, 1)).days))
 
 
 def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_hours: int,
@@ -321,7 +365,10 @@ def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_
     events = pa.concat_tables(parts) if parts else _input_schema(part.table).empty_table()
     part.pending, part.pending_bytes = [], 0
     del parts
-    table = events if part.table is EVENTS else build_sessions(events)
+    if part.table is USER_SESSIONS:
+        table = user_sessions_of_day(events, part.day)
+    else:
+        table = events if part.table is EVENTS else build_sessions(events)
     del events
     known = manifest.partitions.get(part.key, {}).get("content")
     content = None
@@ -371,6 +418,8 @@ def write_partition(location: StoreLocation, table: LakeTable, day: date, rows: 
             content = hashlib.file_digest(written, "sha256").hexdigest()
         if content == unless and PART_FILE in location.list(table.partition(day)):
             return None
+        if location.local:
+            pin(temp, content)  # the version's immutable name, for DuckDB (see .pins)
         location.publish_file(temp, target)
         return content
     finally:

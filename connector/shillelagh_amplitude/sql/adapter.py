@@ -23,8 +23,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import apsw
 import pyarrow as pa
 from shillelagh.adapters.base import Adapter
+from shillelagh.backends.apsw.vt import VTTable
 from shillelagh.exceptions import OperationalError, ProgrammingError
 from shillelagh.fields import Boolean, DateTime, Field, Float, Integer, String
 from shillelagh.filters import Equal, Filter, Impossible, Operator, Range
@@ -58,9 +60,10 @@ from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
 from ..store.location import FileEntry
 from .budget import QueryClock
+from .columnar import plan
 from .destination import canonical, check_base_url
 from .freshness import budget_message, check_offline
-from .scan import NO_ROWS, TABLE_CACHE, ScanTable, Selection, StoreChanged, TimeRange, read_checked
+from .scan import NO_ROWS, TABLE_CACHE, Reader, ScanTable, Selection, StoreChanged, TimeRange, read_checked
 from .secret_binding import usable_secret
 from .sessions import EVENT_COLUMNS, MAX_LENGTH_S, SESSION_SCHEMA, build_sessions, contains_any
 from .user_sessions import (
@@ -404,25 +407,30 @@ class AmplitudeAPI(Adapter):
         if scan is None:
             main = self.spec.time_columns[0]
             if self.table == SESSIONS_TABLE:
-                scan = ScanTable.of(self._derived(store, files, key, build_sessions, EVENT_COLUMNS), main)
+                scan = ScanTable(self._derived(store, files, key, build_sessions, EVENT_COLUMNS), main)
             elif gap is not None:
                 build = functools.partial(build_user_sessions, gap_minutes=gap, since=since)
-                scan = ScanTable.of(self._derived(store, files, key, build, USER_EVENT_COLUMNS), main)
+                scan = ScanTable(self._derived(store, files, key, build, USER_EVENT_COLUMNS), main)
             else:
                 scan = ScanTable(functools.partial(store.read_files, files), main)
             TABLE_CACHE.put(key, scan)
         return key, scan
 
     def _derived(self, store: HourStore, files: list[FileEntry], key: tuple, build: Callable[[pa.Table], pa.Table],
-                 columns: tuple[str, ...]) -> pa.Table:
-        """A table built from the listed hour files' ``columns`` once, and kept beside them for every process
-        (same files, same key)."""
+                 columns: tuple[str, ...]) -> Reader:
+        """The reader of a table built from the listed hour files' ``columns`` once, and kept beside them for every
+        process (same files, same key): it reads the columns a query asks for, as it asks for them. A kept table
+        removed meanwhile (the store keeps the most recent ones) is built again."""
         digest = hashlib.sha256(f"{__version__}{self.spec.schema}{key}".encode()).hexdigest()[:32]
-        table = store.read_derived(digest)
-        if table is None:
-            table = build(read_checked(functools.partial(store.read_files, files), list(columns)))
-            store.write_derived(digest, table)
-        return table
+
+        def read(names: list[str]) -> pa.Table:
+            table = store.read_derived(digest, names)
+            if table is None:
+                table = build(read_checked(functools.partial(store.read_files, files), list(columns)))
+                store.write_derived(digest, table)
+            return table.select(names)
+
+        return read
 
     # --- downloading and credentials ----------------------------------------------------------------
     def _client(self) -> ExportClient:
@@ -463,3 +471,19 @@ class AmplitudeAPI(Adapter):
         if known is not True:
             store.remember_secret(self._secret_key)
         _VERIFIED_SECRETS.add(memo)
+
+
+_SHILLELAGH_BEST_INDEX = VTTable.BestIndexObject
+
+
+def _best_index(table: VTTable, index_info: apsw.IndexInfo) -> bool:
+    """The generic path's planning (``shillelagh+safe://``, shillelagh's own ``VTTable``): this adapter's tables are
+    planned by :func:`.columnar.plan`, so that an ``IN`` list written before the time range no longer makes SQLite
+    fail with "xBestIndex malfunction"; other adapters' tables keep shillelagh's planning."""
+    if not isinstance(table.adapter, AmplitudeAPI):
+        return _SHILLELAGH_BEST_INDEX(table, index_info)
+    plan(table, index_info, set())  # SQLite re-checks gap_minutes: shillelagh's cursor hands 7.5 on as 7
+    return True
+
+
+VTTable.BestIndexObject = _best_index

@@ -7,10 +7,11 @@ the adapter for a :class:`~.scan.Selection` and holds one chunk of Python values
 ``Eof`` only move and test a position; ``Column(i)`` indexes the i-th column's list. Values are what SQLite stores:
 integers as integers, booleans as 0/1, timestamps as ISO text.
 
-Planning is shillelagh's with one fix: a consumed constraint is marked at its own position among all the
-constraints SQLite offers, not at its rank in shillelagh's list (which skips unusable constraints and those it does
-not consume): that numbering made SQLite fail with "xBestIndex malfunction" whenever such a constraint came first,
-e.g. ``gap_minutes IN (30, 60) AND session_start >= …`` (SQLite also plans an ``IN`` list as unusable).
+Planning is shillelagh's with one fix (:func:`plan`): a consumed constraint is marked at its own position among all
+the constraints SQLite offers, not at its rank in shillelagh's list (which skips unusable constraints and those it
+does not consume): that numbering made SQLite fail with "xBestIndex malfunction" whenever such a constraint came
+first, e.g. ``gap_minutes IN (30, 60) AND session_start >= …`` (SQLite also plans an ``IN`` list as unusable). The
+generic path's tables of this adapter are planned by it too (:mod:`.adapter` installs it).
 
 Written against shillelagh 1.4.5 and apsw 3.54 (pinned in ``pyproject.toml``); ``tests/test_columnar.py`` fails if
 ``amplitude://`` stops running this cursor.
@@ -31,7 +32,7 @@ from shillelagh.exceptions import ProgrammingError
 from shillelagh.lib import get_bounds
 
 from .budget import QueryClock
-from .scan import Chunk, sqlite_values
+from .scan import NO_ROWS, Chunk, sqlite_values
 
 #: The literal forms a TIMESTAMP bound accepts (Python's ``datetime.fromisoformat``), for error messages.
 ACCEPTED_TIMESTAMPS = "'2026-11-20', '2026-11-20 13:45:00', '2026-11-20T13:45:00Z' or '2026-11-20T13:45:00+01:00'"
@@ -81,14 +82,40 @@ class ColumnarModule(VTModule):
     Connect = Create
 
 
+def plan(table: VTTable, index_info: apsw.IndexInfo, exact: set[int]) -> None:
+    """shillelagh's plan (``VTTable.BestIndexObject``), each used constraint marked at its own position; the
+    columns numbered in ``exact`` have their consumed constraints omitted from SQLite's own check."""
+    names = list(table.adapter.get_columns())
+    info = index_info_to_dict(index_info, column_names=names)
+    usable = [position for position, constraint in enumerate(info["aConstraint"]) if constraint["usable"]]
+    constraints = [(info["aConstraint"][position].get("iColumn", -1), info["aConstraint"][position]["op"])
+                   for position in usable]
+    orderbys = [(orderby["iColumn"], orderby["desc"]) for orderby in info["aOrderBy"]]
+    _, index_number, indexes, orderbys_to_process, orderby_consumed, cost = table._build_index(constraints, orderbys)
+    argv = 0  # consumed constraints are numbered in order, as ``indexes`` lists them
+    for position, constraint in zip(usable, constraints, strict=True):
+        used = table._build_index([constraint], [])[0]  # [(0, omit)] when consumed, [None] or [] when not
+        if used and used[0] is not None:
+            argv += 1
+            index_info.set_aConstraintUsage_argvIndex(position, argv)
+            index_info.set_aConstraintUsage_omit(position, used[0][1] or constraint[0] in exact)
+    index_info.idxNum = index_number
+    index_info.idxStr = json.dumps({"indexes": indexes, "orderbys_to_process": orderbys_to_process,
+                                    "requested_columns": sorted(info["colUsed_names"])})
+    index_info.orderByConsumed = orderby_consumed
+    index_info.estimatedCost = cost
+
+
 class ColumnarTable(VTTable):
     """shillelagh's virtual table (planning, DDL), opening columnar cursors; it also consumes equality and ``IN``
     constraints on the adapter's filter-only columns (``contains_event``), an ``IN`` list all at once."""
 
     def BestIndexObject(self, index_info: apsw.IndexInfo) -> bool:
-        """:meth:`_plan`, then the filter-only columns' equality and ``IN`` constraints consumed after it."""
-        self._plan(index_info)
+        """:func:`plan` (the choice column's equality exact: :meth:`ColumnarCursor.Filter` checks its value), then
+        the filter-only columns' equality and ``IN`` constraints consumed after it."""
         names = list(self.adapter.get_columns())
+        choice = self.adapter.spec.choice_column
+        plan(self, index_info, {names.index(choice)} if choice is not None else set())
         filter_columns = {names.index(name) for name in self.adapter.spec.filter_columns}
         constraints = range(index_info.nConstraint)
         argument = max((index_info.get_aConstraintUsage_argvIndex(i) for i in constraints), default=0)
@@ -103,33 +130,10 @@ class ColumnarTable(VTTable):
                     index_info.set_aConstraintUsage_in(i, True)
                 consumed.append([argument - 1, names[index_info.get_aConstraint_iColumn(i)]])
         if consumed:
-            plan = json.loads(index_info.idxStr)
-            index_info.idxStr = json.dumps({**plan, "filter_columns": consumed})
+            planned = json.loads(index_info.idxStr)
+            index_info.idxStr = json.dumps({**planned, "filter_columns": consumed})
             index_info.estimatedCost /= 10  # a plan applying them reads fewer rows
         return True
-
-    def _plan(self, index_info: apsw.IndexInfo) -> None:
-        """shillelagh's plan (``VTTable.BestIndexObject``), each used constraint marked at its own position."""
-        names = list(self.adapter.get_columns())
-        info = index_info_to_dict(index_info, column_names=names)
-        usable = [position for position, constraint in enumerate(info["aConstraint"]) if constraint["usable"]]
-        constraints = [(info["aConstraint"][position].get("iColumn", -1), info["aConstraint"][position]["op"])
-                       for position in usable]
-        orderbys = [(orderby["iColumn"], orderby["desc"]) for orderby in info["aOrderBy"]]
-        _, index_number, indexes, orderbys_to_process, orderby_consumed, cost = self._build_index(
-            constraints, orderbys)
-        argv = 0  # consumed constraints are numbered in order, as ``indexes`` lists them
-        for position, constraint in zip(usable, constraints, strict=True):
-            used = self._build_index([constraint], [])[0]  # [(0, omit)] when consumed, [None] or [] when not
-            if used and used[0] is not None:
-                argv += 1
-                index_info.set_aConstraintUsage_argvIndex(position, argv)
-                index_info.set_aConstraintUsage_omit(position, used[0][1])
-        index_info.idxNum = index_number
-        index_info.idxStr = json.dumps({"indexes": indexes, "orderbys_to_process": orderbys_to_process,
-                                        "requested_columns": sorted(info["colUsed_names"])})
-        index_info.orderByConsumed = orderby_consumed
-        index_info.estimatedCost = cost
 
     def Open(self) -> ColumnarCursor:
         return ColumnarCursor(self.adapter)
@@ -163,7 +167,11 @@ class ColumnarCursor:
         bounds = get_bounds(columns, all_bounds)  # no column declares an order: SQLite sorts, nothing to pass on
         requested = self.adapter.requested(index.get("requested_columns"))
         contains_event = [_value_set(constraintargs[argument]) for argument, _ in index.get("filter_columns", [])]
-        selection = self.adapter.select(bounds, requested, contains_event)
+        choice = self.adapter.spec.choice_column
+        fractional = choice is not None and any(
+            column == names.index(choice) and _fractional(value)
+            for (column, _), value in zip(index["indexes"], constraintargs, strict=False))
+        selection = NO_ROWS if fractional else self.adapter.select(bounds, requested, contains_event)
         slots = [names.index(name) for name in requested]
         self._chunks = (_spread(chunk, slots, len(names)) for chunk in selection.chunks(requested))
         self.size = self.position = 0
@@ -192,6 +200,12 @@ class ColumnarCursor:
 
     def Close(self) -> None:
         self.values, self._chunks = [], iter(())
+
+
+def _fractional(value: Any) -> bool:
+    """A number that is not whole (``gap_minutes = 7.5``): shillelagh hands it on truncated (7), it matches no
+    row."""
+    return isinstance(value, float) and not value.is_integer()
 
 
 def _value_set(argument: Any) -> set[str]:

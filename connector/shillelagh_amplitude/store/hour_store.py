@@ -278,14 +278,15 @@ class HourStore:
             os.utime(published, (fresh_at.timestamp(), fresh_at.timestamp()))
 
     # --- tables derived from hours (sessions) ----------------------------------------------------------
-    def read_derived(self, key: str) -> pa.Table | None:
-        """A table derived from stored hours earlier (by any process, on any host), or None."""
+    def read_derived(self, key: str, columns: list[str] | None = None) -> pa.Table | None:
+        """A table derived from stored hours earlier (by any process, on any host), or None; ``columns``: only
+        those (only their buffers are read and decompressed)."""
         entry = self.location.list(self.project, "derived").get(f"{key}.arrow")
         if entry is None:
             return None
         try:
             path = entry.path if self.hot is None else self.hot.fetch(self.location, [entry])[0]
-            table = feather.read_table(path)
+            table = feather.read_table(path, columns=columns)
         except (FileNotFoundError, pa.ArrowInvalid):
             return None
         if self.location.local:

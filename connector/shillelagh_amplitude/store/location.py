@@ -3,7 +3,7 @@
 
 Both are reached through pyarrow's own file systems and differ only in how a finished file is published: in a
 local folder it is written beside its place and renamed into it; on object storage, which has no rename, it is
-written once under its final key (a single PUT is atomic: readers see the whole object or nothing). Credentials
+uploaded once under its final key, whole or not at all (readers see the whole object or nothing). Credentials
 come from the file system's standard chains (environment, config files, instance roles); messages name the
 location by :attr:`StoreLocation.display`, which never holds credentials.
 """
@@ -218,22 +218,35 @@ class StoreLocation:
                              f"{target.parent}: {exc}") from None
 
     def publish_bytes(self, path: str, data: bytes) -> None:
-        """Make ``data`` the content of ``path`` in one step."""
+        """Make ``data`` the content of ``path`` in one step (on object storage: through a local file, as
+        :meth:`publish_file`)."""
         if self.local:
             write_atomically(Path(path), data)
             return
-        with self._errors("written"), self.filesystem.open_output_stream(path) as stream:
-            stream.write(data)
+        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            self.publish_file(Path(temp), path)
+        finally:
+            Path(temp).unlink(missing_ok=True)
 
     def publish_file(self, source: Path, path: str) -> None:
-        """Make a finished local file the content of ``path``: renamed locally, one upload on object storage."""
+        """Make a finished local file the content of ``path``: renamed locally; on object storage, uploaded whole
+        or not at all.
+
+        An upload is one call into pyarrow, which copies the file and completes it without returning to Python:
+        no Python exception (Ctrl-C, any error of ours) can stop it halfway. A pyarrow output stream written from
+        Python cannot be abandoned: closed by the exception that leaves its ``with`` block, or dropped, it
+        completes the upload with what it holds, a partial object under the final key (apache/arrow#40502).
+        """
         if self.local:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, path)
             return
-        with self._errors("written"), self.filesystem.open_output_stream(path) as stream, source.open("rb") as data:
-            while chunk := data.read(1 << 22):
-                stream.write(chunk)
+        with self._errors("written"):
+            fs.copy_files(source.as_posix(), path, source_filesystem=fs.LocalFileSystem(),
+                          destination_filesystem=self.filesystem, chunk_size=1 << 22, use_threads=False)
         source.unlink()
 
     def delete(self, path: str) -> None:

@@ -1,0 +1,18 @@
+"""Timing one query the same way in every benchmark: its first run, then the median of ``repeat`` more."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def time_query(run: Callable[[str], list], sql: str, repeat: int) -> dict[str, float | None]:
+    """Run ``sql`` ``repeat + 1`` times: ``first`` and ``repeated`` (the median of the others, None without any)
+    in seconds, and the ``rows`` it returned."""
+    times = []
+    for _ in range(repeat + 1):
+        began = time.perf_counter()
+        rows = run(sql)
+        times.append(time.perf_counter() - began)
+    return {"first": times[0], "repeated": statistics.median(times[1:]) if repeat else None, "rows": len(rows)}
