@@ -106,7 +106,7 @@ def print_table(engines: dict[str, dict]) -> None:
     for chart in engines[names[0]]["charts"]:
         figures = [engines[name]["charts"][chart] for name in names]
         cells = "".join(f" | {f['first']:13.3f} {f['repeated']:9.3f} {f['rows']:5d}" for f in figures)
-        ratio = f" | {figures[-1]['repeated'] / figures[0]['repeated']:{len(compared) - 4}.0f}x" if compared else ""
+        ratio = f" | {figures[-1]['repeated'] / figures[0]['repeated']:{len(compared) - 4}.1f}x" if compared else ""
         print(f"{chart:34s}{cells}{ratio}")
     for name, figures in engines.items():
         times = [time for chart in figures["charts"].values() for time in (chart["first"], chart["repeated"])]
