@@ -36,6 +36,7 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from query_benchmark import API_KEY, EVENTS, FIRST_DAY, ONE_DAY, QUERIES, SECRET, SESSIONS, peak_rss_mb, prepare  # noqa: E402,I001
 from query_benchmark import worker as amplitude_worker  # noqa: E402
+from spark_lake import jvm_peak_rss_mb, spark_over_lake  # noqa: E402
 from timing import time_query  # noqa: E402
 
 from shillelagh_amplitude.export.client import ExportClient  # noqa: E402
@@ -71,7 +72,6 @@ LAKE_QUERIES = {
     * 2,
     "events: SELECT * one day": (f"SELECT * {ONE_DAY} AND event_date = '2026-09-10'",) * 2,
 }
-SPARK_DRIVER_MEMORY = "2g"
 
 
 def _hours(days: int) -> tuple[datetime, datetime]:
@@ -103,30 +103,18 @@ def run_sync_worker(args: argparse.Namespace) -> None:
 
 def run_lake_worker(args: argparse.Namespace) -> None:
     """The queries through one engine over the lake, with the statements of ``amplitude-lake ddl``: DuckDB's views
-    in an in-memory database, or Spark SQL in local[2] (Hive catalog in a temporary folder)."""
+    in an in-memory database, or Spark SQL in local[2] (``spark_lake.spark_over_lake``)."""
     with tempfile.TemporaryDirectory() as home:
         if args.worker == "duckdb-lake":
             connection = duckdb.connect()
+            for statement in ddl(args.lake, "duckdb"):
+                connection.execute(statement)
             run, column, stop = (lambda sql: connection.execute(sql).fetchall()), 0, connection.close
         else:
-            from pyspark.sql import SparkSession
-
-            spark = (SparkSession.builder.master("local[2]").appName("lake-benchmark")
-                     .config("spark.driver.memory", SPARK_DRIVER_MEMORY)
-                     .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={home}")
-                     .config("spark.sql.warehouse.dir", f"{home}/warehouse")
-                     .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
-                     .enableHiveSupport().getOrCreate())
+            spark = spark_over_lake(args.lake, home, "lake-benchmark")
             run, column, stop = (lambda sql: spark.sql(sql).collect()), 1, spark.stop
-        for statement in ddl(args.lake, "duckdb" if column == 0 else "spark"):
-            run(statement)
-        if column == 1:
-            run("USE amplitude")
         results = {name: time_query(run, LAKE_QUERIES[name][column], args.repeat) for name in args.query}
-        jvm_mb = 0.0
-        if column == 1:  # the JVM's peak, beside this process's
-            jvm = Path(f"/proc/{spark.sparkContext._gateway.proc.pid}/status").read_text()
-            jvm_mb = next(int(line.split()[1]) for line in jvm.splitlines() if line.startswith("VmHWM:")) / 1024
+        jvm_mb = jvm_peak_rss_mb(spark) if column == 1 else 0.0  # the JVM's peak, beside this process's
         stop()
     print(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb() + jvm_mb}))
 

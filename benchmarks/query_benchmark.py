@@ -168,12 +168,13 @@ def sqlite_baseline(path: Path, cache_dir: Path, days: int) -> None:
     connection.close()
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (``VmHWM``: unlike ``ru_maxrss``, not inherited across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak resident memory, this one's by default (``VmHWM``: unlike ``ru_maxrss``, not inherited
+    across exec)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
 def run_worker(args: argparse.Namespace) -> None:
