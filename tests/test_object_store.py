@@ -101,7 +101,10 @@ def query_in_new_process(uri: str, base_url: str, sql: str, xdg: Path) -> list[l
 
 
 def sync_process(uri: str, base_url: str, xdg: Path, start: str, end: str) -> subprocess.Popen:
-    command = [sys.executable, "-c", "from shillelagh_amplitude.cli import sync_main; raise SystemExit(sync_main())",
+    # SIGINT as a terminal gives it (Ctrl-C: KeyboardInterrupt), even when this run was started in the background
+    # by a shell, which starts it with SIGINT ignored, inherited by every process it starts
+    command = [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "from shillelagh_amplitude.cli import sync_main; raise SystemExit(sync_main())",
                "--start", start, "--end", end, "--api-key", API_KEY, "--base-url", base_url,
                "--cache-dir", uri, "--window-hours", "6"]
     return subprocess.Popen(command, env=process_env(xdg), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
