@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from .helpers import free_port
+from .scripts import load_script
 
 JAVA = Path("/usr/bin/java")
 STARTED = "HiveThriftServer2 started"
@@ -105,9 +106,4 @@ def thrift_server(folder: Path) -> Iterator[ThriftServer]:
     finally:
         LOGS.mkdir(parents=True, exist_ok=True)
         shutil.copy(log, LOGS / f"thrift-server-{folder.name}.log")
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        load_script("scripts/celery_stack.py").stop(process)
