@@ -98,15 +98,32 @@ def on_the_lake(rows: list[dict]) -> list[dict]:
             if "60-minute" not in str(row.get("definition", ""))]
 
 
+COMPLETE_THROUGH = "Data complete through"
+
+
+def lake_complete_through_ms(store_ms: int, now: datetime) -> int:
+    """The lake's *Data complete through*: the store's (``amplitude://``'s) capped by Amplitude's rule applied to
+    the clock, an upload hour final 3 h after it ends. The lake cannot know that the hours of an export loaded by
+    hand were declared complete (the demo's sample, through its last midnight), so for 3 h after such an export's
+    end it shows less."""
+    cap = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    return min(store_ms, int(cap.timestamp() * 1000))
+
+
 def test_every_chart_gives_amplitudes_numbers(superset: Superset, api: requests.Session, engine: str,
                                               amplitude_data: dict[str, dict]) -> None:
-    started = time.monotonic()
+    started, before = time.monotonic(), datetime.now(UTC)
     lake_data = dashboard_data(superset, api, f"{SLUG}-{engine}")
+    after = datetime.now(UTC)
     superset.timings[f"lake_{engine}_all_chart_data_forced_s"] = round(time.monotonic() - started, 2)
     assert len(lake_data) == CHARTS and set(lake_data) == set(amplitude_data)
     for name, result in lake_data.items():
         expected = amplitude_data[name]
         assert (result["status"], result["error"]) == ("success", None), (engine, name)
+        if name == COMPLETE_THROUGH:  # an hour may turn while the charts are asked: either side of it
+            (store,), (lake,) = ([row["complete_through_ms"] for row in data["data"]] for data in (expected, result))
+            assert lake in {lake_complete_through_ms(store, before), lake_complete_through_ms(store, after)}
+            continue
         rows = [{key: comparable(value) for key, value in row.items()} for row in on_the_lake(expected["data"])]
         assert len(result["data"]) == len(rows) > 0, (engine, name)
         assert result["data"] == rows, (engine, name)
@@ -196,7 +213,9 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str
         browser.save_screenshot(str(OUTPUT / f"dashboard-{slug}.png"))
         assert seen[slug]["errors"] == [], slug
     assert len(seen[SLUG]["numbers"]) == 8  # the seven KPIs and "Data complete through"
-    assert seen[f"{SLUG}-{engine}"]["numbers"] == seen[SLUG]["numbers"]
+    numbers = {slug: {name: text for name, text in seen[slug]["numbers"].items() if name != COMPLETE_THROUGH}
+               for slug in seen}  # that tile's value is checked in test_every_chart_gives_amplitudes_numbers
+    assert numbers[f"{SLUG}-{engine}"] == numbers[SLUG]
     lake_axes = seen[f"{SLUG}-{engine}"]["axes"]
     assert set(lake_axes) == set(seen[SLUG]["axes"]) and len(lake_axes) == 12  # the ECharts charts
     # the Session definition charts hold fewer definitions on the lake (no 60-minute gap): their axes differ
