@@ -182,7 +182,8 @@ CHART_AXES = """
         });
         axes[model.mainType] = {type: model.axis.type, labels};
       }
-      const series = chart.getOption().series;
+      const series = (chart.getOption() || {}).series;
+      if (!series) continue;  // drawn before its option is set: read again on the next poll
       charts[title] = {...axes, series: series.map(s => s.name), data: series[0].data};
     }
     return charts;
