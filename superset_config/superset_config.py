@@ -36,7 +36,7 @@ from shillelagh_amplitude.superset.explore import register as prefill_time_colum
 from shillelagh_amplitude.superset.help_link import register as retarget_help_link
 from shillelagh_amplitude.superset.logs import install as one_line_user_errors
 from shillelagh_amplitude.superset.secret_store import register as bind_stored_secrets
-from shillelagh_amplitude.superset.task_binding import bind_celery_tasks
+from shillelagh_amplitude.superset.task_binding import resolve_sql_lab_task
 
 # A user's SQL mistake is logged as one line, without a traceback; real faults keep theirs.
 one_line_user_errors()
@@ -134,7 +134,7 @@ def FLASK_APP_MUTATOR(app: Any) -> None:  # noqa: N802 - Superset's name
     the connection form's help link leads to the README's "In Superset" section; every save binds a connection's
     secret to its destination; the operator's allow-list of base URLs is installed; SQL Lab's Celery task is
     resolved before the first request (SQL Lab's first queries at once in a threaded worker could race to it)."""
-    bind_celery_tasks()
+    resolve_sql_lab_task()
     prefill_time_column(app)
     retarget_help_link(app)
     bind_stored_secrets()

@@ -10,7 +10,7 @@ new workers. Resolving the proxy at start, in one thread, leaves no first call t
 from __future__ import annotations
 
 
-def bind_celery_tasks() -> None:
+def resolve_sql_lab_task() -> None:
     """Resolve SQL Lab's task proxy now, before any request."""
     from superset.sql_lab import get_sql_results
 
