@@ -12,6 +12,7 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
 - ``AMPLITUDE_DOWNLOAD_BUDGET_S`` (default 20; ``0``: unlimited): the longest a web request's query may spend
   downloading from Amplitude before it fails with a clear message (Celery workers are not limited);
 - ``AMPLITUDE_SYNC_INTERVAL_S`` (default 900): how often Celery beat runs the background sync (with Celery);
+  queries then leave the newest hours to it (the connections' ``sync_interval_s``);
 - ``AMPLITUDE_ALLOWED_BASE_URLS`` (comma-separated; or the list of that name in this file): the Export API hosts
   a connection's ``base_url`` may name besides the regions' (``http://127.0.0.1:*``: every port of a host).
 - ``AMPLITUDE_LAKE`` (a folder or object storage URI, optional): the lake the background sync publishes the
@@ -213,6 +214,8 @@ def DB_CONNECTION_MUTATOR(  # noqa: N802 - Superset's name
             params["lake"] = AMPLITUDE_LAKE  # the environment's project
         if AMPLITUDE_DOWNLOAD_BUDGET_S and not _in_celery_task():
             params.setdefault("download_budget_s", AMPLITUDE_DOWNLOAD_BUDGET_S)
+        if REDIS_URL:  # Celery beat runs the background sync: queries leave it the newest hours (README)
+            params.setdefault("sync_interval_s", AMPLITUDE_SYNC_INTERVAL_S)
     elif uri.get_backend_name() == "shillelagh":
         # a generic shillelagh connection could give the Amplitude adapter settings of its own (cache_dir)
         for where in (params, params.get("connect_args") or {}):

@@ -130,6 +130,17 @@ def test_celery_beat_runs_the_amplitude_sync(monkeypatch, tmp_path) -> None:
     assert faster.CELERY_CONFIG.beat_schedule["amplitude-sync"]["schedule"].total_seconds() == 30
 
 
+def test_queries_know_the_background_sync_runs_only_where_beat_runs_it(monkeypatch, tmp_path) -> None:
+    """With Celery (REDIS_URL) every amplitude:// connection's queries get the beat's interval, so that they leave
+    the newest hours to the sync; without Celery nothing syncs, and queries download what they need."""
+    url = make_url("amplitude://")
+    synced = load_config(monkeypatch, tmp_path, REDIS_URL="redis://r:6379/0", AMPLITUDE_SYNC_INTERVAL_S="30")
+    assert synced.DB_CONNECTION_MUTATOR(url, {}, None, None, None)[1]["sync_interval_s"] == 30
+    alone = load_config(monkeypatch, tmp_path)
+    assert "sync_interval_s" not in alone.DB_CONNECTION_MUTATOR(url, {}, None, None, None)[1]
+    assert "sync_interval_s" not in alone.DB_CONNECTION_MUTATOR(make_url("sqlite://"), {}, None, None, None)[1]
+
+
 def test_user_errors_are_logged_as_one_line_and_faults_keep_their_traceback(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

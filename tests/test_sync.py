@@ -10,13 +10,14 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from shillelagh.exceptions import ProgrammingError
 
 from shillelagh_amplitude.cli import sync_main
-from shillelagh_amplitude.export.sync import sync_range
-from shillelagh_amplitude.hours import HOUR, floor_hour, format_hour, hour_range, parse_hour
+from shillelagh_amplitude.export.sync import sync_project, sync_range
+from shillelagh_amplitude.hours import HOUR, floor_hour, format_hour, hour_range, newest_exportable_hour, parse_hour
 from shillelagh_amplitude.sample.emulator import ExportEmulator
 from shillelagh_amplitude.sample.generator import generate_dataset
 from shillelagh_amplitude.store.hour_store import HourStore
@@ -109,6 +110,72 @@ def test_two_syncs_at_once_download_each_hour_once_then_only_non_final_hours(tmp
     non_final = [hour for hour in expected if hour + HOUR * 4 > datetime.now(UTC)]
     assert non_final and requested_hours(live_project.requests) == non_final
     assert f"{len(non_final)} hours downloaded in {len(live_project.requests)} requests" in out
+
+
+#: A beat interval whose two runs (what a query lets the sync miss) are exactly one hour.
+HALF_HOUR_S = 1800.0
+
+
+def count_events(cache: Path, emulator: ExportEmulator, since: datetime, **settings) -> int:
+    cursor = sql_connection(cache_dir=str(cache), base_url=emulator.base_url, **settings).cursor()
+    return cursor.execute(f"SELECT count(*) FROM amplitude_events WHERE event_time >= '{since:%Y-%m-%dT%H:%M}'"
+                          ).fetchall()[0][0]
+
+
+def fresh_files(cache: Path) -> list[Path]:
+    return sorted(cache.glob("*/*/*.fresh.*"))
+
+
+def fresh_hours(cache: Path) -> list[datetime]:
+    """The hours a store holds fresh (not final), from its file names (``<day>/<HH>.fresh.*``)."""
+    return sorted(parse_hour(f"{path.parent.name}T{path.name[:2]}") for path in fresh_files(cache))
+
+
+def test_queries_served_by_a_background_sync_leave_it_the_newest_hours(tmp_path, live_project):
+    """With ``sync_interval_s`` (Superset with Celery beat), the hour that became exportable since the sync's last
+    run, and the refresh of fresh hours that expired since, are the sync's to download: a query reads what the sync
+    stored (the offline answer of the same store) and downloads only what the sync has missed for two runs."""
+    now = datetime.now(UTC)
+    if now.minute == 59 and now.second >= 45:  # the test's hours and the queries' must be those of one hour
+        time.sleep(20)
+        now = datetime.now(UTC)
+    since = floor_hour(now) - timedelta(hours=20)
+
+    def synced(name: str, at: datetime) -> Path:
+        cache = tmp_path / name
+        sync_project(API_KEY, SECRET_KEY, base_url=live_project.base_url, cache_dir=str(cache), days=2, now=at)
+        live_project.clear_requests()
+        return cache
+
+    # the store as the sync left it an hour ago: the hour exportable since then is not in it, and its fresh hours
+    # were published an hour ago (expired for a query on its own: FRESH_TTL, 10 minutes)
+    cache = synced("hour-ago", now - HOUR)
+    stored = count_events(cache, live_project, since, offline=True)
+    assert count_events(cache, live_project, since, sync_interval_s=HALF_HOUR_S) == stored
+    assert live_project.requests == []
+    # a query without a background sync downloads them itself
+    expired = fresh_hours(cache)
+    assert expired
+    assert count_events(cache, live_project, since) > stored
+    assert requested_hours(live_project.requests) == [*expired, newest_exportable_hour(now)]
+
+    # a sync that missed two runs: the query refreshes its fresh hours and downloads the hour it missed, and
+    # leaves it the newest
+    cache = synced("two-hours-ago", now - 2 * HOUR)
+    expired = fresh_hours(cache)
+    count_events(cache, live_project, since, sync_interval_s=HALF_HOUR_S)
+    assert requested_hours(live_project.requests) == [*expired, newest_exportable_hour(now) - HOUR]
+
+    # fresh hours the sync stored 15 minutes ago
+    cache = synced("current", now)
+    assert fresh_files(cache)
+    for path in fresh_files(cache):
+        os.utime(path, (time.time() - 15 * 60,) * 2)
+    stored = count_events(cache, live_project, since, offline=True)
+    assert count_events(cache, live_project, since, sync_interval_s=HALF_HOUR_S) == stored
+    assert live_project.requests == []
+    count_events(cache, live_project, since)
+    assert requested_hours(live_project.requests) == fresh_hours(cache)
 
 
 def test_sync_failure_is_a_readable_message_and_exit_code(tmp_path, live_project, monkeypatch, capsys):

@@ -10,7 +10,7 @@ from .errors import AmplitudeError
 STRING_SETTINGS = ("api_key", "secret_key", "region", "base_url", "cache_dir", "lake")
 INTEGER_SETTINGS = ("window_hours", "late_hours", "default_days")
 BOOLEAN_SETTINGS = ("offline",)
-FLOAT_SETTINGS = ("download_budget_s",)
+FLOAT_SETTINGS = ("download_budget_s", "sync_interval_s")
 SETTINGS = STRING_SETTINGS + INTEGER_SETTINGS + BOOLEAN_SETTINGS + FLOAT_SETTINGS
 
 

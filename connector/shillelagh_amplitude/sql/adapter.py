@@ -85,6 +85,8 @@ MAX_QUERY_DAYS = 365
 #: How many times a query lists the stored hours it reads when one is re-published between its listing and its
 #: read (the background sync refreshes recent hours every run): only the last listing's refusal reaches the user.
 LISTINGS = 3
+#: Runs a background sync may miss before a query it serves downloads the newest hours itself (:meth:`_store_time`).
+SYNC_RUNS_MISSED = 2
 #: The sessions' filter column: ``contains_event IN ('search', 'purchase')`` keeps the sessions in which one of
 #: those event types happened. Only ``amplitude://``'s cursor applies it (:mod:`.columnar`); its value reads NULL.
 CONTAINS_EVENT = "contains_event"
@@ -214,10 +216,12 @@ class AmplitudeAPI(Adapter):
         default_days: int = 30,
         offline: bool = False,
         download_budget_s: float | None = None,
+        sync_interval_s: float | None = None,
         lake: str | None = None,
     ) -> None:
-        """``lake``: where the background sync publishes this project's lake (``superset/tasks.py``); queries do not use
-        it."""
+        """``sync_interval_s``: a background sync keeps this project's store current that often (Superset with
+        Celery: ``superset_config.py``), see :meth:`_store_time`. ``lake``: where the background sync publishes
+        this project's lake (``superset/tasks.py``); queries do not use it."""
         super().__init__()
         if table not in TABLES:
             raise ProgrammingError(f"Unknown table {table!r}: use {', '.join(TABLES)}.")
@@ -247,6 +251,9 @@ class AmplitudeAPI(Adapter):
         if download_budget_s is not None and (not isinstance(download_budget_s, int | float) or download_budget_s <= 0):
             raise ProgrammingError(f"download_budget_s must be a positive number, not {download_budget_s!r}.")
         self.download_budget_s = download_budget_s
+        if sync_interval_s is not None and (not isinstance(sync_interval_s, int | float) or sync_interval_s <= 0):
+            raise ProgrammingError(f"sync_interval_s must be a positive number, not {sync_interval_s!r}.")
+        self.sync_interval_s = sync_interval_s
         #: Replaced by the connection's clock on ``amplitude://``, so that the tables of one query share a budget.
         self.query_clock = QueryClock()
         self._columns = self.spec.columns()
@@ -386,16 +393,28 @@ class AmplitudeAPI(Adapter):
         first, last, core_first, core_last = self._upload_hours(ranges, now)
         hours = list(hour_range(first, last)) if first <= last else []
         store = HourStore(self.cache_dir, self.base_url, self.api_key)
-        self._fill_and_verify(store, first, last, now)
+        seen = self._store_time(now)
+        self._fill_and_verify(store, first, last, seen)
         for _ in range(LISTINGS - 1):
             with contextlib.suppress(StoreChanged):  # a sync re-published a listed hour before its read: list again
-                return self._listed(store, hours, ranges, now, gap, core_first, core_last)
-        return self._listed(store, hours, ranges, now, gap, core_first, core_last)
+                return self._listed(store, hours, ranges, seen, gap, core_first, core_last)
+        return self._listed(store, hours, ranges, seen, gap, core_first, core_last)
 
-    def _listed(self, store: HourStore, hours: list[datetime], ranges: dict[str, TimeRange], now: datetime,
+    def _store_time(self, now: datetime) -> datetime:
+        """The time at which the store must be current for this query: ``now``; with a background sync
+        (``sync_interval_s``), ``SYNC_RUNS_MISSED`` runs earlier. The hours that became exportable since, and the
+        fresh hours' refreshes, are the sync's to download: a query reads what the sync stored and downloads
+        only what it has missed for that long (a sync that stopped), so that the web processes do not all race
+        the sync to the Export API at every hour's turn or fresh hour's expiry."""
+        if self.sync_interval_s is None:
+            return now
+        return now - timedelta(seconds=SYNC_RUNS_MISSED * self.sync_interval_s)
+
+    def _listed(self, store: HourStore, hours: list[datetime], ranges: dict[str, TimeRange], seen: datetime,
                 gap: int | None, core_first: datetime, core_last: datetime) -> tuple[tuple, ScanTable]:
-        """The scan table of the hours stored now (one listing), from the cache when their files are unchanged."""
-        stored = store.stored(hours, now, any_age=self.offline)  # one listing per day
+        """The scan table of the hours stored now (one listing), from the cache when their files are unchanged;
+        ``seen``: :meth:`_store_time`, for which fresh hours are still valid."""
+        stored = store.stored(hours, seen, any_age=self.offline)  # one listing per day
         if self.offline:
             check_offline(store, stored, core_first, core_last, asked(ranges))
         files = [entry for _, entry in stored if entry is not None and entry.name.endswith(".arrow")]

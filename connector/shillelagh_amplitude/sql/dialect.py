@@ -109,6 +109,7 @@ class AmplitudeDialect(APSWDialect):
         default_days: int | str | None = None,
         offline: bool | str | None = None,
         download_budget_s: float | str | None = None,
+        sync_interval_s: float | str | None = None,
         lake: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -124,6 +125,7 @@ class AmplitudeDialect(APSWDialect):
             "default_days": default_days,
             "offline": offline,
             "download_budget_s": download_budget_s,
+            "sync_interval_s": sync_interval_s,
             "lake": lake,
         }
         self.amplitude_kwargs = {name: coerce(name, value) for name, value in given.items() if value is not None}
