@@ -17,7 +17,7 @@ from shillelagh_amplitude.sql.dialect import url_kwargs
 from .conftest import API_KEY, SECRET_KEY
 
 ACCEPTED = ("the accepted settings are api_key, secret_key, region, base_url, cache_dir, lake, window_hours, "
-            "late_hours, default_days, offline, download_budget_s.")
+            "late_hours, default_days, offline, download_budget_s, sync_interval_s.")
 
 
 def test_the_sync_refuses_a_typo_before_asking_amplitude(tmp_path, emulator):
