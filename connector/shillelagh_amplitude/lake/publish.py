@@ -241,9 +241,11 @@ def publish_status(location: StoreLocation, manifest: Manifest, newest: datetime
         through = datetime.fromisoformat(known)
     rows = pa.Table.from_pylist([{"data_complete_through": through}], schema=STATUS_SCHEMA)
     content = replace_file(location, STATUS, STATUS_SCHEMA, rows, unless=manifest.status.get("content"))
-    manifest.status = {"data_complete_through": through.isoformat() if through else None,
-                       "content": content or manifest.status.get("content")}
-    manifest.write(location)
+    status = {"data_complete_through": through.isoformat() if through else None,
+              "content": content or manifest.status.get("content")}
+    if status != manifest.status:
+        manifest.status = status
+        manifest.write(location)
     return through
 
 
