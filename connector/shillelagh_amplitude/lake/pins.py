@@ -10,8 +10,8 @@ listed must stay readable while new listings must not return it), so DuckDB read
   pyarrow skip names starting with ``.``, and no ``*.parquet`` glob matches the ``.pin`` ending;
 - the DuckDB views list the current pins by name (:func:`current_pins`), not a glob, and the publisher keeps them
   in ``<lake>/_amplitude_lake.duckdb`` (:data:`VIEWS_FILE`): written whole beside its place and renamed over it
-  after each run that changed a partition, so a connection opened later reads the lake as the run left it,
-  every partition at once;
+  after each run that changed a partition or the status, so a connection opened later reads the lake as the
+  run left it, every partition and the status at once;
 - a pin no view lists any more is deleted :data:`GRACE` after the run that stopped listing it: a DuckDB
   connection opened before keeps reading the versions it listed for that long.
 

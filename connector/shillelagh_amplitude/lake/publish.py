@@ -15,6 +15,10 @@ that can add to it is stored as final: later runs skip it without listing anythi
 *provisional* and rebuilt whenever a sync stores a new or refreshed hour of its window; its file is replaced only
 when its bytes change (the manifest keeps each file's SHA-256).
 
+**The status.** After the partitions, a run publishes the lake's status (:func:`publish_status`): the end of the
+newest hour the store held as final among those the lake holds, by the store's own
+:meth:`~..store.hour_store.HourStore.newest_final_hour` (what ``amplitude://`` shows), one file replaced whole.
+
 **Flat memory.** One pass reads each needed hour file once, in order, and keeps the rows of each partition being
 rebuilt; past :data:`PENDING_BYTES` the largest partition's rows go to a local spool file (Arrow IPC, lz4). A
 partition is written as soon as the last hour of its window has been read, then forgotten: memory holds one hour,
