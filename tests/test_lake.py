@@ -249,3 +249,32 @@ def test_the_status_covers_the_hours_published(loaded_cache, tmp_path):
     inode = part.stat().st_ino
     assert publish(store, lake, first=first, last=middle).complete_through == last + HOUR
     assert _status(lake) == [(_ms(last + HOUR),)] and part.stat().st_ino == inode
+
+
+def test_the_status_is_rewritten_when_a_new_hour_becomes_final(loaded_cache, tmp_path):
+    """The store's last two hour files held as fresh (renamed as a sync names a fresh hour): the status ends with
+    the hour stored before them. Once the first of them is stored final, the next run replaces the status file (the
+    old version's pin stays for DuckDB readers) and the views file shows the new value; a run with nothing new
+    leaves it."""
+    cache, lake = tmp_path / "cache", tmp_path / "lake"
+    shutil.copytree(loaded_cache, cache)
+    store = _store(cache)
+    folder = cache / store.project / f"{store.stored_span()[1]:%Y%m%d}"
+    files = sorted(folder.glob("*.arrow"))
+    assert len(files) >= 3
+    hours = [datetime.strptime(folder.name + path.name[:2], "%Y%m%d%H").replace(tzinfo=UTC) for path in files[-3:]]
+    for path in files[-2:]:
+        path.rename(folder / path.name.replace(".", ".fresh.", 1))
+    assert publish(store, lake).complete_through == hours[0] + HOUR
+    assert _status(lake) == [(_ms(hours[0] + HOUR),)]
+    part = lake / STATUS / PART_FILE
+    before = part.stat().st_ino
+    (folder / files[-2].name.replace(".", ".fresh.", 1)).rename(files[-2])
+    assert publish(store, lake).complete_through == hours[1] + HOUR
+    assert _status(lake) == [(_ms(hours[1] + HOUR),)]
+    pins = [path for path in (lake / STATUS).iterdir() if is_pin(path.name)]
+    assert len(pins) == 2 and before in {pin.stat().st_ino for pin in pins}
+    after = part.stat().st_ino
+    assert after != before and after in {pin.stat().st_ino for pin in pins}
+    again = publish(store, lake)
+    assert again.complete_through == hours[1] + HOUR and again.written == [] and part.stat().st_ino == after

@@ -198,7 +198,8 @@ def publish(
     progress: Callable[[str], None] | None = None,
 ) -> PublishReport:
     """Bring the lake up to date with the store: every partition whose upload hours intersect ``first..last``
-    (default: every hour stored), rewriting only those whose hour files changed."""
+    (default: every hour stored), rewriting only those whose hour files changed; then its status
+    (:func:`publish_status`)."""
     started = time.monotonic()
     location = open_lake(lake)
     report = PublishReport(location.display)
