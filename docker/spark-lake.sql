@@ -105,9 +105,13 @@ CREATE TABLE IF NOT EXISTS amplitude.amplitude_user_sessions (
   `user_properties` STRING,
   `session_date` DATE
 ) USING parquet PARTITIONED BY (session_date) LOCATION 'file:///var/lib/amplitude-lake/amplitude_user_sessions';
+CREATE TABLE IF NOT EXISTS amplitude.amplitude_lake_status (
+  `data_complete_through` TIMESTAMP
+) USING parquet LOCATION 'file:///var/lib/amplitude-lake/amplitude_lake_status';
 MSCK REPAIR TABLE amplitude.amplitude_events SYNC PARTITIONS;
 REFRESH TABLE amplitude.amplitude_events;
 MSCK REPAIR TABLE amplitude.amplitude_sessions SYNC PARTITIONS;
 REFRESH TABLE amplitude.amplitude_sessions;
 MSCK REPAIR TABLE amplitude.amplitude_user_sessions SYNC PARTITIONS;
 REFRESH TABLE amplitude.amplitude_user_sessions;
+REFRESH TABLE amplitude.amplitude_lake_status;

@@ -13,11 +13,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
-from shillelagh_amplitude.hours import hour_range
+from shillelagh_amplitude.hours import HOUR, hour_range
 from shillelagh_amplitude.lake import ddl
-from shillelagh_amplitude.lake.layout import EVENTS, PART_FILE, SESSIONS, USER_SESSIONS
-from shillelagh_amplitude.lake.pins import is_pin
+from shillelagh_amplitude.lake.layout import EVENTS, PART_FILE, SESSIONS, STATUS, STATUS_SCHEMA, USER_SESSIONS
+from shillelagh_amplitude.lake.pins import VIEWS_FILE, is_pin
 from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.sql.adapter import AmplitudeAPI
 from shillelagh_amplitude.sql.scan import TimeRange
@@ -26,6 +27,7 @@ from shillelagh_amplitude.store.hour_store import HourStore
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import kpis, sessions_from_records
 from .helpers import amplitude_sql, parse_ts
+from .scripts import REPO
 
 DAYS = [date(2026, 3, 1) + timedelta(days=offset) for offset in range(5)]
 
@@ -206,3 +208,73 @@ def test_ddl_locations_carry_no_credentials():
     assert "LOCATION 's3a://bucket/lake/amplitude_events'" in ddl.script(uri, "spark")
     assert ddl.script(uri, "trino").startswith("-- trino: untested here")
     assert "MSCK REPAIR TABLE amplitude.amplitude_sessions SYNC PARTITIONS;" in ddl.script("/lake", "spark")
+
+
+def _status(lake: Path) -> list[tuple]:
+    """The lake's status as Superset's DuckDB connection reads it (the views file, read-only), as epoch ms."""
+    with duckdb.connect(str(lake / VIEWS_FILE), read_only=True) as connection:
+        return connection.execute(f"SELECT epoch_ms(data_complete_through) FROM {STATUS}").fetchall()
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def test_the_status_is_amplitudes_data_complete_through(loaded_cache, folder_lake):
+    """The published status is the *Data complete through* tile of amplitude:// (its dataset and metric, on the same
+    store): here the end of the last stored hour (an export loaded by hand is stored final)."""
+    tile = yaml.safe_load((REPO / "dashboards/session_length/datasets/data_status.yaml").read_text())
+    (expected,) = amplitude_sql(loaded_cache, API_KEY, SECRET_KEY)(
+        f"SELECT {tile['metrics'][0]['expression']} FROM ({tile['sql']}) AS s")
+    assert expected == (_ms(_store(loaded_cache).stored_span()[1] + HOUR),)
+    assert _status(folder_lake) == [expected]
+    status = pq.read_table(folder_lake / STATUS / PART_FILE)  # what Spark, Trino and Athena read
+    assert status.schema == STATUS_SCHEMA and status.num_rows == 1
+    assert [_ms(status["data_complete_through"][0].as_py())] == list(expected)
+    names = sorted(path.name for path in (folder_lake / STATUS).iterdir())
+    assert len(names) == 2 and is_pin(names[0]) and names[1] == PART_FILE
+
+
+def test_the_status_covers_the_hours_published(loaded_cache, tmp_path):
+    """A run over some hours publishes the status through the newest of them (all final here); a later run over
+    older hours leaves it: the lake still holds the newer ones. Unchanged, its file is not replaced."""
+    store, lake = _store(loaded_cache), tmp_path / "lake"
+    first, last = store.stored_span()
+    middle = first + 40 * HOUR
+    assert publish(store, lake, first=first, last=middle).complete_through == middle + HOUR
+    assert _status(lake) == [(_ms(middle + HOUR),)]
+    assert publish(store, lake).complete_through == last + HOUR
+    assert _status(lake) == [(_ms(last + HOUR),)]
+    part = lake / STATUS / PART_FILE
+    inode = part.stat().st_ino
+    assert publish(store, lake, first=first, last=middle).complete_through == last + HOUR
+    assert _status(lake) == [(_ms(last + HOUR),)] and part.stat().st_ino == inode
+
+
+def test_the_status_is_rewritten_when_a_new_hour_becomes_final(loaded_cache, tmp_path):
+    """The store's last two hour files held as fresh (renamed as a sync names a fresh hour): the status ends with
+    the hour stored before them. Once the first of them is stored final, the next run replaces the status file (the
+    old version's pin stays for DuckDB readers) and the views file shows the new value; a run with nothing new
+    leaves it."""
+    cache, lake = tmp_path / "cache", tmp_path / "lake"
+    shutil.copytree(loaded_cache, cache)
+    store = _store(cache)
+    folder = cache / store.project / f"{store.stored_span()[1]:%Y%m%d}"
+    files = sorted(folder.glob("*.arrow"))
+    assert len(files) >= 3
+    hours = [datetime.strptime(folder.name + path.name[:2], "%Y%m%d%H").replace(tzinfo=UTC) for path in files[-3:]]
+    for path in files[-2:]:
+        path.rename(folder / path.name.replace(".", ".fresh.", 1))
+    assert publish(store, lake).complete_through == hours[0] + HOUR
+    assert _status(lake) == [(_ms(hours[0] + HOUR),)]
+    part = lake / STATUS / PART_FILE
+    before = part.stat().st_ino
+    (folder / files[-2].name.replace(".", ".fresh.", 1)).rename(files[-2])
+    assert publish(store, lake).complete_through == hours[1] + HOUR
+    assert _status(lake) == [(_ms(hours[1] + HOUR),)]
+    pins = [path for path in (lake / STATUS).iterdir() if is_pin(path.name)]
+    assert len(pins) == 2 and before in {pin.stat().st_ino for pin in pins}
+    after = part.stat().st_ino
+    assert after != before and after in {pin.stat().st_ino for pin in pins}
+    again = publish(store, lake)
+    assert again.complete_through == hours[1] + HOUR and again.written == [] and part.stat().st_ino == after

@@ -21,7 +21,7 @@ import pytest
 
 from shillelagh_amplitude.lake import pins
 from shillelagh_amplitude.lake.ddl import ddl
-from shillelagh_amplitude.lake.layout import EVENTS, MANIFEST, PART_FILE, SESSIONS
+from shillelagh_amplitude.lake.layout import EVENTS, MANIFEST, PART_FILE, SESSIONS, STATUS
 from shillelagh_amplitude.lake.pins import VIEWS_FILE, is_pin
 from shillelagh_amplitude.lake.publish import publish
 from shillelagh_amplitude.store.hour_store import HourStore
@@ -247,8 +247,8 @@ def s3() -> S3Proxy:
 
 
 def test_the_lake_on_object_storage(s3, loaded_cache, dataset, monkeypatch, tmp_path):
-    """Published to the S3 server, listed and read back through pyarrow's dataset API partition by partition;
-    a second run puts nothing; no temporary object is ever created (one PUT per partition)."""
+    """Published to the S3 server, listed and read back through pyarrow's dataset API partition by partition, and
+    the status; a second run puts nothing; no temporary object is ever created (one PUT per partition)."""
     for name, value in AWS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -259,7 +259,7 @@ def test_the_lake_on_object_storage(s3, loaded_cache, dataset, monkeypatch, tmp_
     report = publish(_store(loaded_cache), uri)
     keys = s3.keys(bucket)
     parts = sorted(key for key in keys if key.endswith(".parquet"))
-    assert parts == sorted(f"lake/{partition}/{PART_FILE}" for partition in report.written)
+    assert parts == sorted(f"lake/{folder}/{PART_FILE}" for folder in [*report.written, STATUS])
     assert set(keys) == {*parts, "lake/_amplitude_lake.json"}
     puts = [path for _, path, _ in s3.requests_made("PUT") if ".parquet" in path]
     assert len(puts) == len(parts)  # each partition in one PUT, under its final key
@@ -274,6 +274,9 @@ def test_the_lake_on_object_storage(s3, loaded_cache, dataset, monkeypatch, tmp_
             assert fragment.count_rows() == expected[day], (table.name, day)
             assert fragment.path.endswith(f"{table.partition_column}={day}/{PART_FILE}")
         assert dataset_.count_rows() == sum(expected.values())
+    status = ds.dataset(f"{root}/{STATUS}", filesystem=filesystem, format="parquet").to_table()
+    through = _store(loaded_cache).stored_span()[1] + timedelta(hours=1)  # loaded by hand: every hour final
+    assert status.to_pylist() == [{"data_complete_through": through}] and report.complete_through == through
     s3.clear_log()
     again = publish(_store(loaded_cache), uri)
     assert again.written == [] and not s3.requests_made("PUT")

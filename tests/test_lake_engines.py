@@ -4,7 +4,7 @@ per-engine dataset SQL (``dashboards/engines/``) and give the numbers ``amplitud
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -190,15 +190,24 @@ def test_events_per_type(engine: tuple[str, Run], offline_sql: Run) -> None:
     assert run(sql) == expected
 
 
-def test_data_complete_through(engine: tuple[str, Run], offline_sql: Run) -> None:
-    def sql(engine_name: str) -> str:
-        source, metrics = dataset(engine_name, "data_status")
-        return f"SELECT {metrics['complete_through_ms']} FROM ({source}) AS s"
+def complete_through_sql(engine_name: str) -> str:
+    """The *Data complete through* tile's query on ``engine_name``'s data_status dataset."""
+    source, metrics = dataset(engine_name, "data_status")
+    return f"SELECT {metrics['complete_through_ms']} FROM ({source}) AS s"
 
+
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def test_data_complete_through(engine: tuple[str, Run], offline_sql: Run, loaded_cache: Path) -> None:
+    """The engine's tile reads the lake's status: amplitude://'s tile on the same store, the end of its last hour
+    (an export loaded by hand is stored final), whatever the clock."""
     name, run = engine
-    expected = offline_sql(sql("amplitude"))
-    assert expected[0][0] > 0
-    assert run(sql(name)) == expected
+    expected = offline_sql(complete_through_sql("amplitude"))
+    last = HourStore(loaded_cache, "https://amplitude.com", API_KEY).stored_span()[1]
+    assert expected == [(epoch_ms(last + timedelta(hours=1)),)]
+    assert run(complete_through_sql(name)) == expected
 
 
 def test_a_running_spark_sees_a_publish_after_the_refresh_statements(
@@ -206,12 +215,15 @@ def test_a_running_spark_sees_a_publish_after_the_refresh_statements(
 ) -> None:
     """A lake published in two runs under a running Thrift Server: after the second run and
     ``refresh_statements``, Spark counts every event and session the lake holds (DuckDB's count, through the views
-    of the second run)."""
+    of the second run), and reads the status the second run published (its file replaced)."""
     store = HourStore(loaded_cache, "https://amplitude.com", API_KEY)
-    publish(store, tmp_path, first=DATASET_START, last=DATASET_START + timedelta(hours=12))
+    first_run_end = DATASET_START + timedelta(hours=12)
+    publish(store, tmp_path, first=DATASET_START, last=first_run_end)
     spark.run(*ddl(tmp_path, "spark", schema="fresh"))
     counts = "SELECT (SELECT COUNT(*) FROM {0}amplitude_events), (SELECT COUNT(*) FROM {0}amplitude_sessions)"
+    status = "SELECT date_format(data_complete_through, 'yyyy-MM-dd HH:mm') FROM fresh.amplitude_lake_status"
     before = spark.run(counts.format("fresh."))
+    assert spark.run(status) == [(f"{first_run_end + timedelta(hours=1):%Y-%m-%d %H:%M}",)]
     publish(store, tmp_path)
     spark.run(*refresh_statements("spark", schema="fresh"))
     with duckdb.connect() as connection:
@@ -220,6 +232,7 @@ def test_a_running_spark_sees_a_publish_after_the_refresh_statements(
         after = connection.execute(counts.format("")).fetchall()
     assert spark.run(counts.format("fresh.")) == after
     assert 0 < before[0][0] < after[0][0] and 0 < before[0][1] < after[0][1]
+    assert spark.run(status) == [(f"{store.stored_span()[1] + timedelta(hours=1):%Y-%m-%d %H:%M}",)]
 
 
 def test_read_only_duckdb_file_is_not_locked_against_readers(duckdb_file: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 from shillelagh_amplitude.cli import lake_main, sync_main
 from shillelagh_amplitude.hours import LOOKBACK, floor_hour, hour_range
 from shillelagh_amplitude.lake import ddl
+from shillelagh_amplitude.lake.pins import VIEWS_FILE
 from shillelagh_amplitude.superset import tasks
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
@@ -88,6 +89,31 @@ def test_the_celery_sync_publishes_the_operators_lake_and_rewrites_provisional_d
     expected = _expected_events(dataset.records, synced, late_hours=12)
     assert _lake_events(lake) == expected and expected[date(2026, 3, 4)] > 0
     assert second["partitions_written"] > 0
+
+
+def _lake_status(lake) -> datetime:
+    """The lake's ``data_complete_through``, through the DuckDB views file the publisher keeps."""
+    with duckdb.connect(str(lake / VIEWS_FILE), read_only=True) as connection:
+        ((through,),) = connection.execute("SELECT data_complete_through FROM amplitude_lake_status").fetchall()
+    return through
+
+
+def test_each_celery_sync_publishes_the_lakes_status(tmp_path, emulator, monkeypatch):
+    """After each sync, the lake's status is what amplitude:// gives for the store (its metadata): the end of the
+    newest hour final at the sync's clock, Amplitude's rule (an upload hour is final 3 h after it ends): 12:30 makes
+    08:00 the newest final hour; 10 hours later, hours turned final are stored and the status moves to 19:00."""
+    lake = tmp_path / "lake"
+    settings = {"base_url": emulator.base_url, "default_days": 1, "api_key": API_KEY, "secret_key": SECRET_KEY,
+                "cache_dir": str(tmp_path / "cache"), "lake": str(lake)}
+    amplitude = sql_connection(base_url=emulator.base_url, cache_dir=settings["cache_dir"], offline=True).cursor()
+    tile = "SELECT get_metadata('amplitude_sessions') ->> '$.extra.data_complete_through'"
+    for now, through in ((NOW, datetime(2026, 3, 4, 9, tzinfo=UTC)),
+                         (NOW + timedelta(hours=10), datetime(2026, 3, 4, 19, tzinfo=UTC))):
+        monkeypatch.setattr(tasks, "amplitude_projects", lambda now=now: [("Project", {**settings, "now": now})])
+        (result,) = tasks.sync_amplitude_stores.run()
+        assert result["ok"] and f"data complete through {through:%Y-%m-%d %H:%M} UTC" in result["lake"]
+        assert _lake_status(lake) == through
+        assert amplitude.execute(tile).fetchall() == [(through.isoformat(),)]
 
 
 def test_the_lake_of_a_database_is_the_one_the_operator_mapped():

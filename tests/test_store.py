@@ -64,6 +64,22 @@ def test_final_hour_is_kept_fresh_hour_expires(tmp_path):
     assert store.newest_final_hour() == old
 
 
+def test_newest_final_hour_through_a_bound(tmp_path):
+    """The lake asks for the newest final hour among those it published (through the end of its run's span)."""
+    store = HourStore(tmp_path, "https://amplitude.com", "key")
+    day_before = T0 - 6 * HOUR  # 23:00 the day before
+    hours = [day_before, T0 - HOUR, T0]
+    staging = store.staging()
+    for hour in hours:
+        staging.add(hour, _batch(1, hour))
+    staging.close()
+    store.publish(staging.folder, hours, T0 + 3 * HOUR + timedelta(minutes=30))  # T0 fresh, the others final
+    assert store.newest_final_hour() == store.newest_final_hour(T0 + 10 * HOUR) == T0 - HOUR
+    assert store.newest_final_hour(T0 - HOUR) == T0 - HOUR
+    assert store.newest_final_hour(T0 - 2 * HOUR) == store.newest_final_hour(T0 - 5 * HOUR) == day_before
+    assert store.newest_final_hour(day_before - HOUR) is None
+
+
 def test_latest_names_each_hours_newest_file_whatever_its_age(tmp_path):
     """What the lake is built from: an expired fresh hour is still the best data stored (queries download it
     again; a copy of the store keeps it until a sync replaces it)."""

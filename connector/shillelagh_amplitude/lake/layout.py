@@ -7,7 +7,8 @@ day; ``<lake>/amplitude_sessions/session_date=YYYY-MM-DD/part-0.parquet``: the s
 30-minute gap that start on that UTC day.
 Columns have the names and types of the SQL tables: TIMESTAMP as a Parquet timestamp in microseconds adjusted to
 UTC, INTEGER as int64, REAL as double, BOOLEAN as boolean, JSON as UTF-8 text. The partition column is not stored
-in the files (engines take it from the folder name). ``<lake>/_amplitude_lake.json`` is the publisher's manifest.
+in the files (engines take it from the folder name). ``<lake>/amplitude_lake_status/part-0.parquet``: the lake's
+status, one row, no partitions (:data:`STATUS_SCHEMA`). ``<lake>/_amplitude_lake.json`` is the publisher's manifest.
 
 A partition is one file, always named ``part-0.parquet``, replaced whole: see :mod:`.publish` for why that is
 atomic for every reader. Files being written are hidden (``.part-0.parquet.<id>.tmp``): Spark and Trino skip
@@ -24,7 +25,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pyarrow as pa
 
 from ..hours import CLOCK_SKEW, HOUR, LOOKBACK
-from ..schema import EVENT_SCHEMA
+from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..sql.sessions import MAX_LENGTH_S, SESSION_SCHEMA
 from ..sql.user_sessions import USER_SESSION_SCHEMA
 
@@ -77,6 +78,12 @@ SESSIONS = LakeTable("amplitude_sessions", "session_date", "session_start", SESS
 USER_SESSIONS = LakeTable("amplitude_user_sessions", "session_date", "session_start", USER_SESSION_SCHEMA,
                           timedelta(seconds=MAX_LENGTH_S), LOOKBACK)
 TABLES = (EVENTS, SESSIONS, USER_SESSIONS)
+
+#: The lake's status table: one file (``amplitude_lake_status/part-0.parquet``) of one row, replaced whole.
+STATUS = "amplitude_lake_status"
+#: ``data_complete_through``: the end of the newest upload hour the lake holds that the store holds as final
+#: (:meth:`..store.hour_store.HourStore.newest_final_hour`, what ``amplitude://``'s metadata gives); NULL if none.
+STATUS_SCHEMA = pa.schema([pa.field("data_complete_through", TIMESTAMP)])
 
 
 def temp_name() -> str:

@@ -5,13 +5,13 @@ groups), so a query overlapping the replacement of ``part-0.parquet`` can read o
 other's bytes: it fails, or could misread. No file scheme behind a fixed glob can prevent it (a path a query
 listed must stay readable while new listings must not return it), so DuckDB reads pins instead:
 
-- every version of a partition's file is also linked (a hard link: no extra bytes) as
-  ``<partition>/.part-0.<sha256[:16]>.pin``, named by its content and never rewritten. Spark, Trino and pyarrow
-  skip names starting with ``.``, and no ``*.parquet`` glob matches the ``.pin`` ending;
+- every version of a partition's file (and of the status table's one file) is also linked (a hard link: no extra
+  bytes) as ``<partition>/.part-0.<sha256[:16]>.pin``, named by its content and never rewritten. Spark, Trino and
+  pyarrow skip names starting with ``.``, and no ``*.parquet`` glob matches the ``.pin`` ending;
 - the DuckDB views list the current pins by name (:func:`current_pins`), not a glob, and the publisher keeps them
   in ``<lake>/_amplitude_lake.duckdb`` (:data:`VIEWS_FILE`): written whole beside its place and renamed over it
-  after each run that changed a partition, so a connection opened later reads the lake as the run left it,
-  every partition at once;
+  after each run that changed a partition or the status, so a connection opened later reads the lake as the
+  run left it, every partition and the status at once;
 - a pin no view lists any more is deleted :data:`GRACE` after the run that stopped listing it: a DuckDB
   connection opened before keeps reading the versions it listed for that long.
 
@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from ..store.location import StoreLocation
-from .layout import PART_FILE, TABLES
+from .layout import PART_FILE, STATUS, TABLES
 
 #: The DuckDB database holding the views over the current pins (a name starting with '_': no engine reads it).
 VIEWS_FILE = "_amplitude_lake.duckdb"
@@ -66,21 +66,23 @@ def _pinned(folder: Path, known: str | None) -> str | None:
 
 
 def refresh(location: StoreLocation, contents: dict[str, str | None], pins: dict, now: float) -> dict:
-    """After a run: pin every partition's current file, rewrite the views file if the pins changed, retire pins
-    no longer listed and delete those retired for :data:`GRACE`. ``contents``: each partition's SHA-256 from the
-    manifest; ``pins``: the manifest's previous record. Returns the new record (``current``: table -> pins,
-    ``retired``: pin -> when it stopped being listed)."""
+    """After a run: pin every partition's current file and the status file, rewrite the views file if the pins
+    changed, retire pins no longer listed and delete those retired for :data:`GRACE`. ``contents``: each
+    partition's (and the status's) SHA-256 from the manifest; ``pins``: the manifest's previous record. Returns
+    the new record (``current``: table -> pins, ``retired``: pin -> when it stopped being listed)."""
     root = Path(location.root)
     current: dict[str, list[str]] = {}
     on_disk = []
-    for table in TABLES:
-        folders = sorted(path for path in (root / table.name).glob(f"{table.partition_column}=*") if path.is_dir())
-        current[table.name] = []
+    groups = [(table.name, sorted(path for path in (root / table.name).glob(f"{table.partition_column}=*")
+                                  if path.is_dir())) for table in TABLES]
+    groups.append((STATUS, [root / STATUS] if (root / STATUS).is_dir() else []))
+    for name, folders in groups:
+        current[name] = []
         for folder in folders:
             key = folder.relative_to(root).as_posix()
-            name = _pinned(folder, contents.get(key))
-            if name is not None:
-                current[table.name].append(f"{key}/{name}")
+            pinned = _pinned(folder, contents.get(key))
+            if pinned is not None:
+                current[name].append(f"{key}/{pinned}")
             on_disk += [f"{key}/{entry}" for entry in os.listdir(folder) if is_pin(entry)]
     if current != pins.get("current") or not (root / VIEWS_FILE).exists():
         write_views(root, current)

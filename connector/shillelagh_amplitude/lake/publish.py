@@ -15,6 +15,10 @@ that can add to it is stored as final: later runs skip it without listing anythi
 *provisional* and rebuilt whenever a sync stores a new or refreshed hour of its window; its file is replaced only
 when its bytes change (the manifest keeps each file's SHA-256).
 
+**The status.** After the partitions, a run publishes the lake's status (:func:`publish_status`): the end of the
+newest hour the store held as final among those the lake holds, by the store's own
+:meth:`~..store.hour_store.HourStore.newest_final_hour` (what ``amplitude://`` shows), one file replaced whole.
+
 **Flat memory.** One pass reads each needed hour file once, in order, and keeps the rows of each partition being
 rebuilt; past :data:`PENDING_BYTES` the largest partition's rows go to a local spool file (Arrow IPC, lz4). A
 partition is written as soon as the last hour of its window has been read, then forgotten: memory holds one hour,
@@ -72,6 +76,8 @@ from .layout import (
     PART_FILE,
     ROW_GROUP_ROWS,
     SESSIONS,
+    STATUS,
+    STATUS_SCHEMA,
     TABLES,
     USER_SESSIONS,
     LakeTable,
@@ -110,14 +116,16 @@ class PublishReport:
     identical: int = 0
     hours_read: int = 0
     rows: dict[str, int] = field(default_factory=dict)
+    #: The status published: the end of the newest final upload hour the lake holds (None: none yet).
+    complete_through: datetime | None = None
     seconds: float = 0.0
 
     def summary(self) -> str:
         rows = ", ".join(f"{count} {name.removeprefix('amplitude_')}" for name, count in self.rows.items())
         return (f"lake {self.lake}: {len(self.written)} partitions written ({rows or 'no rows'}), "
                 f"{len(self.emptied)} emptied, {self.unchanged} unchanged, {self.identical} rebuilt identical; "
-                f"{self.hours_read} hour files read "
-                f"in {self.seconds:.1f} s")
+                f"{self.hours_read} hour files read in {self.seconds:.1f} s; data complete through "
+                f"{f'{self.complete_through:%Y-%m-%d %H:%M} UTC' if self.complete_through else '(no final hour)'}")
 
 
 @dataclass
@@ -128,6 +136,8 @@ class Manifest:
     partitions: dict[str, dict]
     #: The pins the DuckDB views list and those retired (:func:`.pins.refresh`).
     pins: dict = field(default_factory=dict)
+    #: The published status: ``data_complete_through`` (ISO, or None) and its file's SHA-256 (``content``).
+    status: dict = field(default_factory=dict)
 
     @classmethod
     def read(cls, location: StoreLocation, project: str) -> Manifest:
@@ -140,10 +150,11 @@ class Manifest:
                             "every partition.") from None
         if data.get("project") != project:
             raise LakeError(f"The lake {location.display} holds another Amplitude project (a lake holds one).")
-        return cls(project, data.get("partitions", {}), data.get("pins", {}))
+        return cls(project, data.get("partitions", {}), data.get("pins", {}), data.get("status", {}))
 
     def write(self, location: StoreLocation) -> None:
-        data = {"format": MANIFEST_FORMAT, "project": self.project, "partitions": self.partitions, "pins": self.pins}
+        data = {"format": MANIFEST_FORMAT, "project": self.project, "partitions": self.partitions, "pins": self.pins,
+                "status": self.status}
         location.publish_bytes(location.path(MANIFEST), json.dumps(data, sort_keys=True, indent=0).encode())
 
 
@@ -187,7 +198,8 @@ def publish(
     progress: Callable[[str], None] | None = None,
 ) -> PublishReport:
     """Bring the lake up to date with the store: every partition whose upload hours intersect ``first..last``
-    (default: every hour stored), rewriting only those whose hour files changed."""
+    (default: every hour stored), rewriting only those whose hour files changed; then its status
+    (:func:`publish_status`)."""
     started = time.monotonic()
     location = open_lake(lake)
     report = PublishReport(location.display)
@@ -199,6 +211,8 @@ def publish(
     if lock is not None:
         lock.acquire()
     try:
+        # asked before the run lists the hours: an hour final now is listed final, so the run publishes it
+        newest = store.newest_final_hour(through=span[1])
         for attempt in range(ATTEMPTS):
             try:
                 _publish(store, location, late_hours, span, report, progress)
@@ -206,9 +220,11 @@ def publish(
             except FileNotFoundError:  # a sync re-published an hour while it was read: list again
                 if attempt == ATTEMPTS - 1:
                     raise
+        manifest = Manifest.read(location, store.project)
+        report.complete_through = publish_status(location, manifest, newest if newest and newest >= span[0] else None)
         if location.local:
-            manifest = Manifest.read(location, store.project)
             contents = {key: entry.get("content") for key, entry in manifest.partitions.items()}
+            contents[STATUS] = manifest.status.get("content")
             manifest.pins = refresh(location, contents, manifest.pins, time.time())
             manifest.write(location)
     finally:
@@ -216,6 +232,26 @@ def publish(
             lock.release()
     report.seconds = time.monotonic() - started
     return report
+
+
+def publish_status(location: StoreLocation, manifest: Manifest, newest: datetime | None) -> datetime | None:
+    """Publish the lake's status after a run (:data:`.layout.STATUS`): ``data_complete_through`` is the end of
+    ``newest``, the newest hour the store held as final among those the run published (the store's own
+    :meth:`~..store.hour_store.HourStore.newest_final_hour`, as ``amplitude://`` gives it), or the status published
+    before if later (a run over older hours: the lake still holds the newer ones). Its file is replaced whole,
+    only when its bytes change. Returns ``data_complete_through``."""
+    known = manifest.status.get("data_complete_through")
+    through = newest + HOUR if newest is not None else None
+    if known is not None and (through is None or datetime.fromisoformat(known) > through):
+        through = datetime.fromisoformat(known)
+    rows = pa.Table.from_pylist([{"data_complete_through": through}], schema=STATUS_SCHEMA)
+    content = replace_file(location, STATUS, STATUS_SCHEMA, rows, unless=manifest.status.get("content"))
+    status = {"data_complete_through": through.isoformat() if through else None,
+              "content": content or manifest.status.get("content")}
+    if status != manifest.status:
+        manifest.status = status
+        manifest.write(location)
+    return through
 
 
 def candidates(span: tuple[datetime, datetime], late_hours: int) -> list[tuple[LakeTable, date]]:
@@ -394,11 +430,17 @@ def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_
 def write_partition(location: StoreLocation, table: LakeTable, day: date, rows: pa.Table,
                     unless: str | None = None) -> str | None:
     """Replace the partition's file whole with ``rows``, sorted by the table's time column (so row groups have
-    non-overlapping time ranges that engines skip by their statistics). Returns the new file's SHA-256, or None
-    when it equals ``unless`` (the file published before holds the same bytes: it is left alone, so readers
-    see no replacement at all)."""
-    order = pc.sort_indices(rows, [(table.time_column, "ascending")])
-    target = location.path(table.file(day))
+    non-overlapping time ranges that engines skip by their statistics): :func:`replace_file`."""
+    return replace_file(location, table.partition(day), table.schema, rows, table.time_column, unless)
+
+
+def replace_file(location: StoreLocation, folder_key: str, schema: pa.Schema, rows: pa.Table,
+                 sort_by: str | None = None, unless: str | None = None) -> str | None:
+    """Replace ``<folder_key>/part-0.parquet`` whole with ``rows`` (sorted by ``sort_by``). Returns the new file's
+    SHA-256, or None when it equals ``unless`` (the file published before holds the same bytes: it is left alone,
+    so readers see no replacement at all)."""
+    order = pc.sort_indices(rows, [(sort_by, "ascending")]) if sort_by else pa.array(range(rows.num_rows))
+    target = location.path(f"{folder_key}/{PART_FILE}")
     if location.local:
         folder = Path(target).parent
         folder.mkdir(parents=True, exist_ok=True)
@@ -411,12 +453,12 @@ def write_partition(location: StoreLocation, table: LakeTable, day: date, rows: 
         os.close(fd)
         temp = Path(name)
     try:
-        with pq.ParquetWriter(temp, table.schema, **PARQUET_OPTIONS) as writer:
+        with pq.ParquetWriter(temp, schema, **PARQUET_OPTIONS) as writer:
             for offset in range(0, rows.num_rows, ROW_GROUP_ROWS):
                 writer.write_table(rows.take(order.slice(offset, ROW_GROUP_ROWS)), row_group_size=ROW_GROUP_ROWS)
         with temp.open("rb") as written:
             content = hashlib.file_digest(written, "sha256").hexdigest()
-        if content == unless and PART_FILE in location.list(table.partition(day)):
+        if content == unless and PART_FILE in location.list(folder_key):
             return None
         if location.local:
             pin(temp, content)  # the version's immutable name, for DuckDB (see .pins)

@@ -218,11 +218,14 @@ class HourStore:
         """The stored events of ``hours`` (missing hours contribute nothing)."""
         return self.read_files(self.files(hours, now), columns)
 
-    def newest_final_hour(self) -> datetime | None:
-        """The newest stored final hour: data is complete through its end."""
+    def newest_final_hour(self, through: datetime | None = None) -> datetime | None:
+        """The newest stored final hour (at or before ``through``, if given): data is complete through its end."""
+        last = f"{to_utc(through):%Y%m%d%H}" if through is not None else None
         for day in sorted((name for name in self.location.folders(self.project) if name.isdigit()), reverse=True):
+            if last is not None and day > last[:8]:
+                continue
             finals = sorted(name[:2] for name in self.location.list(self.project, day)
-                            if name[:2].isdigit() and ".fresh" not in name)
+                            if name[:2].isdigit() and ".fresh" not in name and (last is None or day + name[:2] <= last))
             if finals:
                 return to_utc(datetime.strptime(day + finals[-1], "%Y%m%d%H"))
         return None

@@ -7,9 +7,10 @@ its own decrypted credentials and the operator's settings (``DB_CONNECTION_MUTAT
 project; each store once, offline connections skipped. Interactive queries then find their hours stored.
 
 A project with a ``lake`` setting is then published to it: the partitions the synced upload hours touch, those
-whose hours changed (:func:`..lake.publish.publish`). In Superset the setting is the operator's only:
-``AMPLITUDE_LAKE`` for the environment's project (given by ``DB_CONNECTION_MUTATOR``, which drops a connection's
-own), ``AMPLITUDE_LAKES`` by database name for the others.
+whose hours changed, then the lake's status, *Data complete through* on the lake engines
+(:func:`..lake.publish.publish`). In Superset the setting is the operator's only: ``AMPLITUDE_LAKE`` for the
+environment's project (given by ``DB_CONNECTION_MUTATOR``, which drops a connection's own), ``AMPLITUDE_LAKES``
+by database name for the others.
 
 ``python -m shillelagh_amplitude.superset.tasks enable-async`` turns on asynchronous SQL Lab execution (on the
 Celery workers) for the Amplitude connections, as docker compose's init does.
