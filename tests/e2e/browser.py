@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
@@ -99,6 +99,26 @@ def choose_engine(browser, engine: str = ENGINE) -> WebElement:
     return polling_wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=username]"))[0]
 
 
+def fill_fields(browser, values: dict[str, str]) -> None:
+    """Type each ``.ant-modal input[name=…]`` field's value until every field holds its own at once: a re-render
+    of the form (the engine's fields arriving, a validation) can replace a field or reset what was typed into
+    it. The cursor stays in the last field typed into."""
+
+    def hold(d) -> bool:
+        held = True
+        for name, value in values.items():
+            found = d.find_elements(By.CSS_SELECTOR, f".ant-modal input[name={name}]")
+            if found and found[0].get_attribute("value") == value:
+                continue
+            held = False
+            if found:
+                found[0].send_keys(Keys.CONTROL, "a")
+                found[0].send_keys(value)
+        return held
+
+    polling_wait(browser, ignored=(WebDriverException,)).until(hold)
+
+
 def open_connect_form(browser, base: str, engine: str = ENGINE) -> WebElement:
     """The database list, "+ Database", the engine chosen: the form's Username field."""
     browser.get(f"{base}/databaseview/list/")
@@ -106,14 +126,33 @@ def open_connect_form(browser, base: str, engine: str = ENGINE) -> WebElement:
     return choose_engine(browser, engine)
 
 
+#: What a modal shows: its footer's buttons (label, enabled), the fields' values (not the password's) and the
+#: messages under them, for a step that waited in vain.
+MODAL_STATE = """
+    const modal = [...document.querySelectorAll('.ant-modal')].pop();
+    if (!modal) { return null; }
+    return {
+      buttons: [...modal.querySelectorAll('.ant-modal-footer button')].map(b => [b.innerText, !b.disabled]),
+      fields: Object.fromEntries([...modal.querySelectorAll('input[name]')].filter(i => i.type !== 'password')
+                                 .map(i => [i.name, i.value])),
+      messages: [...modal.querySelectorAll('.ant-form-item-explain, [role="alert"], .ant-alert')]
+                .map(m => m.innerText.slice(0, 200)),
+    };
+"""
+
+
 def modal_button(browser, label: str) -> WebElement:
-    """The modal footer's button with this label once it is enabled (after the form validated its fields)."""
+    """The modal footer's button with this label once it is enabled (after the form validated its fields); if it
+    never is, the failure shows what the modal showed."""
 
     def enabled(d) -> WebElement | bool:
         found = [b for b in d.find_elements(By.CSS_SELECTOR, ".ant-modal-footer button") if b.text == label]
         return found[0] if found and found[0].is_enabled() else False
 
-    return polling_wait(browser).until(enabled)
+    try:
+        return polling_wait(browser).until(enabled)
+    except TimeoutException:
+        raise AssertionError(f"no enabled {label!r} button; the modal: {browser.execute_script(MODAL_STATE)}") from None
 
 
 def pick_option(browser, typed: str, option: str) -> None:

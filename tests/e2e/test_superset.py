@@ -25,7 +25,7 @@ from ..expected import (
 )
 from ..helpers import read_zip
 from ..scripts import REPO
-from .browser import modal_button, open_connect_form, wait_for_dashboard
+from .browser import fill_fields, modal_button, open_connect_form, wait_for_dashboard
 from .conftest import OUTPUT, Superset, default_range
 
 pytestmark = pytest.mark.e2e
@@ -442,26 +442,14 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, chart_data:
 def test_the_first_connect_click_connects_with_the_cursor_still_in_a_field(superset: Superset, api, browser) -> None:
     """Leaving a field starts the form's validation, which disabled "Connect" mid-click and lost the first click
     (found with the cursor in an empty Additional Parameters field): one click now connects."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(browser, 60)
-    browser.get(f"{superset.base}/databaseview/list/")
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-test="btn-create-database"]'))[0].click()
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal .ant-select"))[-1].click()
-    browser.switch_to.active_element.send_keys("Amplitude", Keys.ENTER)
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".ant-modal input[name=username]"))[0].send_keys(
-        superset.env["AMPLITUDE_API_KEY"])
-    browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=password]").send_keys(
-        superset.env["AMPLITUDE_SECRET_KEY"])
-    name = browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=database_name]")
-    name.send_keys(Keys.CONTROL, "a")
-    name.send_keys("Amplitude (one click)")
-    # the demo's store is offline; the cursor stays in the field
-    browser.find_element(By.CSS_SELECTOR, ".ant-modal input[name=query_input]").send_keys("offline=true")
-    connect = next(b for b in browser.find_elements(By.CSS_SELECTOR, ".ant-modal-footer button") if b.text == "Connect")
-    wait.until(lambda _: connect.is_enabled())
+    fields = {"username": superset.env["AMPLITUDE_API_KEY"], "password": superset.env["AMPLITUDE_SECRET_KEY"],
+              "database_name": "Amplitude (one click)",
+              "query_input": "offline=true"}  # the demo's store is offline; the cursor stays in this field
+    open_connect_form(browser, superset.base)
+    fill_fields(browser, fields)
+    connect = modal_button(browser, "Connect")
     connect.click()  # once
 
     def names() -> list[str]:
