@@ -7,7 +7,9 @@ For each scale it generates the dataset once (or reuses it) and fills a store wi
 ``amplitude-sync`` would. Every query then runs in a new process (``--worker``): its first run is "first in a new
 process" (derived sessions and user sessions come from disk, the memory cache is empty; pandas is imported first,
 as in a Superset process), the next ones "repeated" (median); the worker reports its peak RSS. One more worker runs
-every query in turn, for the peak memory of a process answering them all.
+every query in turn, for the peak memory of a process answering them all. ``rep cpu`` is the repeated runs' CPU
+time in that process (median), ``sq cpu`` the plain SQLite table's: on a shared machine wall times grow with the
+load, CPU time much less.
 Baselines, in this same command:
 - a plain SQLite table holding the same rows (a file database built once, queried in its own process): the floor
   for anything built on SQLite;
@@ -56,6 +58,8 @@ SINCE = floor_hour(datetime(2026, 9, 3, tzinfo=UTC)) - LOOKBACK
 DEFINITIONS = yaml.safe_load((Path(__file__).resolve().parents[1] / "dashboards/session_length/datasets/"
                               "session_definitions.yaml").read_text())["sql"]
 DEFINITIONS_RANGE = "WHERE session_start >= '2026-09-03' AND session_start < '2026-09-28' GROUP BY 1"
+#: The dashboard's Plan filter on the same range (Superset adds it to the outer WHERE).
+FREE_PLAN_RANGE = DEFINITIONS_RANGE.replace(" GROUP BY", " AND plan IN ('free') GROUP BY")
 MULTI = ("avg(CASE WHEN devices > 1 THEN 1.0 ELSE 0.0 END), "
          "avg(CASE WHEN amplitude_sessions > 1 THEN 1.0 ELSE 0.0 END)")
 TABLES = ("amplitude_events", "amplitude_sessions", "amplitude_user_sessions")
@@ -102,6 +106,21 @@ QUERIES = {
         f"SELECT definition, date(session_start), median(length_s) FROM ({DEFINITIONS}) {DEFINITIONS_RANGE}, 2",
         f"SELECT definition, CAST(session_start AS DATE), median(length_s) FROM ({DEFINITIONS}) "
         f"{DEFINITIONS_RANGE}, 2",
+    ),
+    "definitions: sessions per user per day": (
+        f"SELECT definition, count(*) * 1.0 / count(DISTINCT amplitude_id || ' ' || date(session_start)) "
+        f"FROM ({DEFINITIONS}) {DEFINITIONS_RANGE}",
+        f"SELECT definition, count(*) * 1.0 / count(DISTINCT CAST(amplitude_id AS VARCHAR) || ' ' || "
+        f"CAST(CAST(session_start AS DATE) AS VARCHAR)) FROM ({DEFINITIONS}) {DEFINITIONS_RANGE}",
+    ),
+    "definitions: multi-device and merged": (
+        f"SELECT definition, {MULTI} FROM ({DEFINITIONS}) {DEFINITIONS_RANGE}",
+        f"SELECT definition, {MULTI} FROM ({DEFINITIONS}) {DEFINITIONS_RANGE}",
+    ),
+    "definitions: median per day, plan": (
+        f"SELECT definition, date(session_start), median(length_s) FROM ({DEFINITIONS}) {FREE_PLAN_RANGE}, 2",
+        f"SELECT definition, CAST(session_start AS DATE), median(length_s) FROM ({DEFINITIONS}) "
+        f"{FREE_PLAN_RANGE}, 2",
     ),
     "events: count(*)": (f"SELECT count(*) {EVENTS}", f"SELECT count(*) {EVENTS}"),
     "events: per event_type": (
@@ -229,6 +248,7 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict[str, dict]:
         result = ours["results"][name]
         assert result["rows"] == plain["results"][name]["rows"] == duck["rows"], name
         figures[name] = {**result, "sqlite": plain["results"][name]["repeated"],
+                         "sqlite_cpu": plain["results"][name]["repeated_cpu"],
                          "duckdb": duck["repeated"], "peak_rss_mb": ours["peak_rss_mb"]}
     together = worker(args, names, cache=str(cache_dir))
     figures["all queries, one process"] = {"peak_rss_mb": together["peak_rss_mb"]}
@@ -237,13 +257,14 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict[str, dict]:
 
 def print_scale(events: int, figures: dict[str, dict]) -> None:
     print(f"\n{events:,} events generated; queries over 25 of 30 days; times in seconds (median of repeats)")
-    print(f"{'query':30s} {'first':>6s} {'repeated':>9s} {'sqlite':>7s} {'duckdb':>7s} {'rep/sqlite':>10s} "
-          f"{'rep/duckdb':>10s} {'peak MB':>8s} {'rows':>6s}")
+    print(f"{'query':40s} {'first':>6s} {'repeated':>9s} {'rep cpu':>8s} {'sqlite':>7s} {'sq cpu':>7s} "
+          f"{'duckdb':>7s} {'rep/sqlite':>10s} {'rep/duckdb':>10s} {'peak MB':>8s} {'rows':>6s}")
     for name, f in figures.items():
         if "first" not in f:
-            print(f"{name:30s} {'':62s} {f['peak_rss_mb']:8.0f}")
+            print(f"{name:40s} {'':79s} {f['peak_rss_mb']:8.0f}")
             continue
-        print(f"{name:30s} {f['first']:6.3f} {f['repeated']:9.3f} {f['sqlite']:7.3f} {f['duckdb']:7.3f} "
+        print(f"{name:40s} {f['first']:6.3f} {f['repeated']:9.3f} {f['repeated_cpu']:8.3f} {f['sqlite']:7.3f} "
+              f"{f['sqlite_cpu']:7.3f} {f['duckdb']:7.3f} "
               f"{f['repeated'] / f['sqlite']:9.2f}x {f['repeated'] / f['duckdb']:9.1f}x {f['peak_rss_mb']:8.0f} "
               f"{f['rows']:6d}")
 
@@ -271,11 +292,11 @@ def main() -> None:
     if len(args.scales) > 1:
         low, high = args.scales[0], args.scales[-1]
         print(f"\nscaling {high / low:.0f}x data: growth of each figure ({high:,} vs {low:,} events)")
-        print(f"{'query':30s} {'first':>6s} {'repeated':>9s} {'peak MB':>8s}")
+        print(f"{'query':40s} {'first':>6s} {'repeated':>9s} {'peak MB':>8s}")
         for name, f in curve[high].items():
             base = curve[low][name]
             cells = [f"{f[k] / base[k]:5.2f}x" if k in f else "" for k in ("first", "repeated", "peak_rss_mb")]
-            print(f"{name:30s} {cells[0]:>6s} {cells[1]:>9s} {cells[2]:>8s}")
+            print(f"{name:40s} {cells[0]:>6s} {cells[1]:>9s} {cells[2]:>8s}")
 
 
 if __name__ == "__main__":

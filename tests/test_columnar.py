@@ -10,20 +10,24 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
+import yaml
 from shillelagh.backends.apsw.vt import VTCursor
-from shillelagh.exceptions import ProgrammingError
+from shillelagh.exceptions import OperationalError, ProgrammingError
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from shillelagh_amplitude.sql import columnar, scan
 from shillelagh_amplitude.sql.columnar import ColumnarCursor
 from shillelagh_amplitude.sql.connection import AmplitudeConnection
+from shillelagh_amplitude.store.location import StoreError
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import sessions_from_records
 from .helpers import parse_ts
+from .scripts import REPO
 
 DAY = "session_start >= '2026-03-02' AND session_start < '2026-03-03'"
+DATASETS = REPO / "dashboards" / "session_length" / "datasets"
 EVENTS_DAY = "event_time >= '2026-03-02 00:00:00' AND event_time < '2026-03-03 00:00:00'"
 
 SAME_ON_BOTH_PATHS = [
@@ -182,6 +186,32 @@ def test_values_are_made_per_chunk_for_the_selected_rows_only(fast_sql, monkeypa
     rows = fast_sql(f"SELECT rowid, session_id, platform FROM amplitude_sessions WHERE {DAY}")
     assert [row[0] for row in rows] == list(range(count))
     assert max(converted) == 100 and sum(converted) == 2 * count  # two columns, each value made once
+
+
+def test_a_union_reads_only_the_columns_the_outer_query_uses(fast_sql, monkeypatch) -> None:
+    """The "Session definition" dataset (a UNION ALL) under a chart's aggregate: SQLite names every column of each
+    branch's select list as used, but computes NULL for those the outer query leaves out (not under a WITH, a
+    DISTINCT or an ORDER BY); only the columns it asks a value of are read from the store: the time range
+    re-checked outside and the measure, not the user properties."""
+    definitions = yaml.safe_load((DATASETS / "session_definitions.yaml").read_text())["sql"]
+    read: list[str] = []
+    original = scan.ScanTable._read_missing
+    monkeypatch.setattr(scan.ScanTable, "_read_missing",
+                        lambda table, names: read.extend(names) or original(table, names))
+    rows = fast_sql(f"SELECT DATETIME(session_start, 'start of day'), definition, median(length_s) "
+                    f"FROM ({definitions}) AS virtual_table WHERE {DAY} GROUP BY 1, 2")
+    assert len(rows) == 3 and set(read) == {"session_start", "length_s"}
+
+
+def test_a_store_failing_at_a_columns_first_read_is_an_operational_error(fast_sql, monkeypatch) -> None:
+    """Columns are read on SQLite's first request for a value, inside the scan: a store that fails then is a fault
+    (OperationalError, as when it fails while the scan starts), not the query's mistake."""
+    def failing(table: scan.ScanTable, names: list[str]) -> None:
+        raise StoreError("The hour store /somewhere could not be read: connection reset")
+
+    monkeypatch.setattr(scan.ScanTable, "_read_missing", failing)
+    with pytest.raises(OperationalError, match="^The hour store /somewhere could not be read"):
+        fast_sql(f"SELECT avg(length_s) FROM amplitude_sessions WHERE {DAY}")
 
 
 def test_cache_is_bounded_by_the_bytes_its_tables_hold() -> None:

@@ -27,7 +27,7 @@ import apsw
 import pyarrow as pa
 from shillelagh.adapters.base import Adapter
 from shillelagh.backends.apsw.vt import VTTable
-from shillelagh.exceptions import OperationalError, ProgrammingError
+from shillelagh.exceptions import ProgrammingError
 from shillelagh.fields import Boolean, DateTime, Field, Float, Integer, String
 from shillelagh.filters import Equal, Filter, Impossible, Operator, Range
 from shillelagh.typing import RequestedOrder, Row
@@ -36,7 +36,6 @@ from .. import __version__
 from ..export.client import (
     MISSING_KEYS,
     AmplitudeError,
-    AmplitudeFault,
     AuthenticationError,
     DeadlinePassed,
     ExportClient,
@@ -60,7 +59,7 @@ from ..schema import EVENT_SCHEMA, TIMESTAMP
 from ..store.hour_store import HourStore
 from ..store.location import FileEntry
 from .budget import QueryClock
-from .columnar import plan
+from .columnar import dbapi_errors, plan
 from .destination import canonical, check_base_url
 from .freshness import budget_message, check_offline
 from .scan import NO_ROWS, TABLE_CACHE, Reader, ScanTable, Selection, StoreChanged, TimeRange, read_checked
@@ -313,7 +312,7 @@ class AmplitudeAPI(Adapter):
             return NO_ROWS
         gap = gap_minutes(choice) if self.table == USER_SESSIONS_TABLE else None
         now = datetime.now(UTC)
-        try:
+        with dbapi_errors():
             ranges = self._effective_ranges(ranges, now)
             key, scan = self._load(ranges, now, gap)
             selection = scan.select(ranges)
@@ -321,10 +320,6 @@ class AmplitudeAPI(Adapter):
                 selection = selection.where("event_types", functools.partial(contains_any, wanted=wanted))
             if len(selection):
                 scan.columns(columns)
-        except AmplitudeFault as exc:  # the network, Amplitude or the store failed: the traceback is kept
-            raise OperationalError(str(exc)) from exc
-        except AmplitudeError as exc:  # a refusal (a range too long, hours missing offline, wrong keys)
-            raise ProgrammingError(str(exc)) from None
         TABLE_CACHE.put(key, scan)  # again: the columns read may have grown it past the budget
         return selection
 

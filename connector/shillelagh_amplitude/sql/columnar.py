@@ -19,8 +19,10 @@ Written against shillelagh 1.4.5 and apsw 3.54 (pinned in ``pyproject.toml``); `
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apsw
@@ -28,11 +30,12 @@ import pyarrow as pa
 from apsw.ext import index_info_to_dict
 from shillelagh.adapters.base import Adapter
 from shillelagh.backends.apsw.vt import VTModule, VTTable, get_all_bounds
-from shillelagh.exceptions import ProgrammingError
+from shillelagh.exceptions import OperationalError, ProgrammingError
 from shillelagh.lib import get_bounds
 
+from ..errors import AmplitudeError, AmplitudeFault
 from .budget import QueryClock
-from .scan import NO_ROWS, Chunk, sqlite_values
+from .scan import NO_ROWS, Selection, sqlite_values
 
 #: The literal forms a TIMESTAMP bound accepts (Python's ``datetime.fromisoformat``), for error messages.
 ACCEPTED_TIMESTAMPS = "'2026-11-20', '2026-11-20 13:45:00', '2026-11-20T13:45:00Z' or '2026-11-20T13:45:00+01:00'"
@@ -48,20 +51,38 @@ class _Nulls:
 NULLS = _Nulls()
 
 
+@contextlib.contextmanager
+def dbapi_errors() -> Iterator[None]:
+    """The adapter's errors as DB-API ones: a fault (the network, Amplitude or the store failed) an
+    ``OperationalError`` keeping its traceback, a refusal (a range too long, hours missing offline, wrong keys) a
+    ``ProgrammingError``."""
+    try:
+        yield
+    except AmplitudeFault as exc:
+        raise OperationalError(str(exc)) from exc
+    except AmplitudeError as exc:
+        raise ProgrammingError(str(exc)) from None
+
+
 class _Pending:
-    """A chunk of one column not converted yet: the first read converts it and puts the list in its slot.
+    """A chunk of one column not read nor converted yet: the first read of a value reads the column (from the
+    store, if no query read it before), converts the chunk and puts the list in its slot.
 
     SQLite names a column as used even when it reads it only for a constraint the adapter consumed (the time
-    range), so a column is converted only when SQLite really asks for one of its values.
+    range), or when it is a subquery's column the outer query never uses (SQLite computes NULL in its place, as
+    for every column of a ``UNION ALL`` dataset a chart does not use), so a column is read and converted only
+    when SQLite really asks for one of its values.
     """
 
-    __slots__ = ("values", "slot", "part")
+    __slots__ = ("values", "slot", "read")
 
-    def __init__(self, values: list[Any], slot: int, part: pa.Array | pa.ChunkedArray) -> None:
-        self.values, self.slot, self.part = values, slot, part
+    def __init__(self, values: list[Any], slot: int, read: Callable[[], pa.Array | pa.ChunkedArray]) -> None:
+        self.values, self.slot, self.read = values, slot, read
 
     def __getitem__(self, position: int) -> Any:
-        converted = self.values[self.slot] = sqlite_values(self.part)
+        with dbapi_errors():
+            part = self.read()
+        converted = self.values[self.slot] = sqlite_values(part)
         return converted[position]
 
 
@@ -171,9 +192,10 @@ class ColumnarCursor:
         fractional = choice is not None and any(
             column == names.index(choice) and _fractional(value)
             for (column, _), value in zip(index["indexes"], constraintargs, strict=False))
-        selection = NO_ROWS if fractional else self.adapter.select(bounds, requested, contains_event)
-        slots = [names.index(name) for name in requested]
-        self._chunks = (_spread(chunk, slots, len(names)) for chunk in selection.chunks(requested))
+        # no column read yet: each is read on SQLite's first request for one of its values (_Pending)
+        selection = NO_ROWS if fractional else self.adapter.select(bounds, [], contains_event)
+        columns = {names.index(name): name for name in requested}
+        self._chunks = (_spread(selection, first, count, columns, len(names)) for first, count in selection.spans())
         self.size = self.position = 0
         self.Next()
 
@@ -214,10 +236,11 @@ def _value_set(argument: Any) -> set[str]:
     return {str(value) for value in values if value is not None}
 
 
-def _spread(chunk: Chunk, slots: list[int], width: int) -> tuple[int, int, list[Any]]:
-    """A chunk's columns placed at their column numbers, converted on first read; the others read as NULL."""
-    first, size, parts = chunk
+def _spread(selection: Selection, first: int, count: int, columns: dict[int, str],
+            width: int) -> tuple[int, int, list[Any]]:
+    """One span of a selection: the requested ``columns`` at their column numbers, read and converted on first
+    use; the others read as NULL."""
     values: list[Any] = [NULLS] * width
-    for slot, part in zip(slots, parts, strict=True):
-        values[slot] = _Pending(values, slot, part)
-    return first, size, values
+    for slot, name in columns.items():
+        values[slot] = _Pending(values, slot, functools.partial(selection.part, name, first, count))
+    return first - selection.start, count, values

@@ -202,15 +202,20 @@ class Selection:
 
     def chunks(self, columns: list[str]) -> Iterator[Chunk]:
         """``(first row, row count, Arrow values per column)`` for every :data:`CHUNK_ROWS` rows, cut when reached."""
-        arrays = self.table.columns(columns) if self.table is not None and len(self) else {}
-        for first in range(self.start, self.stop, CHUNK_ROWS):
-            count = min(CHUNK_ROWS, self.stop - first)
-            if self.positions is None:
-                parts = [arrays[name].slice(first, count) for name in columns]
-            else:
-                taken = pa.array(self.positions[first:first + count])
-                parts = [arrays[name].take(taken) for name in columns]
-            yield first - self.start, count, parts
+        for first, count in self.spans():
+            yield first - self.start, count, [self.part(name, first, count) for name in columns]
+
+    def spans(self) -> Iterator[tuple[int, int]]:
+        """``(first, count)`` of every chunk of :data:`CHUNK_ROWS` rows, cut when reached: ``first`` numbers the
+        table's rows (``positions``' when set) as :meth:`part` takes it."""
+        return ((first, min(CHUNK_ROWS, self.stop - first)) for first in range(self.start, self.stop, CHUNK_ROWS))
+
+    def part(self, column: str, first: int, count: int) -> pa.Array | pa.ChunkedArray:
+        """The values of ``column`` in one span (:meth:`spans`), the column read from the store if not yet."""
+        values = self.table.columns([column])[column]
+        if self.positions is None:
+            return values.slice(first, count)
+        return values.take(pa.array(self.positions[first:first + count]))
 
     def where(self, column: str, keep: Callable[[pa.ChunkedArray], np.ndarray]) -> Selection:
         """The rows of this selection for which ``keep`` (given their values of ``column``) is true."""
