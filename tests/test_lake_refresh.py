@@ -59,3 +59,17 @@ def test_without_pyhive_the_refresh_says_what_to_install(monkeypatch):
                                  "(pip install 'shillelagh-amplitude[spark]')")
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(extras["spark"]) <= set(extras["superset"])
+
+
+def test_a_refusal_is_one_line_naming_the_server(spark_server):
+    """No such schema, or the lake's tables never created in it: Spark's own reason, in one line."""
+    spark_server.run("CREATE DATABASE IF NOT EXISTS no_tables")
+    for schema, reason in (("never_created", "([SCHEMA_NOT_FOUND] The schema `spark_catalog`.`never_created` cannot"),
+                           ("no_tables", "(MSCK REPAIR TABLE no_tables.amplitude_events SYNC PARTITIONS: "
+                                         "[TABLE_OR_VIEW_NOT_FOUND] The table or view `no_tables`.`amplitude_events`")):
+        with pytest.raises(SparkRefreshError) as failed:
+            refresh_spark(spark_server.uri(schema))
+        message = str(failed.value)
+        assert message.startswith(f"Spark Thrift Server 127.0.0.1:{spark_server.port} not refreshed (")
+        assert reason in message, message
+        assert "\n" not in message and message.endswith("; the next sync refreshes it again")

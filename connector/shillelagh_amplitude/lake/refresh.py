@@ -134,7 +134,7 @@ def _run(cursor: Any, statement: str, deadline: float) -> None:
         if state == TOperationState.FINISHED_STATE:
             return
         if state in (TOperationState.ERROR_STATE, TOperationState.CANCELED_STATE, TOperationState.CLOSED_STATE):
-            raise RuntimeError(f"{_first_line(status.errorMessage or 'statement failed')} in: {statement}")
+            raise RuntimeError(f"{statement}: {_short(status.errorMessage or 'failed')}")
         if time.monotonic() > deadline:
             cursor.cancel()
             raise TimeoutError(f"still running past the deadline: {statement}")
@@ -142,12 +142,16 @@ def _run(cursor: Any, statement: str, deadline: float) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    """A failure in one line: the server's own message (PyHive wraps it in a status object) or the exception's."""
-    status = exc.args[0] if exc.args else None
+    """A failure in one line: the server's own message (PyHive wraps the response, or its status) or the
+    exception's."""
+    response = exc.args[0] if exc.args else None
+    status = getattr(response, "status", response)
     message = getattr(status, "errorMessage", None) or str(exc) or type(exc).__name__
-    return _first_line(message)
+    return _short(message)
 
 
-def _first_line(text: str, limit: int = 300) -> str:
+def _short(text: str, limit: int = 300) -> str:
+    """The first line of ``text`` without the Java exceptions it is wrapped in (Spark's ``[ERROR_CLASS] reason``)."""
     line = text.strip().splitlines()[0] if text.strip() else text
+    line = line.rsplit("Exception: ", 1)[-1]
     return line if len(line) <= limit else line[:limit] + "…"
