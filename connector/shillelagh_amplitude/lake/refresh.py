@@ -17,6 +17,7 @@ from __future__ import annotations
 import getpass
 import time
 from dataclasses import dataclass
+from socket import create_connection
 from typing import Any
 
 from sqlalchemy.engine.url import make_url
@@ -108,7 +109,14 @@ def _connect(target: SparkTarget, timeout_s: float) -> Any:
     from thrift.transport.TSocket import TSocket
     from thrift.transport.TTransport import TBufferedTransport
 
-    socket = TSocket(target.host, target.port)
+    class QuietSocket(TSocket):
+        """Thrift's socket, opened without Thrift's own logging of a failure (an error, with a traceback when the
+        name does not resolve): the refresh reports it, in one line."""
+
+        def open(self) -> None:
+            self.handle = create_connection((target.host, target.port), timeout=timeout_s)
+
+    socket = QuietSocket(target.host, target.port)
     socket.setTimeout(timeout_s * 1000)
     username = target.username or getpass.getuser()
     if target.auth == "NOSASL":
