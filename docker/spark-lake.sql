@@ -1,5 +1,5 @@
 -- amplitude-lake ddl --engine spark /var/lib/amplitude-lake (checked by tests/test_docker.py). Idempotent: the
--- spark-lake-refresh service runs it every SPARK_LAKE_REFRESH_S, so new partitions and replaced files show.
+-- spark-lake-tables service runs it at start; the background sync refreshes the tables after each publish.
 CREATE DATABASE IF NOT EXISTS amplitude;
 CREATE TABLE IF NOT EXISTS amplitude.amplitude_events (
   `insert_id` STRING,

@@ -18,6 +18,9 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
 - ``AMPLITUDE_LAKE`` (a folder or object storage URI, optional): the lake the background sync publishes the
   environment's project to after each run; ``AMPLITUDE_LAKES`` below maps other connections (by database name)
   to theirs. A connection never chooses where the server writes: its own ``lake`` setting is dropped.
+- ``AMPLITUDE_LAKE_SPARK`` (``hive://HOST:PORT/SCHEMA``, optional): the Spark Thrift Server serving
+  ``AMPLITUDE_LAKE``, whose tables the background sync refreshes after each publish; ``AMPLITUDE_LAKES_SPARK``
+  below maps the other lakes' servers (by database name). Never taken from a connection.
 
 Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
 """
@@ -179,6 +182,10 @@ AMPLITUDE_DOWNLOAD_BUDGET_S = _seconds("AMPLITUDE_DOWNLOAD_BUDGET_S", 20, unlimi
 #: The lake of the environment's project, and of other ``amplitude://`` databases by name (the operator's choice).
 AMPLITUDE_LAKE = os.environ.get("AMPLITUDE_LAKE") or None
 AMPLITUDE_LAKES: dict[str, str] = {}
+#: The Spark Thrift Server serving each lake (hive://HOST:PORT/SCHEMA), refreshed after each publish: the
+#: environment's lake's, and by database name those of ``AMPLITUDE_LAKES``.
+AMPLITUDE_LAKE_SPARK = os.environ.get("AMPLITUDE_LAKE_SPARK") or None
+AMPLITUDE_LAKES_SPARK: dict[str, str] = {}
 
 
 def _in_celery_task() -> bool:

@@ -122,27 +122,38 @@ def test_object_storage_profile_creates_the_bucket_the_example_points_at(compose
 
 def test_lake_spark_profile_serves_the_lake_volume_as_the_tests_serve_theirs(compose: dict, dockerfile: str) -> None:
     """The Thrift Server reads the lake's volume (read-only) at the path the sync publishes to, started like the
-    tests' server; its tables are the lake's DDL for that path, re-run to refresh; the image's Spark bundle
-    points at it."""
+    tests' server; its tables are the lake's DDL for that path, run once; the sync refreshes them (the server
+    the example names, that service's port and the DDL's database) and the image's Spark bundle points at it."""
     from shillelagh_amplitude.lake.ddl import script
+    from shillelagh_amplitude.lake.refresh import SparkTarget
 
     from .spark_server import command
 
     services = compose["services"]
-    thrift, refresh = services["spark-thrift"], services["spark-lake-refresh"]
-    assert thrift["profiles"] == refresh["profiles"] == ["lake-spark"]
+    thrift, tables = services["spark-thrift"], services["spark-lake-tables"]
+    assert thrift["profiles"] == tables["profiles"] == ["lake-spark"]
+    assert [name for name, service in services.items() if "lake-spark" in service.get("profiles", [])] == [
+        "spark-thrift", "spark-lake-tables"]  # no periodic refresh: the sync refreshes
     assert "amplitude-lake:/var/lib/amplitude-lake:ro" in thrift["volumes"]
-    assert services["superset-worker"]["environment"]["AMPLITUDE_LAKE"] == "${AMPLITUDE_LAKE:-}"
+    for name in ("superset-worker", "superset-worker-beat"):
+        env = services[name]["environment"]
+        assert env["AMPLITUDE_LAKE"] == "${AMPLITUDE_LAKE:-}"
+        assert env["AMPLITUDE_LAKE_SPARK"] == "${AMPLITUDE_LAKE_SPARK:-}"
+    example = (DOCKER / ".env.example").read_text()
+    assert "# AMPLITUDE_LAKE=/var/lib/amplitude-lake\n" in example
+    spark = SparkTarget.parse(re.search(r"^# AMPLITUDE_LAKE_SPARK=(\S+)$", example, re.MULTILINE).group(1))
+    assert (spark.host, spark.port, spark.schema) == ("spark-thrift", 10000, "amplitude")
     tested = command(DOCKER, 10000)
     for option in ("--class", "--master"):
         assert thrift["command"][thrift["command"].index(option) + 1] == tested[tested.index(option) + 1]
     for setting in ("spark.sql.session.timeZone=UTC", "hive.server2.thrift.port=10000"):
         assert setting in thrift["command"] and setting in tested
-    assert refresh["depends_on"] == {"spark-thrift": {"condition": "service_healthy"}}
-    assert "./spark-lake.sql:/opt/amplitude/spark-lake.sql:ro" in refresh["volumes"]
-    assert "jdbc:hive2://spark-thrift:10000/ -n hive -f /opt/amplitude/spark-lake.sql" in refresh["command"][-1]
+    assert tables["depends_on"] == {"spark-thrift": {"condition": "service_healthy"}}
+    assert tables["restart"] == "on-failure"  # once, retried until the lake's folders exist
+    assert "./spark-lake.sql:/opt/amplitude/spark-lake.sql:ro" in tables["volumes"]
+    assert "jdbc:hive2://spark-thrift:10000/ -n hive -f /opt/amplitude/spark-lake.sql" in " ".join(tables["command"])
     statements = "".join(line + "\n" for line in (DOCKER / "spark-lake.sql").read_text().splitlines()
                          if not line.startswith("--"))
-    assert statements == script("/var/lib/amplitude-lake", "spark")
+    assert statements == script("/var/lib/amplitude-lake", "spark", spark.schema)
     assert "--engine spark --sqlalchemy-uri hive://hive@spark-thrift:10000/amplitude" in dockerfile
 

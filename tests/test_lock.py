@@ -131,7 +131,7 @@ def test_the_celery_task_behind_a_stopped_holder_is_not_tied_up(tmp_path, emulat
     monkeypatch.setattr(StoreLock, "stale_after_s", 2 * RENEW_S)
     settings = {"api_key": API_KEY, "secret_key": SECRET_KEY, "base_url": emulator.base_url,
                 "cache_dir": str(tmp_path), "default_days": 1}
-    monkeypatch.setattr(tasks, "amplitude_projects", lambda: [("Amplitude", settings)])
+    monkeypatch.setattr(tasks, "amplitude_projects", lambda: [("Amplitude", settings, None)])
     holder.stop()
     results = within(30, tasks.sync_amplitude_stores.run)
     assert [(result["database"], result["ok"]) for result in results] == [("Amplitude", False)]

@@ -16,7 +16,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "superset_config" / "superset_con
 AMPLITUDE_VARIABLES = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "AMPLITUDE_REGION", "AMPLITUDE_BASE_URL",
                        "AMPLITUDE_OFFLINE", "AMPLITUDE_DEFAULT_DAYS", "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY",
                        "SUPERSET_DATABASE_URI", "REDIS_URL", "AMPLITUDE_DOWNLOAD_BUDGET_S", "AMPLITUDE_SYNC_INTERVAL_S",
-                       "AMPLITUDE_LAKE")
+                       "AMPLITUDE_LAKE", "AMPLITUDE_LAKE_SPARK")
 
 
 def load_config(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> ModuleType:
@@ -88,6 +88,7 @@ def test_mutator_fills_amplitude_connections_only(monkeypatch: pytest.MonkeyPatc
 def test_the_lake_is_the_operators_choice_never_a_connections(monkeypatch, tmp_path) -> None:
     config = load_config(monkeypatch, tmp_path, AMPLITUDE_LAKE="/srv/lake", AMPLITUDE_API_KEY="env-key")
     assert config.AMPLITUDE_LAKE == "/srv/lake" and config.AMPLITUDE_LAKES == {}
+    assert config.AMPLITUDE_LAKE_SPARK is None and config.AMPLITUDE_LAKES_SPARK == {}
     url = make_url("amplitude://")
     # the environment's project gets the environment's lake, whatever the connection says
     assert config.DB_CONNECTION_MUTATOR(url, {"lake": "/home/someone"}, None, None, None)[1]["lake"] == "/srv/lake"
@@ -96,8 +97,10 @@ def test_the_lake_is_the_operators_choice_never_a_connections(monkeypatch, tmp_p
         params = config.DB_CONNECTION_MUTATOR(own_uri, {**own_params, "lake": "/home/someone"}, None, None, None)[1]
         assert "lake" not in params
     unset = load_config(monkeypatch, tmp_path, AMPLITUDE_API_KEY="env-key")
-    assert unset.AMPLITUDE_LAKE is None
+    assert unset.AMPLITUDE_LAKE is None and unset.AMPLITUDE_LAKE_SPARK is None
     assert "lake" not in unset.DB_CONNECTION_MUTATOR(url, {"lake": "/home/someone"}, None, None, None)[1]
+    served = load_config(monkeypatch, tmp_path, AMPLITUDE_LAKE="/srv/lake", AMPLITUDE_LAKE_SPARK="hive://spark:10000/a")
+    assert served.AMPLITUDE_LAKE_SPARK == "hive://spark:10000/a"
 
 
 def test_download_budget_from_the_environment_and_not_in_celery_tasks(monkeypatch, tmp_path) -> None:

@@ -27,11 +27,13 @@ def test_a_failing_project_does_not_stop_the_next(tmp_path, dataset, emulator, m
     """An unexpected fault (a decode worker killed) and a refusal by Amplitude are logged; the third project syncs."""
     common = {"base_url": emulator.base_url, "now": NOW, "default_days": 1}
     projects = [
-        ("Broken", {**common, "api_key": "broken-key", "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "a")}),
-        ("Wrong secret", {**common, "api_key": API_KEY, "secret_key": WRONG_SECRET, "cache_dir": str(tmp_path / "b")}),
+        ("Broken", {**common, "api_key": "broken-key", "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "a")},
+         None),
+        ("Wrong secret", {**common, "api_key": API_KEY, "secret_key": WRONG_SECRET, "cache_dir": str(tmp_path / "b")},
+         None),
         ("Unreachable", {**common, "base_url": f"http://127.0.0.1:{free_port()}", "api_key": API_KEY,
-                         "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "d")}),
-        ("Good", {**common, "api_key": API_KEY, "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "c")}),
+                         "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "d")}, None),
+        ("Good", {**common, "api_key": API_KEY, "secret_key": SECRET_KEY, "cache_dir": str(tmp_path / "c")}, None),
     ]
     real_sync = sync.sync_project
 

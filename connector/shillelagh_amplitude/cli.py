@@ -1,5 +1,6 @@
-"""Command line: ``amplitude-sync`` prefills the hour store (and publishes the lake with ``--lake``);
-``amplitude-load`` loads an export zip by hand; ``amplitude-lake`` publishes the lake and prints engines' DDL.
+"""Command line: ``amplitude-sync`` prefills the hour store (and publishes the lake with ``--lake``, then refreshes
+the Spark Thrift Server serving it with ``--spark``); ``amplitude-load`` loads an export zip by hand;
+``amplitude-lake`` publishes the lake (refreshing Spark likewise) and prints engines' DDL.
 
 The secret key is read from ``$AMPLITUDE_SECRET_KEY`` only (never from the command line, where other users of
 the machine could see it in the process list); the API key from ``--api-key`` or ``$AMPLITUDE_API_KEY``.
@@ -21,6 +22,7 @@ from .export.sync import days_range, sync_project
 from .hours import HOUR, floor_hour, hour_count
 from .lake.ddl import ENGINES, script
 from .lake.publish import publish
+from .lake.refresh import SparkRefreshError, SparkTarget, refresh_spark
 from .store.hour_store import HourStore
 
 
@@ -59,6 +61,21 @@ def _lake_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     else:
         parser.add_argument("--lake", default=os.environ.get("AMPLITUDE_LAKE"),
                             help="then publish the days the synced hours touch to this lake (default: $AMPLITUDE_LAKE)")
+    parser.add_argument("--spark", default=os.environ.get("AMPLITUDE_LAKE_SPARK"), metavar="hive://HOST:PORT/SCHEMA",
+                        help="after publishing, refresh the lake's tables on this Spark Thrift Server (a warning if it "
+                             "cannot be; default: $AMPLITUDE_LAKE_SPARK)")
+
+
+def _check_lake_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.late_hours < 0:
+        parser.error("--late-hours must be at least 0")
+    if args.spark:
+        if not args.lake:
+            parser.error("--spark refreshes the lake's tables after publishing: give --lake too")
+        try:
+            SparkTarget.parse(args.spark)
+        except ValueError as exc:
+            parser.error(f"--spark: {exc}")
 
 
 def _store(args: argparse.Namespace) -> HourStore:
@@ -87,8 +104,7 @@ def sync_main(argv: list[str] | None = None) -> int:
     _project_arguments(parser)
     _lake_arguments(parser, required=False)
     args = parser.parse_args(argv)
-    if args.late_hours < 0:
-        parser.error("--late-hours must be at least 0")
+    _check_lake_arguments(parser, args)
     if (args.days is None) == (args.start is None or args.end is None) or (args.days and (args.start or args.end)):
         parser.error("give either --days N or both --start and --end")
     if args.days is not None and args.days < 1:
@@ -129,9 +145,20 @@ def sync_main(argv: list[str] | None = None) -> int:
 
 
 def _publish(store: HourStore, args: argparse.Namespace, first: datetime, last: datetime) -> None:
-    """Publish the lake partitions the synced upload hours ``first..last`` can touch."""
+    """Publish the lake partitions the synced upload hours ``first..last`` can touch, then refresh Spark."""
     report = publish(store, args.lake, late_hours=args.late_hours, first=first, last=last)
     print(f"amplitude-sync: {report.summary()}")
+    _refresh(args, "amplitude-sync")
+
+
+def _refresh(args: argparse.Namespace, program: str) -> None:
+    """Refresh the Spark Thrift Server of ``--spark``, if given; a warning (the lake stays published) if it fails."""
+    if not args.spark:
+        return
+    try:
+        print(f"{program}: {refresh_spark(args.spark)}")
+    except SparkRefreshError as exc:
+        print(f"{program}: warning: {exc}", file=sys.stderr)
 
 
 def load_main(argv: list[str] | None = None) -> int:
@@ -185,12 +212,12 @@ def lake_main(argv: list[str] | None = None) -> int:
     if args.command == "ddl":
         print(script(args.lake, args.engine, args.schema), end="")
         return 0
-    if args.late_hours < 0:
-        parser.error("--late-hours must be at least 0")
+    _check_lake_arguments(parser, args)
     try:
         report = publish(_store(args), args.lake, late_hours=args.late_hours)
     except (AmplitudeError, OSError) as exc:
         print(f"amplitude-lake: error: {exc}", file=sys.stderr)
         return 2
     print(f"amplitude-lake: {report.summary()}")
+    _refresh(args, "amplitude-lake")
     return 0

@@ -5,7 +5,7 @@
   Superset opens read-only. On object storage, views over a glob of the partitions' files.
 - Spark SQL: tables ``USING parquet`` partitioned by the date column; a running Thrift Server sees new partitions
   and replaced files only after :func:`refresh_statements` (``MSCK REPAIR TABLE … SYNC PARTITIONS`` and
-  ``REFRESH TABLE``).
+  ``REFRESH TABLE``), which the syncs run after each publish when the server is named (:mod:`.refresh`).
 - Every engine also gets ``amplitude_lake_status`` (:data:`.layout.STATUS`), one unpartitioned file of one row
   (Spark: ``REFRESH TABLE`` after each publish).
 - Trino and Athena: external tables; **untested here** (no Trino or Athena server can run on these machines).

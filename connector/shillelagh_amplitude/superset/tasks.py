@@ -10,7 +10,10 @@ A project with a ``lake`` setting is then published to it: the partitions the sy
 whose hours changed, then the lake's status, *Data complete through* on the lake engines
 (:func:`..lake.publish.publish`). In Superset the setting is the operator's only: ``AMPLITUDE_LAKE`` for the
 environment's project (given by ``DB_CONNECTION_MUTATOR``, which drops a connection's own), ``AMPLITUDE_LAKES``
-by database name for the others.
+by database name for the others. After publishing, the Spark Thrift Server serving that lake, if the operator
+names one, is refreshed (:func:`..lake.refresh.refresh_spark`): ``AMPLITUDE_LAKE_SPARK`` for ``AMPLITUDE_LAKE``,
+``AMPLITUDE_LAKES_SPARK`` by database name for the others (never from a connection's settings). A server that
+cannot be refreshed is a warning: the sync succeeds, and the next run refreshes it again.
 
 ``python -m shillelagh_amplitude.superset.tasks enable-async`` turns on asynchronous SQL Lab execution (on the
 Celery workers) for the Amplitude connections, as docker compose's init does.
@@ -28,6 +31,7 @@ from superset.extensions import celery_app
 from ..export.client import AmplitudeError, AmplitudeFault, resolve_base_url
 from ..export.sync import SyncResult, sync_project
 from ..lake.publish import PublishReport, publish
+from ..lake.refresh import SparkRefreshError, refresh_spark
 from ..sql.dialect import ADAPTER, coerce
 from ..store.hour_store import HourStore
 
@@ -57,27 +61,39 @@ def _with_lake(settings: dict[str, Any], config: dict, name: str | None) -> dict
     return {**settings, "lake": lake} if lake else settings
 
 
-def amplitude_projects() -> list[tuple[str, dict[str, Any]]]:
-    """(name, settings) of every project to keep current, one per hour store."""
+def _spark_of(lake: str | None, config: dict, name: str | None) -> str | None:
+    """The Spark Thrift Server (``hive://`` URI) the operator says serves ``lake``: ``AMPLITUDE_LAKES_SPARK`` by
+    database name, else ``AMPLITUDE_LAKE_SPARK`` for the environment's lake ``AMPLITUDE_LAKE``; None without a
+    lake."""
+    if not lake:
+        return None
+    if name is not None and name in config.get("AMPLITUDE_LAKES_SPARK", {}):
+        return config["AMPLITUDE_LAKES_SPARK"][name]
+    return config.get("AMPLITUDE_LAKE_SPARK") if lake == config.get("AMPLITUDE_LAKE") else None
+
+
+def amplitude_projects() -> list[tuple[str, dict[str, Any], str | None]]:
+    """(name, settings, Spark Thrift Server of its lake) of every project to keep current, one per hour store."""
     from flask import current_app
     from superset import db
     from superset.models.core import Database
 
     candidates = [(database.database_name, database) for database in db.session.query(Database).all()
                   if database.backend == "amplitude"]
-    projects: dict[tuple, tuple[str, dict[str, Any]]] = {}
+    projects: dict[tuple, tuple[str, dict[str, Any], str | None]] = {}
     for name, source in [*candidates, ("the environment's project", None)]:
         try:
             settings = _settings_of(source) if source is not None else _environment_project(current_app.config)
             settings = _with_lake(settings, current_app.config, name if source is not None else None)
             if settings.get("offline") or not settings.get("api_key"):
                 continue
+            spark = _spark_of(settings.get("lake"), current_app.config, name if source is not None else None)
             key = (settings.get("cache_dir"), resolve_base_url(settings.get("region", "us"), settings.get("base_url")),
-                   settings["api_key"], settings.get("lake"))
+                   settings["api_key"], settings.get("lake"), spark)
         except Exception as exc:  # noqa: BLE001 - one bad connection must not stop the others
             _logger.warning("Amplitude sync: skipping %s: %s", name, exc)
             continue
-        projects.setdefault(key, (name, settings))
+        projects.setdefault(key, (name, settings, spark))
     return list(projects.values())
 
 
@@ -86,12 +102,14 @@ def sync_amplitude_stores() -> list[dict[str, Any]]:
     """Bring every Amplitude project's store current; one result per project (no credentials in it).
 
     A project that fails is logged (Amplitude's refusals in one line, any other fault with its traceback) and the
-    next one is synced all the same."""
+    next one is synced all the same. Spark not refreshed after a publish is a warning (``spark_error``), not a
+    failure."""
     results = []
-    for name, settings in amplitude_projects():
+    for name, settings, spark in amplitude_projects():
         try:
             result = sync_project(**settings)
             published = _publish_lake(result, settings)
+            refreshed = _refresh_spark(spark) if published else None
         except Exception as exc:  # noqa: BLE001 - one project's fault must not stop the others
             if isinstance(exc, AmplitudeError) and not isinstance(exc, AmplitudeFault):  # a refusal: one line
                 _logger.warning("Amplitude sync of %s failed: %s", name, exc)
@@ -103,7 +121,7 @@ def sync_amplitude_stores() -> list[dict[str, Any]]:
         results.append({"database": name, "ok": True, "summary": result.summary(),
                         "hours_downloaded": result.hours_downloaded, "requests": result.requests,
                         **({"lake": published.summary(), "partitions_written": len(published.written)}
-                           if published else {})})
+                           if published else {}), **(refreshed or {})})
     return results
 
 
@@ -116,6 +134,20 @@ def _publish_lake(result: SyncResult, settings: dict[str, Any]) -> PublishReport
                      last=result.last)
     _logger.info("amplitude sync: %s", report.summary())
     return report
+
+
+def _refresh_spark(spark: str | None) -> dict[str, str] | None:
+    """Refresh the lake's Spark Thrift Server, if there is one: ``{"spark": summary}``, or ``{"spark_error": …}``
+    logged as a warning (the lake is published; the next run refreshes again)."""
+    if not spark:
+        return None
+    try:
+        summary = refresh_spark(spark)
+    except SparkRefreshError as exc:
+        _logger.warning("amplitude sync: %s", exc)
+        return {"spark_error": str(exc)}
+    _logger.info("amplitude sync: %s", summary)
+    return {"spark": summary}
 
 
 def enable_async_sql_lab() -> tuple[list[str], list[str]]:
