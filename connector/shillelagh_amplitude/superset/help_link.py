@@ -3,14 +3,15 @@ itself serves (:mod:`.help_page`), its fields show what goes in them, and one "C
 
 Superset 6.1 builds the link under "Enter the required … credentials" into its frontend as
 ``https://superset.apache.org/docs/databases/<engine>`` (its per-engine overrides come from
-``superset_text.yml`` at build time only), its fields' placeholders are fixed ("e.g. Analytics"), and a first
-"Connect" click made with the cursor in a field is lost (leaving the field starts validation, which disables the
-button between mousedown and mouseup). Its runtime extension point is the template
-``tail_js_custom_extra.html``, included at the end of every page. :func:`register` prepends to that template a
-script (carrying Talisman's CSP nonce) that retargets links to Amplitude's missing page at
-:data:`.help_page.LINK` and, in a form for Amplitude Export API, sets our placeholders (and the URI form's) and
-keeps the focus where it is when a footer button is pressed; whatever the deployment's own template holds is
-kept after it.
+``superset_text.yml`` at build time only), and its fields' placeholders are fixed ("e.g. Analytics"). Its form
+validates on a field's blur, and "Connect" is enabled only after a validation: a field just typed in keeps it
+disabled until the cursor leaves, and a click made with the cursor in a field is lost (leaving the field starts
+validation, which disables the button between mousedown and mouseup). Its runtime extension point is the
+template ``tail_js_custom_extra.html``, included at the end of every page. :func:`register` prepends to that
+template a script (carrying Talisman's CSP nonce) that retargets links to Amplitude's missing page at
+:data:`.help_page.LINK` and, in a form for Amplitude Export API, sets our placeholders (and the URI form's),
+validates a field once typing in it pauses with "Connect" disabled, and keeps the focus where it is when a footer
+button is pressed; whatever the deployment's own template holds is kept after it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ PLACEHOLDERS = {
     "sqlalchemy_uri": AmplitudeEngineSpec.sqlalchemy_uri_placeholder,
 }
 
+#: How long typing in the form pauses before the field being typed in is validated (if "Connect" is disabled); how
+#: long "Connect" may stay disabled after that before the field is validated again.
+VALIDATE_AFTER_MS = 300
+REVALIDATE_AFTER_MS = 2000
+
 SCRIPT = Template("""{% import 'superset/macros.html' as amplitude_macros %}
 <script nonce="{{ amplitude_macros.get_nonce() }}">
   (function () {
@@ -51,6 +57,26 @@ SCRIPT = Template("""{% import 'superset/macros.html' as amplitude_macros %}
     document.addEventListener('mousedown', function (event) {
       var button = event.target.closest && event.target.closest('.ant-modal-footer button');
       if (button && amplitudeModal(button)) { event.preventDefault(); }
+    }, true);
+    // The form validates a field on its blur and enables "Connect" after a validation; the answers of two
+    // validations can arrive in either order, so an earlier one (a field still empty then) can leave "Connect"
+    // disabled with the cursor in a field. When typing pauses with "Connect" disabled, the field reports a blur
+    // with the cursor kept in it, and again while "Connect" stays disabled (a few times). An enabled "Connect" is
+    // left alone: a validation would disable it for a moment, under the user's click.
+    var pause = null;
+    function validate(field, delay, retries) {
+      clearTimeout(pause);
+      pause = setTimeout(function () {
+        var modal = amplitudeModal(field);
+        if (!modal || document.activeElement !== field) { return; }
+        var buttons = modal.querySelectorAll('.ant-modal-footer button');
+        if (!buttons.length || !buttons[buttons.length - 1].disabled) { return; }
+        field.dispatchEvent(new FocusEvent('focusout', {bubbles: true}));
+        if (retries > 0) { validate(field, $revalidate_after_ms, retries - 1); }
+      }, delay);
+    }
+    document.addEventListener('input', function (event) {
+      if (event.target.name && amplitudeModal(event.target)) { validate(event.target, $validate_after_ms, 3); }
     }, true);
     function update() {
       document.querySelectorAll(selector).forEach(function (link) { link.href = $help_url; });
@@ -70,7 +96,8 @@ SCRIPT = Template("""{% import 'superset/macros.html' as amplitude_macros %}
   })();
 </script>
 """).substitute(docs_link=json.dumps(SUPERSET_DOCS_LINK), help_url=json.dumps(help_page.LINK),
-                placeholders=json.dumps(PLACEHOLDERS), engine_name=json.dumps(AmplitudeEngineSpec.engine_name))
+                placeholders=json.dumps(PLACEHOLDERS), engine_name=json.dumps(AmplitudeEngineSpec.engine_name),
+                validate_after_ms=VALIDATE_AFTER_MS, revalidate_after_ms=REVALIDATE_AFTER_MS)
 
 
 def _existing_source(env: Environment) -> str:
