@@ -1,6 +1,6 @@
-"""The table cache under a background sync: tables of re-published hours are dropped and a table is made once
-however many threads want it (issue 18: a web process's RSS grew to 4-5 times the cache's bound while beat
-re-published the fresh hours every minute)."""
+"""The table cache under a background sync: tables of re-published hours are dropped, a table is made once
+however many threads want it, and pyarrow's pool gives freed memory back (issue 18: a web process's RSS grew to
+4-5 times the cache's bound while beat re-published the fresh hours every minute)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.feather as feather
 from sqlalchemy import create_engine, text
 
+from shillelagh_amplitude import memory
 from shillelagh_amplitude.schema import EVENT_SCHEMA
 from shillelagh_amplitude.sql import scan
 from shillelagh_amplitude.store.hour_store import HourStore
@@ -117,3 +119,36 @@ def test_refreshing_a_fresh_hour_leaves_one_table_per_query_in_the_cache(tmp_pat
         _publish(store, T0, "fresh", refreshed_at + refresh * timedelta(seconds=60), rows=3 + refresh)
         assert run() == [("final", 3), ("fresh", 3 + refresh)]
         assert len(scan.TABLE_CACHE) == 1
+
+
+def test_the_pool_gives_freed_memory_back_unless_the_operator_chose_one(monkeypatch) -> None:
+    """mimalloc, pyarrow's default on Linux, kept the pages of every evicted table and every build: the process
+    stayed near its high-water mark."""
+    chosen = pa.default_memory_pool()
+    try:
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        assert memory.use_returning_pool() == "jemalloc"
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+        pa.set_memory_pool(pa.system_memory_pool())
+        assert memory.use_returning_pool() == "system"  # the operator's choice is kept
+    finally:
+        pa.set_memory_pool(chosen)
+
+
+def test_stored_files_are_decompressed_into_the_pool_python_chose(tmp_path) -> None:
+    """``feather.read_table`` decompresses into the C++ default pool, which ``pa.set_memory_pool`` does not change:
+    the hours and derived tables, most of the memory, stayed in mimalloc."""
+    stored = pa.table({"a": pa.array(range(100_000), pa.int64()), "b": pa.array([str(i) for i in range(100_000)])})
+    path = tmp_path / "hour.arrow"
+    feather.write_feather(stored, path, compression="zstd")
+    chosen, system = pa.default_memory_pool(), pa.system_memory_pool()  # a singleton: outlives every buffer
+    try:
+        pa.set_memory_pool(system)
+        before = system.bytes_allocated()
+        table = memory.read_table(str(path), ["b", "a"])
+        assert table.column_names == ["b", "a"] and table.equals(stored.select(["b", "a"]))
+        assert system.bytes_allocated() - before >= stored.nbytes
+        assert memory.read_table(str(path), ["a"]).nbytes == stored["a"].nbytes  # only the columns asked for
+    finally:
+        pa.set_memory_pool(chosen)

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from shillelagh.exceptions import ProgrammingError
 from shillelagh.typing import Row
 
+from ..memory import use_returning_pool
 from ..schema import TIMESTAMP
 
 #: Rows converted to Python values at a time: bounds the memory of a scan whatever its length.
@@ -366,4 +367,5 @@ class TableCache:
             self._total = 0
 
 
+use_returning_pool()  # tables evicted and builds ended are given back to the system, not kept by the pool
 TABLE_CACHE = TableCache(CACHE_BYTES)
