@@ -149,6 +149,6 @@ def test_stored_files_are_decompressed_into_the_pool_python_chose(tmp_path) -> N
         table = memory.read_table(str(path), ["b", "a"])
         assert table.column_names == ["b", "a"] and table.equals(stored.select(["b", "a"]))
         assert system.bytes_allocated() - before >= stored.nbytes
-        assert memory.read_table(str(path), ["a"]).nbytes == stored["a"].nbytes  # only the columns asked for
+        assert memory.read_table(path, ["a"]).nbytes == stored["a"].nbytes  # only those columns; a Path too
     finally:
         pa.set_memory_pool(chosen)

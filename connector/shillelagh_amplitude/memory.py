@@ -28,10 +28,10 @@ def use_returning_pool() -> str:
     return pa.default_memory_pool().backend_name
 
 
-def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
+def read_table(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
     """A Feather v2 (Arrow IPC) file's table, or only ``columns`` (only theirs are read and decompressed), in that
     order; its buffers come from Python's default pool (``feather.read_table`` uses the C++ default)."""
-    with pa.OSFile(path) as source:
+    with pa.OSFile(os.fspath(path)) as source:
         schema = ipc.open_file(source).schema
         included = None if columns is None else sorted({_index(schema, name) for name in columns})
         options = ipc.IpcReadOptions(included_fields=included)
