@@ -263,11 +263,12 @@ def _mask(column: pa.ChunkedArray, bound: TimeRange) -> pa.ChunkedArray:
 class TableCache:
     """Process-wide LRU of scan tables, bounded by the bytes they hold (tables grow as columns are read).
 
-    The bytes are a running total, recounted for a table when it is put or reports growth; the cache never waits
-    for a table (a slow read holds only that table's readers). A table is made once however many threads want it
-    at once (:meth:`get_or_make`). A table read from a file version that was re-published since (the background
-    sync refreshes the hours not final yet, then makes them final) can never be asked for again: it is dropped
-    as soon as a table of the newer version is put, instead of holding the budget until it is the oldest.
+    The bytes are a running total, recounted for a table when it is put or reports growth; the cache's lock is
+    never held while a table reads (a slow read holds only that table's readers, and a table being made only the
+    threads asking for it: it is made once however many want it at once, :meth:`get_or_make`). A table read from
+    a file version that was re-published since (the background sync refreshes the hours not final yet, then makes
+    them final) can never be asked for again: it is dropped as soon as a table of the newer version is put,
+    instead of holding the budget until it is the oldest.
     """
 
     def __init__(self, max_bytes: int) -> None:
