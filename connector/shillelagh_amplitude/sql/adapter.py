@@ -412,23 +412,25 @@ class AmplitudeAPI(Adapter):
         stored = store.stored(hours, seen, any_age=self.offline)  # one listing per day
         if self.offline:
             check_offline(store, stored, core_first, core_last, asked(ranges))
-        files = [entry for _, entry in stored if entry is not None and entry.name.endswith(".arrow")]
+        hour_files = [(hour, entry) for hour, entry in stored if entry is not None and entry.name.endswith(".arrow")]
+        files = [entry for _, entry in hour_files]
         key = (self.table, store.location.display, tuple((entry.path, entry.mtime_ns) for entry in files))
         if gap is not None:
             since = self._since(ranges)
             key += (gap, since.isoformat())
-        scan = TABLE_CACHE.get(key)
-        if scan is None:
+        # each file's version by its hour: a table of a refreshed hour's older file is dropped from the cache
+        sources = {(store.location.display, store.project, hour): entry.mtime_ns for hour, entry in hour_files}
+
+        def make() -> ScanTable:
             main = self.spec.time_columns[0]
             if self.table == SESSIONS_TABLE:
-                scan = ScanTable(self._derived(store, files, key, build_sessions, EVENT_COLUMNS), main)
-            elif gap is not None:
+                return ScanTable(self._derived(store, files, key, build_sessions, EVENT_COLUMNS), main, sources=sources)
+            if gap is not None:
                 build = functools.partial(build_user_sessions, gap_minutes=gap, since=since)
-                scan = ScanTable(self._derived(store, files, key, build, USER_EVENT_COLUMNS), main)
-            else:
-                scan = ScanTable(functools.partial(store.read_files, files), main)
-            TABLE_CACHE.put(key, scan)
-        return key, scan
+                return ScanTable(self._derived(store, files, key, build, USER_EVENT_COLUMNS), main, sources=sources)
+            return ScanTable(functools.partial(store.read_files, files), main, sources=sources)
+
+        return key, TABLE_CACHE.get_or_make(key, make)
 
     def _derived(self, store: HourStore, files: list[FileEntry], key: tuple, build: Callable[[pa.Table], pa.Table],
                  columns: tuple[str, ...]) -> Reader:

@@ -14,7 +14,7 @@ import functools
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from shillelagh.exceptions import ProgrammingError
 from shillelagh.typing import Row
 
+from ..memory import use_returning_pool
 from ..schema import TIMESTAMP
 
 #: Rows converted to Python values at a time: bounds the memory of a scan whatever its length.
@@ -117,9 +118,13 @@ class ScanTable:
     is read once). ``on_growth`` is called, outside any lock, after columns were added.
     """
 
-    def __init__(self, read: Reader | None, sort_column: str, columns: dict[str, pa.ChunkedArray] | None = None):
+    def __init__(self, read: Reader | None, sort_column: str, columns: dict[str, pa.ChunkedArray] | None = None,
+                 sources: Mapping[Hashable, int] | None = None):
         self._read = read
         self.sort_column = sort_column
+        #: The version (modification time) of each stored file the table was read from, by the file's identity
+        #: across re-publications (its hour): what makes it stale (:class:`TableCache`).
+        self.sources: Mapping[Hashable, int] = sources or {}
         self._reading = threading.Lock()
         self._columns = dict(columns or {})
         keys = _sort_keys(self._columns[sort_column] if columns else read_checked(read, [sort_column])[sort_column])
@@ -258,8 +263,12 @@ def _mask(column: pa.ChunkedArray, bound: TimeRange) -> pa.ChunkedArray:
 class TableCache:
     """Process-wide LRU of scan tables, bounded by the bytes they hold (tables grow as columns are read).
 
-    The bytes are a running total, recounted for a table when it is put or reports growth; the cache never waits
-    for a table (a slow read holds only that table's readers).
+    The bytes are a running total, recounted for a table when it is put or reports growth; the cache's lock is
+    never held while a table reads (a slow read holds only that table's readers, and a table being made only the
+    threads asking for it: it is made once however many want it at once, :meth:`get_or_make`). A table read from
+    a file version that was re-published since (the background sync refreshes the hours not final yet, then makes
+    them final) can never be asked for again: it is dropped as soon as a table of the newer version is put,
+    instead of holding the budget until it is the oldest.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -268,6 +277,18 @@ class TableCache:
         self._sizes: dict[tuple, int] = {}
         self._total = 0
         self._lock = threading.Lock()
+        #: The newest version put of every source (a stored file, by identity).
+        self._newest: dict[Hashable, int] = {}
+        #: A lock per key being made, held by the thread making it.
+        self._making: dict[tuple, threading.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    @property
+    def total_bytes(self) -> int:
+        """The bytes of the tables kept, as counted."""
+        return self._total
 
     def get(self, key: tuple) -> ScanTable | None:
         with self._lock:
@@ -276,16 +297,56 @@ class TableCache:
                 self._tables.move_to_end(key)
             return table
 
+    def get_or_make(self, key: tuple, make: Callable[[], ScanTable]) -> ScanTable:
+        """The table kept under ``key``, else ``make()``'s, put; threads asking for a key being made wait for it
+        (after a sync, every chart of a dashboard asks at once for the same new table)."""
+        table = self.get(key)
+        if table is not None:
+            return table
+        with self._lock:
+            making = self._making.setdefault(key, threading.Lock())
+        try:
+            with making:
+                table = self.get(key)
+                if table is None:
+                    table = make()
+                    self.put(key, table)
+                return table
+        finally:
+            with self._lock:
+                if self._making.get(key) is making:
+                    del self._making[key]
+
     def put(self, key: tuple, table: ScanTable) -> None:
-        """Keep ``table`` as the most recent; evict the oldest while over budget (the newest always stays)."""
+        """Keep ``table`` as the most recent, unless a newer version of one of its sources was put; drop the tables
+        of older versions; evict the oldest while over budget (the newest always stays)."""
         table.on_growth = functools.partial(self._grew, key, table)
         with self._lock:
+            newer = {source: version for source, version in table.sources.items()
+                     if version > self._newest.get(source, version - 1)}
+            self._newest.update(newer)
+            if newer:
+                for stale in [kept for kept, other in self._tables.items() if self._stale(other)]:
+                    self._drop(stale)
+            if self._stale(table):  # read before a re-publication another query already saw: used once, not kept
+                if self._tables.get(key) is table:
+                    self._drop(key)
+                return
             self._tables[key] = table
             self._tables.move_to_end(key)
             self._count(key, table)
             while len(self._tables) > 1 and self._total > self.max_bytes:
-                oldest, _ = self._tables.popitem(last=False)
-                self._total -= self._sizes.pop(oldest)
+                self._drop(next(iter(self._tables)))
+
+    def _stale(self, table: ScanTable) -> bool:
+        """A source of ``table`` has a newer version (the caller holds the lock)."""
+        newest = self._newest
+        return any(newest.get(source, version) > version for source, version in table.sources.items())
+
+    def _drop(self, key: tuple) -> None:
+        """Forget a kept table (the caller holds the lock)."""
+        del self._tables[key]
+        self._total -= self._sizes.pop(key)
 
     def _grew(self, key: tuple, table: ScanTable) -> None:
         """``table`` read more columns: count it again (evicting waits for the next :meth:`put`, as it always did)."""
@@ -303,7 +364,9 @@ class TableCache:
         with self._lock:
             self._tables.clear()
             self._sizes.clear()
+            self._newest.clear()
             self._total = 0
 
 
+use_returning_pool()  # tables evicted and builds ended are given back to the system, not kept by the pool
 TABLE_CACHE = TableCache(CACHE_BYTES)

@@ -39,6 +39,7 @@ import pyarrow.feather as feather
 
 from ..errors import AuthenticationError
 from ..hours import EXPORT_LATENCY, HOUR, to_utc
+from ..memory import read_table
 from ..schema import EVENT_SCHEMA
 from .hot_cache import HotCache, budget_bytes
 from .location import TEMP_PREFIX, FileEntry, StoreLocation, write_atomically
@@ -204,7 +205,7 @@ class HourStore:
             hot = self.hot
 
             def read_copies() -> list[pa.Table]:
-                return [feather.read_table(path, columns=columns) for path in hot.fetch(self.location, entries)]
+                return [read_table(path, columns=columns) for path in hot.fetch(self.location, entries)]
 
             try:
                 tables = read_copies()
@@ -289,7 +290,7 @@ class HourStore:
             return None
         try:
             path = entry.path if self.hot is None else self.hot.fetch(self.location, [entry])[0]
-            table = feather.read_table(path, columns=columns)
+            table = read_table(path, columns=columns)
         except (FileNotFoundError, pa.ArrowInvalid):
             return None
         if self.location.local:
@@ -389,7 +390,7 @@ def _read_as_listed(entry: FileEntry, columns: list[str] | None) -> pa.Table:
             raise FileNotFoundError(entry.path)
 
     check()
-    table = feather.read_table(entry.path, columns=columns)
+    table = read_table(entry.path, columns=columns)
     check()  # not replaced while it was read
     return table
 
