@@ -26,6 +26,8 @@ from ..errors import AmplitudeFault
 
 #: Names of local files being written (skipped by clean-ups: another process may be writing them).
 TEMP_PREFIX = ".tmp-"
+#: Listings of one folder before a "no such folder" is believed (see :meth:`StoreLocation._infos`).
+LISTINGS = 3
 #: Query parameters never shown (pyarrow accepts some of them in S3 URIs).
 SECRET_PARAMETERS = ("access_key", "secret_key", "session_token", "token", "password", "credentials")
 
@@ -167,11 +169,22 @@ class StoreLocation:
         except OSError as exc:
             raise StoreError(f"The hour store {self.display} could not be {action}: {exc}") from None
 
+    def _infos(self, selector: fs.FileSelector) -> list[fs.FileInfo]:
+        """What a folder holds (nothing when it does not exist).
+
+        pyarrow's local listing with ``allow_not_found`` fails with "Cannot list directory" when the folder is
+        created between its failed listing and its check that the folder exists (a sync's first hour of a day,
+        while a query lists that day): a folder missing at the first try is listed again.
+        """
+        for _ in range(LISTINGS - 1):
+            with suppress(FileNotFoundError), self._errors("listed"):
+                return self.filesystem.get_file_info(selector)
+        with self._errors("listed"):
+            return self.filesystem.get_file_info(selector)
+
     def list(self, *names: str) -> dict[str, FileEntry]:
         """Files directly in the sub-folder ``names`` by name (none when it does not exist)."""
-        selector = fs.FileSelector(self.path(*names), allow_not_found=True)
-        with self._errors("listed"):
-            infos = self.filesystem.get_file_info(selector)
+        infos = self._infos(fs.FileSelector(self.path(*names), allow_not_found=True))
         return {info.base_name: FileEntry(info.path, info.mtime_ns or 0, info.size or 0)
                 for info in infos if info.type == fs.FileType.File}
 
@@ -183,9 +196,7 @@ class StoreLocation:
         """
         base = self.path(*names)
         implied = self.filesystem.type_name == "gcs"
-        selector = fs.FileSelector(base, allow_not_found=True, recursive=implied)
-        with self._errors("listed"):
-            infos = self.filesystem.get_file_info(selector)
+        infos = self._infos(fs.FileSelector(base, allow_not_found=True, recursive=implied))
         if implied:
             below = (info.path[len(base) + 1:] for info in infos if info.path.startswith(f"{base}/"))
             return sorted({path.split("/", 1)[0] for path in below if "/" in path})
