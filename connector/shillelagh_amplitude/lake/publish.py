@@ -97,6 +97,12 @@ SESSION_INPUT = pa.schema([EVENT_SCHEMA.field(name) for name in EVENT_COLUMNS])
 USER_SESSION_INPUT = pa.schema([EVENT_SCHEMA.field(name) for name in USER_EVENT_COLUMNS])
 #: Days (from the partition's day) of the client times of the events a user-session partition is built from.
 USER_SESSION_DAYS = (-LOOKBACK.days, 1)
+#: Consecutive user-session days rebuilt together from one sessionisation (:func:`user_sessions_of_days`): the
+#: events of ``k + 3`` days are held at once instead of each day's four days ``k`` times.
+USER_SESSION_CHUNK_DAYS = 5
+#: The column tagging each user-session input row with its upload hour (hours since 1970), to tell each day's own.
+UPLOAD_HOUR = "upload_hour"
+USER_SESSION_ROWS = USER_SESSION_INPUT.append(pa.field(UPLOAD_HOUR, pa.int64()))
 #: Times a run starts over when the store re-published an hour file while it was read (a concurrent sync).
 ATTEMPTS = 3
 
@@ -173,6 +179,8 @@ class _Partition:
     pending_bytes: int = 0
     spool: pa.ipc.RecordBatchFileWriter | None = None
     spool_path: Path | None = None
+    #: For a chunk of consecutive user-session days read together: its partitions (the chunk is not one itself).
+    members: list[_Partition] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -181,6 +189,11 @@ class _Partition:
     @property
     def day_number(self) -> int:
         return (self.day - date(1970, 1, 1)).days
+
+    @property
+    def last_day_number(self) -> int:
+        """The last day the partition (or chunk) covers."""
+        return self.members[-1].day_number if self.members else self.day_number
 
 
 def open_lake(lake: str | Path) -> StoreLocation:
@@ -308,7 +321,9 @@ def _publish(store: HourStore, location: StoreLocation, late_hours: int, span: t
 
 def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirty: list[_Partition],
              late_hours: int, report: PublishReport, progress: Callable[[str], None] | None) -> None:
-    """One pass over the hour files of the dirty partitions, writing each partition once its window is read."""
+    """One pass over the hour files of the dirty partitions, writing each partition once its window is read (the
+    user-session partitions by chunks of consecutive days, :func:`_chunks`)."""
+    dirty = _chunks(dirty)
     hours = sorted({hour: entry for part in dirty for hour, entry in part.sources}.items())
     done_after: dict[datetime | None, list[_Partition]] = {}
     for part in dirty:
@@ -327,7 +342,11 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
             for part in targets:
                 rows = events.filter(pa.array(_in_partition(days[part.table.name], part)))
                 if rows.num_rows:
-                    part.pending.append(rows if part.table is EVENTS else rows.select(_input_schema(part.table).names))
+                    if part.table is not EVENTS:
+                        rows = rows.select(_input_schema(part.table).names)
+                    if part.table is USER_SESSIONS:
+                        rows = rows.append_column(UPLOAD_HOUR, pa.array(np.full(rows.num_rows, _hour_number(hour))))
+                    part.pending.append(rows)
                     part.pending_bytes += part.pending[-1].nbytes
             del events, days
             while sum(part.pending_bytes for part in dirty) > PENDING_BYTES:
@@ -339,6 +358,30 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
             if part.spool is not None:
                 part.spool.close()
         shutil.rmtree(spool_dir, ignore_errors=True)
+
+
+def _chunks(dirty: list[_Partition]) -> list[_Partition]:
+    """The dirty partitions, those of user sessions grouped into chunks of at most :data:`USER_SESSION_CHUNK_DAYS`
+    consecutive days, each read as one partition whose window is the union of its days' windows."""
+    days = sorted((part for part in dirty if part.table is USER_SESSIONS), key=lambda part: part.day)
+    groups: list[list[_Partition]] = []
+    for part in days:
+        if groups and len(groups[-1]) < USER_SESSION_CHUNK_DAYS and \
+                part.day_number == groups[-1][-1].day_number + 1:
+            groups[-1].append(part)
+        else:
+            groups.append([part])
+    chunks = []
+    for members in groups:
+        sources = sorted({hour: entry for part in members for hour, entry in part.sources}.items())
+        chunks.append(_Partition(USER_SESSIONS, members[0].day, min(part.first for part in members),
+                                 max(part.last for part in members), sources, members=members))
+    return [part for part in dirty if part.table is not USER_SESSIONS] + chunks
+
+
+def _hour_number(hour: datetime) -> int:
+    """Hours since 1970-01-01 00:00 UTC."""
+    return int(hour.timestamp()) // 3600
 
 
 def _day_numbers(events: pa.Table, table: LakeTable) -> np.ndarray:
@@ -358,7 +401,7 @@ def _in_partition(days: np.ndarray, part: _Partition) -> np.ndarray:
     its events end a day after its start at the latest, and a session's splits depend only on earlier events)."""
     if part.table is USER_SESSIONS:
         first, last = USER_SESSION_DAYS
-        return (days >= part.day_number + first) & (days <= part.day_number + last)
+        return (days >= part.day_number + first) & (days <= part.last_day_number + last)
     return days == part.day_number
 
 
@@ -366,7 +409,7 @@ def _spill(spool_dir: Path, part: _Partition) -> None:
     """Move a partition's pending rows to its spool file (in one batch)."""
     if part.spool is None:
         part.spool_path = spool_dir / f"{part.table.name}-{part.day}.arrow"
-        part.spool = pa.ipc.new_file(part.spool_path, _input_schema(part.table), options=SPOOL_OPTIONS)
+        part.spool = pa.ipc.new_file(part.spool_path, _spool_schema(part.table), options=SPOOL_OPTIONS)
     part.spool.write_table(pa.concat_tables(part.pending).combine_chunks())
     part.pending, part.pending_bytes = [], 0
 
@@ -378,6 +421,11 @@ def _input_schema(table: LakeTable) -> pa.Schema:
     return SESSION_INPUT if table is SESSIONS else USER_SESSION_INPUT
 
 
+def _spool_schema(table: LakeTable) -> pa.Schema:
+    """The columns of a partition's pending rows: its input, and for user sessions each row's upload hour."""
+    return USER_SESSION_ROWS if table is USER_SESSIONS else _input_schema(table)
+
+
 def user_sessions_of_day(events: pa.Table, day: date) -> pa.Table:
     """The user sessions at the default gap that start on ``day``, built from ``events`` as ``amplitude://`` builds
     them for a query of that day (from the look-back before its first hour on)."""
@@ -387,10 +435,47 @@ def user_sessions_of_day(events: pa.Table, day: date) -> pa.Table:
     return sessions.filter(pa.array(days == (day - date(1970, 1, 1)).days))
 
 
+def user_sessions_of_days(events: pa.Table, windows: list[tuple[date, datetime, datetime]]) -> list[pa.Table]:
+    """The user sessions of consecutive days, each exactly :func:`user_sessions_of_day` over that day's own input
+    (the events of its window of upload hours ``first..last`` whose client day is from two days before to the day
+    after), from one sessionisation of ``events`` (with their :data:`UPLOAD_HOUR`) from the first day's look-back.
+
+    That one build differs from a day's own only for two kinds of user, rebuilt alone from the day's own input:
+    those with a session spanning the day's look-back start (active without a 30-minute pause across it: its own
+    build cuts them there) and those with an event of its client days outside its window (read for a neighbour).
+    For every other user, the first event at or after the look-back start begins a session in both builds, and
+    from there both see the same events."""
+    starts = [datetime.combine(day, datetime.min.time(), UTC) for day, _, _ in windows]
+    inputs = events.drop_columns([UPLOAD_HOUR])
+    sessions = build_user_sessions(inputs, DEFAULT_GAP_MINUTES, since=starts[0] - LOOKBACK)
+    session_starts = pc.cast(sessions["session_start"], pa.int64()).to_numpy()
+    session_days = np.floor_divide(session_starts, DAY_US)
+    session_ends = pc.cast(sessions["session_end"], pa.int64()).to_numpy()
+    session_users = pc.fill_null(sessions["amplitude_id"], 0).to_numpy()
+    event_days = _day_numbers(events, USER_SESSIONS)
+    hours = events[UPLOAD_HOUR].to_numpy()
+    users = pc.fill_null(events["amplitude_id"], 0).to_numpy()
+    tables = []
+    for (day, first, last), start in zip(windows, starts, strict=True):
+        number = (day - date(1970, 1, 1)).days
+        cut = int((start - LOOKBACK).timestamp()) * 1_000_000
+        near = (event_days >= number + USER_SESSION_DAYS[0]) & (event_days <= number + USER_SESSION_DAYS[1])
+        own = near & (hours >= _hour_number(first)) & (hours <= _hour_number(last))
+        spanning = (session_starts < cut) & (session_ends >= cut)
+        redo = np.union1d(session_users[spanning], users[near & ~own])
+        kept = sessions.filter(pa.array((session_days == number) & ~np.isin(session_users, redo)))
+        if len(redo):
+            rebuilt = user_sessions_of_day(inputs.filter(pa.array(own & np.isin(users, redo))), day)
+            kept = pa.concat_tables([kept, rebuilt])
+            kept = kept.take(pc.sort_indices(kept, [("session_start", "ascending"), ("amplitude_id", "ascending")]))
+        tables.append(kept)
+    return tables
+
+
 def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_hours: int,
             report: PublishReport, progress: Callable[[str], None] | None) -> None:
-    """Build the partition's table from its rows (spooled, then pending), publish it whole, and record it in the
-    manifest."""
+    """Build the partition's table (a chunk's: each of its days') from its rows (spooled, then pending), publish it
+    whole, and record it in the manifest."""
     parts = part.pending
     if part.spool is not None:
         part.spool.close()
@@ -398,14 +483,23 @@ def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_
         with pa.OSFile(str(part.spool_path)) as source:  # read, not mapped: no file pages held in memory
             parts = [pa.ipc.open_file(source).read_all(), *parts]
         part.spool_path.unlink()
-    events = pa.concat_tables(parts) if parts else _input_schema(part.table).empty_table()
+    events = pa.concat_tables(parts) if parts else _spool_schema(part.table).empty_table()
     part.pending, part.pending_bytes = [], 0
     del parts
     if part.table is USER_SESSIONS:
-        table = user_sessions_of_day(events, part.day)
-    else:
-        table = events if part.table is EVENTS else build_sessions(events)
+        tables = user_sessions_of_days(events, [(day.day, day.first, day.last) for day in part.members])
+        del events
+        for day, table in zip(part.members, tables, strict=True):
+            _write(location, manifest, day, table, late_hours, report, progress)
+        return
+    table = events if part.table is EVENTS else build_sessions(events)
     del events
+    _write(location, manifest, part, table, late_hours, report, progress)
+
+
+def _write(location: StoreLocation, manifest: Manifest, part: _Partition, table: pa.Table, late_hours: int,
+           report: PublishReport, progress: Callable[[str], None] | None) -> None:
+    """Publish a partition's table whole and record it in the manifest."""
     known = manifest.partitions.get(part.key, {}).get("content")
     content = None
     if table.num_rows:
