@@ -20,12 +20,14 @@ import yaml
 
 from shillelagh_amplitude.hours import HOUR, floor_hour, hour_range
 from shillelagh_amplitude.lake import ddl
+from shillelagh_amplitude.lake import publish as publish_module
 from shillelagh_amplitude.lake.layout import EVENTS, PART_FILE, SESSIONS, STATUS, STATUS_SCHEMA, USER_SESSIONS
 from shillelagh_amplitude.lake.pins import VIEWS_FILE, is_pin
 from shillelagh_amplitude.lake.publish import (
     UPLOAD_HOUR,
     USER_SESSION_ROWS,
     _hour_number,
+    _Partition,
     publish,
     user_sessions_of_day,
     user_sessions_of_days,
@@ -34,6 +36,7 @@ from shillelagh_amplitude.sql.adapter import AmplitudeAPI
 from shillelagh_amplitude.sql.scan import TimeRange
 from shillelagh_amplitude.sql.user_sessions import build_user_sessions
 from shillelagh_amplitude.store.hour_store import HourStore
+from shillelagh_amplitude.store.location import FileEntry
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import kpis, sessions_from_records
@@ -328,3 +331,23 @@ def test_user_sessions_of_days_equal_each_days_own_build():
         starts = np.floor_divide(pc.cast(naive["session_start"], pa.int64()).to_numpy(), 86_400_000_000)
         differs += not naive.filter(pa.array(starts == number)).equals(expected)
     assert differs  # the cases above are ones a single build over the chunk gets wrong
+
+
+def test_user_session_days_are_chunked_while_their_hour_files_are_small(monkeypatch):
+    """Consecutive dirty days are read together up to the day limit and the byte limit; a gap starts a new chunk;
+    the other tables' partitions are left alone."""
+    def part(table, day: date, size: int) -> _Partition:
+        first, last = table.source_hours(day, 48)
+        return _Partition(table, day, first, last, [(hour, FileEntry(f"{hour:%Y%m%d%H}.arrow", 0, size))
+                                                    for hour in hour_range(first, last)])
+
+    days = [date(2026, 3, 1) + timedelta(days=offset) for offset in (0, 1, 2, 3, 5)]
+    events = part(EVENTS, days[0], 1)
+    monkeypatch.setattr(publish_module, "USER_SESSION_CHUNK_BYTES", 10_000)
+    chunks = publish_module._chunks([events] + [part(USER_SESSIONS, day, 1) for day in days])
+    assert chunks[0] is events
+    assert [[member.day for member in chunk.members] for chunk in chunks[1:]] == [days[:3], days[3:4], days[4:]]
+    assert chunks[1].first == chunks[1].members[0].first and chunks[1].last == chunks[1].members[-1].last
+    assert len(chunks[1].sources) == len({hour for member in chunks[1].members for hour, _ in member.sources})
+    large = publish_module._chunks([part(USER_SESSIONS, day, 100) for day in days])  # 145 hours: 14,500 bytes
+    assert [[member.day for member in chunk.members] for chunk in large] == [[day] for day in days]

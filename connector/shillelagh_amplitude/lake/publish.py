@@ -105,6 +105,9 @@ USER_SESSION_DAYS = (-LOOKBACK.days, 1)
 #: events of ``k + 3`` days are held at once instead of each day's four days ``k`` times (3: most of the gain, for
 #: six days of events held, 1.5 times a single day's build).
 USER_SESSION_CHUNK_DAYS = 3
+#: A chunk of several days reads at most these bytes of hour files (the rows it holds grow with them); beyond, days
+#: are rebuilt one at a time, as large projects need to keep memory flat (about 3M events a month and more).
+USER_SESSION_CHUNK_BYTES = 128 * 1024 * 1024
 #: The column tagging each user-session input row with its upload hour (hours since 1970), to tell each day's own.
 UPLOAD_HOUR = "upload_hour"
 USER_SESSION_ROWS = USER_SESSION_INPUT.append(pa.field(UPLOAD_HOUR, pa.int64()))
@@ -367,15 +370,21 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
 
 def _chunks(dirty: list[_Partition]) -> list[_Partition]:
     """The dirty partitions, those of user sessions grouped into chunks of at most :data:`USER_SESSION_CHUNK_DAYS`
-    consecutive days, each read as one partition whose window is the union of its days' windows."""
+    consecutive days whose hour files hold at most :data:`USER_SESSION_CHUNK_BYTES` (a day alone otherwise), each
+    read as one partition whose window is the union of its days' windows."""
     days = sorted((part for part in dirty if part.table is USER_SESSIONS), key=lambda part: part.day)
     groups: list[list[_Partition]] = []
+    files: dict[datetime, FileEntry] = {}
     for part in days:
+        grown = {**files, **dict(part.sources)}
         if groups and len(groups[-1]) < USER_SESSION_CHUNK_DAYS and \
-                part.day_number == groups[-1][-1].day_number + 1:
+                part.day_number == groups[-1][-1].day_number + 1 and \
+                sum(entry.size for entry in grown.values()) <= USER_SESSION_CHUNK_BYTES:
             groups[-1].append(part)
+            files = grown
         else:
             groups.append([part])
+            files = dict(part.sources)
     chunks = []
     for members in groups:
         sources = sorted({hour: entry for part in members for hour, entry in part.sources}.items())
