@@ -348,10 +348,8 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
             days = {table.name: _day_numbers(events, table) for table in TABLES
                     if any(part.table is table for part in targets)}
             for part in targets:
-                rows = events.filter(pa.array(_in_partition(days[part.table.name], part)))
-                if rows.num_rows:
-                    if part.table is not EVENTS:
-                        rows = rows.select(_input_schema(part.table).names)
+                rows = _rows_in(events, _in_partition(days[part.table.name], part), _input_schema(part.table))
+                if rows is not None:
                     if part.table is USER_SESSIONS:
                         rows = rows.append_column(UPLOAD_HOUR, pa.array(np.full(rows.num_rows, _hour_number(hour))))
                     part.pending.append(rows)
@@ -391,6 +389,15 @@ def _chunks(dirty: list[_Partition]) -> list[_Partition]:
         chunks.append(_Partition(USER_SESSIONS, members[0].day, min(part.first for part in members),
                                  max(part.last for part in members), sources, members=members))
     return [part for part in dirty if part.table is not USER_SESSIONS] + chunks
+
+
+def _rows_in(events: pa.Table, mask: np.ndarray, schema: pa.Schema) -> pa.Table | None:
+    """The columns of ``schema`` of the events ``mask`` selects (None if it selects none): only those columns are
+    filtered, and when it selects every event they are taken without a copy."""
+    if not mask.any():
+        return None
+    rows = events.select(schema.names)
+    return rows if mask.all() else rows.filter(pa.array(mask))
 
 
 def _hour_number(hour: datetime) -> int:
