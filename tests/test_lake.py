@@ -351,3 +351,47 @@ def test_user_session_days_are_chunked_while_their_hour_files_are_small(monkeypa
     assert len(chunks[1].sources) == len({hour for member in chunks[1].members for hour, _ in member.sources})
     large = publish_module._chunks([part(USER_SESSIONS, day, 100) for day in days])  # 145 hours: 14,500 bytes
     assert [[member.day for member in chunk.members] for chunk in large] == [[day] for day in days]
+
+
+def _contents(lake: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(lake)): path.read_bytes() for path in sorted(lake.rglob(PART_FILE))}
+
+
+def test_spilled_rows_build_the_same_files(loaded_cache, folder_lake, tmp_path, monkeypatch):
+    """With almost no memory for pending rows, every partition's rows go through its spool file (read back by the
+    builder thread), and the lake holds the same bytes; no spool file is left."""
+    monkeypatch.setattr(publish_module, "PENDING_BYTES", 1)
+    spills = []
+    spill = publish_module._spill
+    monkeypatch.setattr(publish_module, "_spill", lambda folder, part: spills.append(part.key) or spill(folder, part))
+    lake = tmp_path / "lake"
+    publish(_store(loaded_cache), lake)
+    assert {key.split("/")[0] for key in spills} == {EVENTS.name, SESSIONS.name, USER_SESSIONS.name}
+    assert _contents(lake) == _contents(folder_lake)
+    assert not list(loaded_cache.glob(".staging-lake-*"))
+
+
+def test_a_failed_build_stops_the_run_and_the_next_run_completes_it(loaded_cache, folder_lake, tmp_path,
+                                                                    monkeypatch):
+    """A partition whose build fails in the builder thread fails the run (the pass reads no further than the next
+    partition due), leaves no spool file, and the next run publishes what was left."""
+    write = publish_module._write
+    calls = []
+    failing_day = EVENTS.partition(date(2026, 3, 2))
+
+    def failing(location, manifest, part, *args):
+        calls.append(part.key)
+        if part.key == failing_day:
+            raise OSError("disk full")
+        return write(location, manifest, part, *args)
+
+    monkeypatch.setattr(publish_module, "_write", failing)
+    store, lake = _store(loaded_cache), tmp_path / "lake"
+    with pytest.raises(OSError, match="disk full"):
+        publish(store, lake)
+    assert calls[-1] == failing_day and not (lake / failing_day).exists()
+    assert not list(loaded_cache.glob(".staging-lake-*"))
+    monkeypatch.setattr(publish_module, "_write", write)
+    report = publish(store, lake)
+    assert failing_day in report.written and not set(calls[:-1]) & set(report.written)
+    assert _contents(lake) == _contents(folder_lake)

@@ -24,9 +24,11 @@ newest hour the store held as final among those the lake holds, by the store's o
 
 **Flat memory.** One pass reads each needed hour file once, in order, and keeps the rows of each partition being
 rebuilt; past :data:`PENDING_BYTES` the largest partition's rows go to a local spool file (Arrow IPC, uncompressed:
-it is read back within hours of the pass, and compressing it cost more than it saved). A partition is written as
-soon as the last hour of its window has been read, then forgotten: memory holds one hour, the pending rows
-(bounded) and one day (for user sessions, one chunk's days and their look-back), whatever the size of the lake.
+it is read back within hours of the pass, and compressing it cost more than it saved). A partition is built and
+written as soon as the last hour of its window has been read, by one builder thread while the pass reads on (one
+partition at a time: the pass waits for the previous one before handing over the next), then forgotten: memory
+holds one hour, the pending rows (bounded) and one day being built (for user sessions, one chunk's days and their
+look-back), whatever the size of the lake.
 
 **Atomic partitions.** A partition is one file under a fixed name, replaced whole:
 
@@ -56,6 +58,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -339,32 +342,54 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
         done_after.setdefault(part.sources[-1][0] if part.sources else None, []).append(part)
     spool_dir = Path(tempfile.mkdtemp(dir=store.root, prefix=".staging-lake-"))
     try:
-        for part in done_after.pop(None, []):
-            _finish(location, manifest, part, late_hours, report, progress)
-        for hour, entry in hours:
-            targets = [part for part in dirty if part.first <= hour <= part.last and part.sources]
-            wants_all = any(part.table is EVENTS for part in targets)
-            events = store.read_files([entry], None if wants_all else list(EVENT_COLUMNS))
-            report.hours_read += 1
-            days = {table.name: _day_numbers(events, table) for table in TABLES
-                    if any(part.table is table for part in targets)}
-            for part in targets:
-                rows = _rows_in(events, _in_partition(days[part.table.name], part), _input_schema(part.table))
-                if rows is not None:
-                    if part.table is USER_SESSIONS:
-                        rows = rows.append_column(UPLOAD_HOUR, pa.array(np.full(rows.num_rows, _hour_number(hour))))
-                    part.pending.append(rows)
-                    part.pending_bytes += part.pending[-1].nbytes
-            del events, days
-            while sum(part.pending_bytes for part in dirty) > PENDING_BYTES:
-                _spill(spool_dir, max(dirty, key=lambda part: part.pending_bytes))
-            for part in done_after.pop(hour, []):
-                _finish(location, manifest, part, late_hours, report, progress)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-build") as builder:
+            building: Future | None = None
+
+            def finish(part: _Partition) -> None:
+                """Hand the partition's rows to the builder thread, once it has built the one before."""
+                nonlocal building
+                spooled, pending = _detach(part)
+                if building is not None:
+                    building.result()
+                building = builder.submit(_finish, location, manifest, part, spooled, pending, late_hours, report,
+                                          progress)
+
+            for part in done_after.pop(None, []):
+                finish(part)
+            _read_hours(store, dirty, hours, done_after, spool_dir, report, finish)
+            if building is not None:
+                building.result()
     finally:
         for part in dirty:
             if part.spool is not None:
                 part.spool.close()
         shutil.rmtree(spool_dir, ignore_errors=True)
+
+
+def _read_hours(store: HourStore, dirty: list[_Partition], hours: list[tuple[datetime, FileEntry]],
+                done_after: dict[datetime | None, list[_Partition]], spool_dir: Path, report: PublishReport,
+                finish: Callable[[_Partition], None]) -> None:
+    """Read each hour file once, in order, keeping each dirty partition's rows of it; ``finish`` each partition
+    after the last hour of its window."""
+    for hour, entry in hours:
+        targets = [part for part in dirty if part.first <= hour <= part.last and part.sources]
+        wants_all = any(part.table is EVENTS for part in targets)
+        events = store.read_files([entry], None if wants_all else list(EVENT_COLUMNS))
+        report.hours_read += 1
+        days = {table.name: _day_numbers(events, table) for table in TABLES
+                if any(part.table is table for part in targets)}
+        for part in targets:
+            rows = _rows_in(events, _in_partition(days[part.table.name], part), _input_schema(part.table))
+            if rows is not None:
+                if part.table is USER_SESSIONS:
+                    rows = rows.append_column(UPLOAD_HOUR, pa.array(np.full(rows.num_rows, _hour_number(hour))))
+                part.pending.append(rows)
+                part.pending_bytes += part.pending[-1].nbytes
+        del events, days
+        while sum(part.pending_bytes for part in dirty) > PENDING_BYTES:
+            _spill(spool_dir, max(dirty, key=lambda part: part.pending_bytes))
+        for part in done_after.pop(hour, []):
+            finish(part)
 
 
 def _chunks(dirty: list[_Partition]) -> list[_Partition]:
@@ -494,20 +519,29 @@ def user_sessions_of_days(events: pa.Table, windows: list[tuple[date, datetime, 
     return tables
 
 
-def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, late_hours: int,
-            report: PublishReport, progress: Callable[[str], None] | None) -> None:
-    """Build the partition's table (a chunk's: each of its days') from its rows (spooled, then pending), publish it
-    whole, and record it in the manifest."""
-    parts = part.pending
+def _detach(part: _Partition) -> tuple[Path | None, list[pa.Table]]:
+    """Take a partition's rows away from the pass: its closed spool file (if any) and its pending rows."""
+    spooled = None
     if part.spool is not None:
         part.spool.close()
-        part.spool = None
-        with pa.OSFile(str(part.spool_path)) as source:  # read, not mapped: no file pages held in memory
-            parts = [pa.ipc.open_file(source).read_all(), *parts]
-        part.spool_path.unlink()
-    events = pa.concat_tables(parts) if parts else _spool_schema(part.table).empty_table()
+        part.spool, spooled = None, part.spool_path
+    pending = part.pending
     part.pending, part.pending_bytes = [], 0
-    del parts
+    return spooled, pending
+
+
+def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, spooled: Path | None,
+            pending: list[pa.Table], late_hours: int, report: PublishReport,
+            progress: Callable[[str], None] | None) -> None:
+    """Build the partition's table (a chunk's: each of its days') from its rows (spooled, then pending), publish it
+    whole, and record it in the manifest (in the builder thread, while the pass reads on)."""
+    parts = pending
+    if spooled is not None:
+        with pa.OSFile(str(spooled)) as source:  # read, not mapped: no file pages held in memory
+            parts = [pa.ipc.open_file(source).read_all(), *parts]
+        spooled.unlink()
+    events = pa.concat_tables(parts) if parts else _spool_schema(part.table).empty_table()
+    del parts, pending
     if part.table is USER_SESSIONS:
         tables = user_sessions_of_days(events, [(day.day, day.first, day.last) for day in part.members])
         del events
