@@ -79,7 +79,6 @@ from ..store.lock import FileStoreLock
 from .layout import (
     EVENTS,
     MANIFEST,
-    PARQUET_OPTIONS,
     PART_FILE,
     ROW_GROUP_ROWS,
     SESSIONS,
@@ -90,6 +89,7 @@ from .layout import (
     LakeTable,
     days_between,
     is_temp,
+    parquet_options,
     temp_name,
 )
 from .pins import pin, refresh
@@ -603,7 +603,7 @@ def replace_file(location: StoreLocation, folder_key: str, schema: pa.Schema, ro
         os.close(fd)
         temp = Path(name)
     try:
-        with pq.ParquetWriter(temp, schema, **PARQUET_OPTIONS) as writer:
+        with pq.ParquetWriter(temp, schema, **parquet_options(schema)) as writer:
             for offset in range(0, rows.num_rows, ROW_GROUP_ROWS):
                 writer.write_table(rows.take(order.slice(offset, ROW_GROUP_ROWS)), row_group_size=ROW_GROUP_ROWS)
         with temp.open("rb") as written:
