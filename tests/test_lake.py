@@ -3,6 +3,7 @@ incremental runs and the engines' DDL."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import Counter
@@ -10,19 +11,32 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from shillelagh_amplitude.hours import HOUR, hour_range
+from shillelagh_amplitude.hours import HOUR, floor_hour, hour_range
 from shillelagh_amplitude.lake import ddl
+from shillelagh_amplitude.lake import publish as publish_module
 from shillelagh_amplitude.lake.layout import EVENTS, PART_FILE, SESSIONS, STATUS, STATUS_SCHEMA, USER_SESSIONS
 from shillelagh_amplitude.lake.pins import VIEWS_FILE, is_pin
-from shillelagh_amplitude.lake.publish import publish
+from shillelagh_amplitude.lake.publish import (
+    UPLOAD_HOUR,
+    USER_SESSION_ROWS,
+    _hour_number,
+    _Partition,
+    publish,
+    user_sessions_of_day,
+    user_sessions_of_days,
+)
 from shillelagh_amplitude.sql.adapter import AmplitudeAPI
 from shillelagh_amplitude.sql.scan import TimeRange
+from shillelagh_amplitude.sql.user_sessions import build_user_sessions
 from shillelagh_amplitude.store.hour_store import HourStore
+from shillelagh_amplitude.store.location import FileEntry
 
 from .conftest import API_KEY, SECRET_KEY, sql_connection
 from .expected import kpis, sessions_from_records
@@ -278,3 +292,106 @@ def test_the_status_is_rewritten_when_a_new_hour_becomes_final(loaded_cache, tmp
     assert after != before and after in {pin.stat().st_ino for pin in pins}
     again = publish(store, lake)
     assert again.complete_through == hours[1] + HOUR and again.written == [] and part.stat().st_ino == after
+
+
+def test_user_sessions_of_days_equal_each_days_own_build():
+    """A chunk of days sessionised once gives each day exactly what its own build gives from its own input (the
+    events of its window whose client day is from two days before to the day after), on random users plus users
+    active without a pause across several look-backs and events uploaded outside some days' windows."""
+    rng = np.random.default_rng(7)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = []
+    for user in range(300):
+        times = start + np.sort(rng.integers(0, 9 * 86_400, size=int(rng.integers(1, 60)))) * timedelta(seconds=1)
+        rows += [(user, at, int(rng.integers(-30, 200)) * HOUR) for at in times]
+    for user in (1000, 1001):  # active every 10 minutes for five days: no 30-minute pause across any look-back
+        rows += [(user, start + timedelta(minutes=10 * step + user - 995), HOUR) for step in range(720)]
+    rows.append((1002, start + timedelta(days=4, hours=5), HOUR))
+    rows.append((1002, start + timedelta(days=4, hours=5), HOUR))  # the same instant: the stored order decides
+    records = [{"amplitude_id": user, "session_id": -1 if index % 17 == 0 else 1 + user, "client_event_time": at,
+                "event_type": f"type {index % 5}", "device_id": f"device {index % 3}", "user_id": f"u{user}-{index}",
+                "platform": "iOS", "country": "FR", "device_type": None, "user_creation_time": start,
+                "user_properties": json.dumps({"n": index}), UPLOAD_HOUR: _hour_number(floor_hour(at + late))}
+               for index, (user, at, late) in enumerate(rows)]
+    records.sort(key=lambda record: record[UPLOAD_HOUR])  # read hour by hour, as the publisher reads the store
+    events = pa.Table.from_pylist(records, schema=USER_SESSION_ROWS)
+    days = [date(2026, 3, 3) + timedelta(days=offset) for offset in range(5)]
+    windows = [(day, *USER_SESSIONS.source_hours(day, 48)) for day in days]
+    client_days = np.floor_divide(pc.cast(events["client_event_time"], pa.int64()).to_numpy(), 86_400_000_000)
+    hours = events[UPLOAD_HOUR].to_numpy()
+    naive = build_user_sessions(events.drop_columns([UPLOAD_HOUR]), 30, since=windows[0][1] + HOUR)
+    differs = 0
+    for (day, first, last), built in zip(windows, user_sessions_of_days(events, windows), strict=True):
+        number = (day - date(1970, 1, 1)).days
+        own = (client_days >= number - 2) & (client_days <= number + 1) & \
+              (hours >= _hour_number(first)) & (hours <= _hour_number(last))
+        expected = user_sessions_of_day(events.filter(pa.array(own)).drop_columns([UPLOAD_HOUR]), day)
+        assert expected.num_rows > 100
+        assert built.equals(expected)
+        starts = np.floor_divide(pc.cast(naive["session_start"], pa.int64()).to_numpy(), 86_400_000_000)
+        differs += not naive.filter(pa.array(starts == number)).equals(expected)
+    assert differs  # the cases above are ones a single build over the chunk gets wrong
+
+
+def test_user_session_days_are_chunked_while_their_hour_files_are_small(monkeypatch):
+    """Consecutive dirty days are read together up to the day limit and the byte limit; a gap starts a new chunk;
+    the other tables' partitions are left alone."""
+    def part(table, day: date, size: int) -> _Partition:
+        first, last = table.source_hours(day, 48)
+        return _Partition(table, day, first, last, [(hour, FileEntry(f"{hour:%Y%m%d%H}.arrow", 0, size))
+                                                    for hour in hour_range(first, last)])
+
+    days = [date(2026, 3, 1) + timedelta(days=offset) for offset in (0, 1, 2, 3, 5)]
+    events = part(EVENTS, days[0], 1)
+    monkeypatch.setattr(publish_module, "USER_SESSION_CHUNK_BYTES", 10_000)
+    chunks = publish_module._chunks([events] + [part(USER_SESSIONS, day, 1) for day in days])
+    assert chunks[0] is events
+    assert [[member.day for member in chunk.members] for chunk in chunks[1:]] == [days[:3], days[3:4], days[4:]]
+    assert chunks[1].first == chunks[1].members[0].first and chunks[1].last == chunks[1].members[-1].last
+    assert len(chunks[1].sources) == len({hour for member in chunks[1].members for hour, _ in member.sources})
+    large = publish_module._chunks([part(USER_SESSIONS, day, 100) for day in days])  # 145 hours: 14,500 bytes
+    assert [[member.day for member in chunk.members] for chunk in large] == [[day] for day in days]
+
+
+def _contents(lake: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(lake)): path.read_bytes() for path in sorted(lake.rglob(PART_FILE))}
+
+
+def test_spilled_rows_build_the_same_files(loaded_cache, folder_lake, tmp_path, monkeypatch):
+    """With almost no memory for pending rows, every partition's rows go through its spool file (read back by the
+    builder thread), and the lake holds the same bytes; no spool file is left."""
+    monkeypatch.setattr(publish_module, "PENDING_BYTES", 1)
+    spills = []
+    spill = publish_module._spill
+    monkeypatch.setattr(publish_module, "_spill", lambda folder, part: spills.append(part.key) or spill(folder, part))
+    lake = tmp_path / "lake"
+    publish(_store(loaded_cache), lake)
+    assert {key.split("/")[0] for key in spills} == {EVENTS.name, SESSIONS.name, USER_SESSIONS.name}
+    assert _contents(lake) == _contents(folder_lake)
+    assert not list(loaded_cache.glob(".staging-lake-*"))
+
+
+def test_a_failed_build_stops_the_run_and_the_next_run_completes_it(loaded_cache, folder_lake, tmp_path,
+                                                                    monkeypatch):
+    """A partition whose build fails in the builder thread fails the run (the pass reads no further than the next
+    partition due), leaves no spool file, and the next run publishes what was left."""
+    write = publish_module._write
+    calls = []
+    failing_day = EVENTS.partition(date(2026, 3, 2))
+
+    def failing(location, manifest, part, *args):
+        calls.append(part.key)
+        if part.key == failing_day:
+            raise OSError("disk full")
+        return write(location, manifest, part, *args)
+
+    monkeypatch.setattr(publish_module, "_write", failing)
+    store, lake = _store(loaded_cache), tmp_path / "lake"
+    with pytest.raises(OSError, match="disk full"):
+        publish(store, lake)
+    assert calls[-1] == failing_day and not (lake / failing_day).exists()
+    assert not list(loaded_cache.glob(".staging-lake-*"))
+    monkeypatch.setattr(publish_module, "_write", write)
+    report = publish(store, lake)
+    assert failing_day in report.written and not set(calls[:-1]) & set(report.written)
+    assert _contents(lake) == _contents(folder_lake)
