@@ -200,7 +200,7 @@ class _Partition:
 
     @property
     def day_number(self) -> int:
-        return (self.day - date(1970, 1, 1)).days
+        return _day_number(self.day)
 
     @property
     def last_day_number(self) -> int:
@@ -431,6 +431,11 @@ def _hour_number(hour: datetime) -> int:
     return int(hour.timestamp()) // 3600
 
 
+def _day_number(day: date) -> int:
+    """Days since 1970-01-01 (what :func:`_day_numbers` gives the events of that UTC day)."""
+    return (day - date(1970, 1, 1)).days
+
+
 def _day_numbers(events: pa.Table, table: LakeTable) -> np.ndarray:
     """The UTC day (days since 1970-01-01) dating each event in ``table``: its ``event_time`` for events, its
     ``session_id`` (the session's start, ms) for sessions, its ``client_event_time`` for user sessions; -1 when it
@@ -479,7 +484,7 @@ def user_sessions_of_day(events: pa.Table, day: date) -> pa.Table:
     start = datetime.combine(day, datetime.min.time(), UTC)
     sessions = build_user_sessions(events, DEFAULT_GAP_MINUTES, since=start - LOOKBACK)
     days = np.floor_divide(pc.cast(sessions["session_start"], pa.int64()).to_numpy(), DAY_US)
-    return sessions.filter(pa.array(days == (day - date(1970, 1, 1)).days))
+    return sessions.filter(pa.array(days == _day_number(day)))
 
 
 def user_sessions_of_days(events: pa.Table, windows: list[tuple[date, datetime, datetime]]) -> list[pa.Table]:
@@ -504,7 +509,7 @@ def user_sessions_of_days(events: pa.Table, windows: list[tuple[date, datetime, 
     users = pc.fill_null(events["amplitude_id"], 0).to_numpy()
     tables = []
     for (day, first, last), start in zip(windows, starts, strict=True):
-        number = (day - date(1970, 1, 1)).days
+        number = _day_number(day)
         cut = int((start - LOOKBACK).timestamp()) * 1_000_000
         near = (event_days >= number + USER_SESSION_DAYS[0]) & (event_days <= number + USER_SESSION_DAYS[1])
         own = near & (hours >= _hour_number(first)) & (hours <= _hour_number(last))
