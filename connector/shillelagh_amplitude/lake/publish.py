@@ -56,9 +56,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -101,6 +102,12 @@ MANIFEST_FORMAT = 1
 SPOOL_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
 #: Rows of partitions not written yet kept in memory; beyond, the largest partition's go to its spool file.
 PENDING_BYTES = 64 * 1024 * 1024
+#: Partitions built at once by the builder threads (two cores: the pass and the builders share them).
+BUILDERS = 2
+#: Partitions are built at once only while their input rows add up to at most these bytes; a larger one is built
+#: alone, so building two at once never holds more than the largest partition built alone (at 10M events a day's
+#: input is several times this).
+BUILDING_BYTES = 128 * 1024 * 1024
 SESSION_INPUT = pa.schema([EVENT_SCHEMA.field(name) for name in EVENT_COLUMNS])
 USER_SESSION_INPUT = pa.schema([EVENT_SCHEMA.field(name) for name in USER_EVENT_COLUMNS])
 #: Days (from the partition's day) of the client times of the events a user-session partition is built from.
@@ -156,6 +163,8 @@ class Manifest:
     pins: dict = field(default_factory=dict)
     #: The published status: ``data_complete_through`` (ISO, or None) and its file's SHA-256 (``content``).
     status: dict = field(default_factory=dict)
+    #: Held by a builder thread while it records a partition and writes the manifest.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def read(cls, location: StoreLocation, project: str) -> Manifest:
@@ -189,6 +198,8 @@ class _Partition:
     digest: str = ""
     pending: list[pa.Table] = field(default_factory=list)
     pending_bytes: int = 0
+    #: Bytes of all the rows kept for the partition, pending or spooled (what its build reads back).
+    input_bytes: int = 0
     spool: pa.ipc.RecordBatchFileWriter | None = None
     spool_path: Path | None = None
     #: For a chunk of consecutive user-session days read together: its partitions (the chunk is not one itself).
@@ -342,28 +353,35 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
         done_after.setdefault(part.sources[-1][0] if part.sources else None, []).append(part)
     spool_dir = Path(tempfile.mkdtemp(dir=store.root, prefix=".staging-lake-"))
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-build") as builder:
-            building: Future | None = None
+        with ThreadPoolExecutor(max_workers=BUILDERS, thread_name_prefix="lake-build") as builder:
+            building: dict[Future, int] = {}
 
             def finish(part: _Partition) -> None:
-                """Hand the partition's rows to the builder thread, once it has built the one before."""
-                nonlocal building
+                """Hand the partition's rows to a builder thread once one is free and the builds running and this
+                one hold at most :data:`BUILDING_BYTES` of input (else once the others are done)."""
                 spooled, pending = _detach(part)
-                if building is not None:
-                    building.result()
-                building = builder.submit(_finish, location, manifest, part, spooled, pending, late_hours, report,
-                                          progress)
+                while building and (len(building) >= BUILDERS or
+                                    sum(building.values()) + part.input_bytes > BUILDING_BYTES):
+                    _settle(building, wait(building, return_when=FIRST_COMPLETED).done)
+                building[builder.submit(_finish, location, manifest, part, spooled, pending, late_hours, report,
+                                        progress)] = part.input_bytes
 
             for part in done_after.pop(None, []):
                 finish(part)
             _read_hours(store, dirty, hours, done_after, spool_dir, report, finish)
-            if building is not None:
-                building.result()
+            _settle(building, wait(building).done)
     finally:
         for part in dirty:
             if part.spool is not None:
                 part.spool.close()
         shutil.rmtree(spool_dir, ignore_errors=True)
+
+
+def _settle(building: dict[Future, int], done: set[Future]) -> None:
+    """Forget the finished builds, raising the error of one that failed."""
+    for future in done:
+        del building[future]
+        future.result()
 
 
 def _read_hours(store: HourStore, dirty: list[_Partition], hours: list[tuple[datetime, FileEntry]],
@@ -385,6 +403,7 @@ def _read_hours(store: HourStore, dirty: list[_Partition], hours: list[tuple[dat
                     rows = rows.append_column(UPLOAD_HOUR, pa.array(np.full(rows.num_rows, _hour_number(hour))))
                 part.pending.append(rows)
                 part.pending_bytes += part.pending[-1].nbytes
+                part.input_bytes += part.pending[-1].nbytes
         del events, days
         while sum(part.pending_bytes for part in dirty) > PENDING_BYTES:
             _spill(spool_dir, max(dirty, key=lambda part: part.pending_bytes))
@@ -562,24 +581,29 @@ def _write(location: StoreLocation, manifest: Manifest, part: _Partition, table:
            report: PublishReport, progress: Callable[[str], None] | None) -> None:
     """Publish a partition's table whole and record it in the manifest."""
     known = manifest.partitions.get(part.key, {}).get("content")
-    content = None
-    if table.num_rows:
+    content, rows = None, table.num_rows
+    written = emptied = False
+    if rows:
         content = write_partition(location, part.table, part.day, table, unless=known)
-        if content is None:  # rebuilt from other files (e.g. fresh hours become final) into the same bytes
-            content = known
-            report.identical += 1
-        else:
-            report.written.append(part.key)
-            report.rows[part.table.name] = report.rows.get(part.table.name, 0) + table.num_rows
-    elif delete_partition(location, part.table, part.day):
-        report.emptied.append(part.key)
-    manifest.partitions[part.key] = {"sources": part.digest, "rows": table.num_rows, "final": part.final,
-                                     "late_hours": late_hours, "content": content}
+        written = content is not None
+        content = content or known  # None: rebuilt from other files (e.g. fresh hours become final), same bytes
+    else:
+        emptied = delete_partition(location, part.table, part.day)
     del table
     pa.default_memory_pool().release_unused()  # the day's buffers go back to the system, not to the next day
-    manifest.write(location)
-    if progress is not None:
-        progress(part.key)
+    with manifest.lock:  # another builder thread may be recording its partition
+        if written:
+            report.written.append(part.key)
+            report.rows[part.table.name] = report.rows.get(part.table.name, 0) + rows
+        elif rows:
+            report.identical += 1
+        elif emptied:
+            report.emptied.append(part.key)
+        manifest.partitions[part.key] = {"sources": part.digest, "rows": rows, "final": part.final,
+                                         "late_hours": late_hours, "content": content}
+        manifest.write(location)
+        if progress is not None:
+            progress(part.key)
 
 
 def write_partition(location: StoreLocation, table: LakeTable, day: date, rows: pa.Table,
