@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -395,4 +396,18 @@ def test_a_failed_build_stops_the_run_and_the_next_run_completes_it(loaded_cache
     monkeypatch.setattr(publish_module, "_write", write)
     report = publish(store, lake)
     assert failing_day in report.written and not (set(calls) - {failing_day}) & set(report.written)
+    assert _contents(lake) == _contents(folder_lake)
+
+
+def test_one_builder_for_large_partitions_builds_the_same_files(loaded_cache, folder_lake, tmp_path, monkeypatch):
+    """A run whose partitions read more hour-file bytes than :data:`PARALLEL_BUILD_BYTES` builds one partition at a
+    time, in one builder thread, into the same files as the two builders of a small run."""
+    monkeypatch.setattr(publish_module, "PARALLEL_BUILD_BYTES", 0)
+    threads = set()
+    finish = publish_module._finish
+    monkeypatch.setattr(publish_module, "_finish",
+                        lambda *args: threads.add(threading.current_thread().name) or finish(*args))
+    lake = tmp_path / "lake"
+    publish(_store(loaded_cache), lake)
+    assert len(threads) == 1
     assert _contents(lake) == _contents(folder_lake)
