@@ -25,10 +25,11 @@ newest hour the store held as final among those the lake holds, by the store's o
 **Flat memory.** One pass reads each needed hour file once, in order, and keeps the rows of each partition being
 rebuilt; past :data:`PENDING_BYTES` the largest partition's rows go to a local spool file (Arrow IPC, uncompressed:
 it is read back within hours of the pass, and compressing it cost more than it saved). A partition is built and
-written as soon as the last hour of its window has been read, by one builder thread while the pass reads on (one
-partition at a time: the pass waits for the previous one before handing over the next), then forgotten: memory
-holds one hour, the pending rows (bounded) and one day being built (for user sessions, one chunk's days and their
-look-back), whatever the size of the lake.
+written as soon as the last hour of its window has been read, by a builder thread while the pass reads on (two
+builder threads while every partition of the run reads at most :data:`PARALLEL_BUILD_BYTES` of hour files, else
+one: the pass waits for a free builder before handing over the next partition), then forgotten: memory holds one
+hour, the pending rows (bounded) and the days being built (for user sessions, one chunk's days and their
+look-back: the events of the users active on those days), whatever the size of the lake.
 
 **Atomic partitions.** A partition is one file under a fixed name, replaced whole:
 
@@ -565,7 +566,7 @@ def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, spool
             pending: list[pa.Table], late_hours: int, report: PublishReport,
             progress: Callable[[str], None] | None) -> None:
     """Build the partition's table (a chunk's: each of its days') from its rows (spooled, then pending), publish it
-    whole, and record it in the manifest (in the builder thread, while the pass reads on)."""
+    whole, and record it in the manifest (in a builder thread, while the pass reads on)."""
     parts = pending
     if spooled is not None:
         with pa.OSFile(str(spooled)) as source:  # read, not mapped: no file pages held in memory
