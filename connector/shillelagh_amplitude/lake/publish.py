@@ -29,7 +29,7 @@ written as soon as the last hour of its window has been read, by a builder threa
 builder threads while every partition of the run reads at most :data:`PARALLEL_BUILD_BYTES` of hour files, else
 one: the pass waits for a free builder before handing over the next partition), then forgotten: memory holds one
 hour, the pending rows (bounded) and the days being built (for user sessions, one chunk's days and their
-look-back: the events of the users active on those days), whatever the size of the lake.
+look-back), whatever the size of the lake.
 
 **Atomic partitions.** A partition is one file under a fixed name, replaced whole:
 
@@ -541,16 +541,6 @@ def user_sessions_of_days(events: pa.Table, windows: list[tuple[date, datetime, 
     return tables
 
 
-def _users_active(events: pa.Table, first: int, last: int) -> pa.Table:
-    """The events of the users with an event whose client day is from ``first`` to ``last`` (days since 1970): a
-    user session starting on those days starts at one, and each user's sessions are built from their own events
-    alone, so the others' events (about 60 % of a day's input at 10M events) change no session kept."""
-    users = pc.fill_null(events["amplitude_id"], 0).to_numpy()
-    days = _day_numbers(events, USER_SESSIONS)
-    active = np.isin(users, np.unique(users[(days >= first) & (days <= last)]))
-    return events if active.all() else events.filter(pa.array(active))
-
-
 def _detach(part: _Partition) -> tuple[Path | None, list[pa.Table]]:
     """Take a partition's rows away from the pass: its closed spool file (if any) and its pending rows."""
     spooled = None
@@ -575,7 +565,6 @@ def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, spool
     events = pa.concat_tables(parts) if parts else _spool_schema(part.table).empty_table()
     del parts, pending
     if part.table is USER_SESSIONS:
-        events = _users_active(events, part.day_number, part.last_day_number)
         tables = user_sessions_of_days(events, [(day.day, day.first, day.last) for day in part.members])
         del events
         for day, table in zip(part.members, tables, strict=True):
