@@ -362,6 +362,7 @@ def test_spilled_rows_build_the_same_files(loaded_cache, folder_lake, tmp_path, 
     """With almost no memory for pending rows, every partition's rows go through its spool file (read back by the
     builder thread), and the lake holds the same bytes; no spool file is left."""
     monkeypatch.setattr(publish_module, "PENDING_BYTES", 1)
+    monkeypatch.setattr(publish_module, "SMALL_RUN_PENDING_BYTES", 1)
     spills = []
     spill = publish_module._spill
     monkeypatch.setattr(publish_module, "_spill", lambda folder, part: spills.append(part.key) or spill(folder, part))
