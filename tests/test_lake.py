@@ -345,6 +345,7 @@ def test_user_session_days_are_chunked_while_their_hour_files_are_small(monkeypa
     days = [date(2026, 3, 1) + timedelta(days=offset) for offset in (0, 1, 2, 3, 5)]
     events = part(EVENTS, days[0], 1)
     monkeypatch.setattr(publish_module, "USER_SESSION_CHUNK_BYTES", 10_000)
+    monkeypatch.setattr(publish_module, "USER_SESSION_CHUNK_DAYS", 3)
     chunks = publish_module._chunks([events] + [part(USER_SESSIONS, day, 1) for day in days])
     assert chunks[0] is events
     assert [[member.day for member in chunk.members] for chunk in chunks[1:]] == [days[:3], days[3:4], days[4:]]
