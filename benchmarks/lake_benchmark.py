@@ -7,6 +7,8 @@ in memory (the floor), plus the cost of publishing the lake against a cold sync;
 For each scale the dataset is generated once (``query_benchmark.prepare``). Then:
 - a cold sync: a new process downloads every upload hour from the Export API emulator (serving the generated files)
   into an empty store, then publishes the lake from it; its times and peak RSS are the sync's, publishing included.
+  The CPU time (user + system) of the sync process, its decode workers and the emulator (this process) during the
+  sync, and of the publisher, say how much of the two cores each leaves free;
   A second run of the publisher (nothing changed) gives the cost of an incremental run with no new hours;
 - bytes on disk: the hour store (Arrow IPC + zstd, one file per upload hour) and the lake (Parquet + zstd);
 - queries: each engine runs each query in a new process (first run, then the median of ``--repeat`` more) and
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -94,11 +98,20 @@ def run_sync_worker(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     report = fill(store, ExportClient(API_KEY, SECRET, base_url=args.base_url), first, last, now=datetime.now(UTC))
     sync_s = time.perf_counter() - began
+    sync_cpu_s = _cpu_s(resource.RUSAGE_SELF)
     published = publish(store, args.lake, first=first, last=last)
+    publish_cpu_s = _cpu_s(resource.RUSAGE_SELF) - sync_cpu_s
     again = publish(store, args.lake, first=first, last=last)
     print(json.dumps({"sync_s": sync_s, "events": report.events, "publish_s": published.seconds,
                       "partitions": len(published.written), "republish_s": again.seconds,
-                      "peak_rss_mb": peak_rss_mb()}))
+                      "peak_rss_mb": peak_rss_mb(), "sync_cpu_s": sync_cpu_s,
+                      "decode_cpu_s": _cpu_s(resource.RUSAGE_CHILDREN), "publish_cpu_s": publish_cpu_s}))
+
+
+def _cpu_s(who: int) -> float:
+    """User + system CPU seconds of this process (``RUSAGE_SELF``) or its ended children (``RUSAGE_CHILDREN``)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_lake_worker(args: argparse.Namespace) -> None:
@@ -178,7 +191,10 @@ def bench_scale(args: argparse.Namespace, events: int) -> dict:
     shutil.rmtree(synced, ignore_errors=True)
     shutil.rmtree(lake, ignore_errors=True)
     with ExportEmulator(args.work / f"data-{events}-{args.days}", api_key=API_KEY, secret_key=SECRET) as emulator:
+        before = os.times()
         sync = _worker(args, "sync", cache=str(synced), lake=str(lake), base_url=emulator.base_url)
+        after = os.times()
+    sync["emulator_cpu_s"] = after.user - before.user + after.system - before.system
     sync["store_mb"] = folder_bytes(synced) / 1e6
     sync["lake_mb"] = folder_bytes(lake) / 1e6
     shutil.rmtree(synced, ignore_errors=True)
@@ -199,6 +215,11 @@ def print_scale(events: int, days: int, figures: dict) -> None:
     print(f"cold sync {sync['sync_s']:.1f} s, publishing the lake {sync['publish_s']:.1f} s "
           f"({sync['publish_s'] / sync['sync_s']:.0%} of the sync; {sync['partitions']} partitions), republishing "
           f"with no new hours {sync['republish_s']:.2f} s; peak RSS of the sync process {sync['peak_rss_mb']:.0f} MB")
+    sync_cpu = sync["sync_cpu_s"] + sync["decode_cpu_s"] + sync["emulator_cpu_s"]
+    print(f"CPU: the sync {sync_cpu:.0f} s (sync process {sync['sync_cpu_s']:.1f}, decode workers "
+          f"{sync['decode_cpu_s']:.1f}, emulator {sync['emulator_cpu_s']:.1f}: {sync_cpu / sync['sync_s']:.2f} cores "
+          f"busy of {os.cpu_count()}), publishing {sync['publish_cpu_s']:.0f} s "
+          f"({sync['publish_cpu_s'] / sync['publish_s']:.2f} cores)")
     print(f"on disk: hour store {sync['store_mb']:.0f} MB, lake {sync['lake_mb']:.0f} MB")
     if not figures["engines"]:
         return

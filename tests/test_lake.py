@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -344,6 +345,7 @@ def test_user_session_days_are_chunked_while_their_hour_files_are_small(monkeypa
     days = [date(2026, 3, 1) + timedelta(days=offset) for offset in (0, 1, 2, 3, 5)]
     events = part(EVENTS, days[0], 1)
     monkeypatch.setattr(publish_module, "USER_SESSION_CHUNK_BYTES", 10_000)
+    monkeypatch.setattr(publish_module, "USER_SESSION_CHUNK_DAYS", 3)
     chunks = publish_module._chunks([events] + [part(USER_SESSIONS, day, 1) for day in days])
     assert chunks[0] is events
     assert [[member.day for member in chunk.members] for chunk in chunks[1:]] == [days[:3], days[3:4], days[4:]]
@@ -361,6 +363,7 @@ def test_spilled_rows_build_the_same_files(loaded_cache, folder_lake, tmp_path, 
     """With almost no memory for pending rows, every partition's rows go through its spool file (read back by the
     builder thread), and the lake holds the same bytes; no spool file is left."""
     monkeypatch.setattr(publish_module, "PENDING_BYTES", 1)
+    monkeypatch.setattr(publish_module, "SMALL_RUN_PENDING_BYTES", 1)
     spills = []
     spill = publish_module._spill
     monkeypatch.setattr(publish_module, "_spill", lambda folder, part: spills.append(part.key) or spill(folder, part))
@@ -373,8 +376,9 @@ def test_spilled_rows_build_the_same_files(loaded_cache, folder_lake, tmp_path, 
 
 def test_a_failed_build_stops_the_run_and_the_next_run_completes_it(loaded_cache, folder_lake, tmp_path,
                                                                     monkeypatch):
-    """A partition whose build fails in the builder thread fails the run (the pass reads no further than the next
-    partition due), leaves no spool file, and the next run publishes what was left."""
+    """A partition whose build fails in a builder thread fails the run (the pass hands over no further partition;
+    a build already running beside it completes), leaves no spool file, and the next run publishes what was left
+    without rewriting the partitions the failed run completed."""
     write = publish_module._write
     calls = []
     failing_day = EVENTS.partition(date(2026, 3, 2))
@@ -389,9 +393,23 @@ def test_a_failed_build_stops_the_run_and_the_next_run_completes_it(loaded_cache
     store, lake = _store(loaded_cache), tmp_path / "lake"
     with pytest.raises(OSError, match="disk full"):
         publish(store, lake)
-    assert calls[-1] == failing_day and not (lake / failing_day).exists()
+    assert failing_day in calls and not (lake / failing_day).exists()
     assert not list(loaded_cache.glob(".staging-lake-*"))
     monkeypatch.setattr(publish_module, "_write", write)
     report = publish(store, lake)
-    assert failing_day in report.written and not set(calls[:-1]) & set(report.written)
+    assert failing_day in report.written and not (set(calls) - {failing_day}) & set(report.written)
+    assert _contents(lake) == _contents(folder_lake)
+
+
+def test_one_builder_for_large_partitions_builds_the_same_files(loaded_cache, folder_lake, tmp_path, monkeypatch):
+    """A run whose partitions read more hour-file bytes than :data:`PARALLEL_BUILD_BYTES` builds one partition at a
+    time, in one builder thread, into the same files as the two builders of a small run."""
+    monkeypatch.setattr(publish_module, "PARALLEL_BUILD_BYTES", 0)
+    threads = set()
+    finish = publish_module._finish
+    monkeypatch.setattr(publish_module, "_finish",
+                        lambda *args: threads.add(threading.current_thread().name) or finish(*args))
+    lake = tmp_path / "lake"
+    publish(_store(loaded_cache), lake)
+    assert len(threads) == 1
     assert _contents(lake) == _contents(folder_lake)
