@@ -108,7 +108,7 @@ PENDING_BYTES = 64 * 1024 * 1024
 BUILDERS = 2
 #: Runs whose largest partition (or user-session chunk) reads more than these bytes of hour files build one
 #: partition at a time: at 10M events a month, two builder threads took the publisher from 876 to 1,135 MB peak
-#: RSS (each thread's allocator keeps its own freed pages) and saved no time.
+#: RSS and saved no time: two days' builds are live at once (with jemalloc, which returns freed pages, 1,577 MB).
 PARALLEL_BUILD_BYTES = 128 * 1024 * 1024
 #: :data:`PENDING_BYTES` in the runs that build two partitions at once: small projects spill little or nothing
 #: (at 1M events a month, a publish took 0.2-2 s less, for 30 MB more peak RSS).
