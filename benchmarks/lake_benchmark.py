@@ -39,6 +39,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from query_benchmark import API_KEY, EVENTS, FIRST_DAY, ONE_DAY, QUERIES, SECRET, SESSIONS, peak_rss_mb, prepare  # noqa: E402,I001
+from query_benchmark import in_range_sql  # noqa: E402
 from query_benchmark import worker as amplitude_worker  # noqa: E402
 from spark_lake import jvm_peak_rss_mb, spark_over_lake  # noqa: E402
 from timing import time_query  # noqa: E402
@@ -54,7 +55,7 @@ from shillelagh_amplitude.store.hour_store import HourStore  # noqa: E402
 Figures = dict[str, float]
 #: The same range on the partition column, so engines read only the partitions of the range (a range on
 #: ``event_time`` alone reads the column of every file to apply it).
-DAYS = "AND event_date >= '2026-09-03' AND event_date < '2026-09-28'"
+DAYS = f"AND {in_range_sql('event_date')}"
 #: The eight queries over the lake: name -> (DuckDB SQL, Spark SQL). The SQL a lake user writes: the events
 #: queries add the same range on ``event_date`` and group days by it (``event_date`` is the UTC date of
 #: ``event_time``); Spark's percentiles are exact (``percentile``), its dates in the session time zone, UTC.

@@ -27,7 +27,7 @@ import duckdb
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from query_benchmark import peak_rss_mb  # noqa: E402
+from query_benchmark import in_range_sql, peak_rss_mb  # noqa: E402
 from spark_lake import jvm_peak_rss_mb, spark_over_lake  # noqa: E402
 from timing import time_query  # noqa: E402
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "dashboards"))
 import build  # noqa: E402
 
 ENGINES = ("duckdb", "spark")
-RANGE = "session_start >= '2026-09-03' AND session_start < '2026-09-28'"
+RANGE = in_range_sql("session_start")
 #: The dashboard's target for a chart's query (issue 17), in seconds.
 TARGET_S = 10.0
 

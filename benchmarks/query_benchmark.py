@@ -50,20 +50,26 @@ from shillelagh_amplitude.store.hour_store import HourStore
 API_KEY = "bench-key"
 SECRET = "bench-secret"
 FIRST_DAY = datetime(2026, 9, 1, tzinfo=UTC)
-#: The range every query covers (25 of the 30 days), as the SQL below writes it.
+#: The range every query covers (25 of the 30 days).
 RANGE = (datetime(2026, 9, 3, tzinfo=UTC), datetime(2026, 9, 28, tzinfo=UTC))
-SESSIONS = "FROM amplitude_sessions WHERE session_start >= '2026-09-03' AND session_start < '2026-09-28'"
-EVENTS = "FROM amplitude_events WHERE event_time >= '2026-09-03' AND event_time < '2026-09-28'"
+
+
+def in_range_sql(column: str) -> str:
+    """The SQL condition keeping ``column`` inside :data:`RANGE` (dates as literals, as Superset writes them)."""
+    return f"{column} >= '{RANGE[0]:%Y-%m-%d}' AND {column} < '{RANGE[1]:%Y-%m-%d}'"
+
+
+SESSIONS = f"FROM amplitude_sessions WHERE {in_range_sql('session_start')}"
+EVENTS = f"FROM amplitude_events WHERE {in_range_sql('event_time')}"
 ONE_DAY = "FROM amplitude_events WHERE event_time >= '2026-09-10' AND event_time < '2026-09-11'"
-USER_SESSIONS = ("FROM amplitude_user_sessions WHERE session_start >= '2026-09-03' AND session_start < '2026-09-28' "
-                 "AND gap_minutes")
+USER_SESSIONS = f"FROM amplitude_user_sessions WHERE {in_range_sql('session_start')} AND gap_minutes"
 #: The gaps the user-session queries use (the dashboard's), and where their look-back starts.
 GAPS = (30, 60)
-SINCE = floor_hour(datetime(2026, 9, 3, tzinfo=UTC)) - LOOKBACK
+SINCE = floor_hour(RANGE[0]) - LOOKBACK
 #: The dashboard's "Session definition" dataset (Amplitude's sessions and user sessions at 30 and 60 minutes).
 DEFINITIONS = yaml.safe_load((Path(__file__).resolve().parents[1] / "dashboards/session_length/datasets/"
                               "session_definitions.yaml").read_text())["sql"]
-DEFINITIONS_RANGE = "WHERE session_start >= '2026-09-03' AND session_start < '2026-09-28' GROUP BY 1"
+DEFINITIONS_RANGE = f"WHERE {in_range_sql('session_start')} GROUP BY 1"
 #: The dashboard's Plan filter on the same range (Superset adds it to the outer WHERE).
 FREE_PLAN_RANGE = DEFINITIONS_RANGE.replace(" GROUP BY", " AND plan IN ('free') GROUP BY")
 MULTI = ("avg(CASE WHEN devices > 1 THEN 1.0 ELSE 0.0 END), "
