@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -295,10 +296,9 @@ def test_the_status_is_rewritten_when_a_new_hour_becomes_final(loaded_cache, tmp
     assert again.complete_through == hours[1] + HOUR and again.written == [] and part.stat().st_ino == after
 
 
-def test_user_sessions_of_days_equal_each_days_own_build():
-    """A chunk of days sessionised once gives each day exactly what its own build gives from its own input (the
-    events of its window whose client day is from two days before to the day after), on random users plus users
-    active without a pause across several look-backs and events uploaded outside some days' windows."""
+def _user_session_input() -> pa.Table:
+    """User-session input rows tagged with their upload hour, in upload-hour order: random users plus users active
+    without a pause across several look-backs (sessions across midnight) and events uploaded late."""
     rng = np.random.default_rng(7)
     start = datetime(2026, 3, 1, tzinfo=UTC)
     rows = []
@@ -315,9 +315,18 @@ def test_user_sessions_of_days_equal_each_days_own_build():
                 "user_properties": json.dumps({"n": index}), UPLOAD_HOUR: _hour_number(floor_hour(at + late))}
                for index, (user, at, late) in enumerate(rows)]
     records.sort(key=lambda record: record[UPLOAD_HOUR])  # read hour by hour, as the publisher reads the store
-    events = pa.Table.from_pylist(records, schema=USER_SESSION_ROWS)
-    days = [date(2026, 3, 3) + timedelta(days=offset) for offset in range(5)]
-    windows = [(day, *USER_SESSIONS.source_hours(day, 48)) for day in days]
+    return pa.Table.from_pylist(records, schema=USER_SESSION_ROWS)
+
+
+USER_SESSION_DAYS = [date(2026, 3, 3) + timedelta(days=offset) for offset in range(5)]
+
+
+def test_user_sessions_of_days_equal_each_days_own_build():
+    """A chunk of days sessionised once gives each day exactly what its own build gives from its own input (the
+    events of its window whose client day is from two days before to the day after), on random users plus users
+    active without a pause across several look-backs and events uploaded outside some days' windows."""
+    events = _user_session_input()
+    windows = [(day, *USER_SESSIONS.source_hours(day, 48)) for day in USER_SESSION_DAYS]
     client_days = np.floor_divide(pc.cast(events["client_event_time"], pa.int64()).to_numpy(), 86_400_000_000)
     hours = events[UPLOAD_HOUR].to_numpy()
     naive = build_user_sessions(events.drop_columns([UPLOAD_HOUR]), 30, since=windows[0][1] + HOUR)
@@ -332,6 +341,21 @@ def test_user_sessions_of_days_equal_each_days_own_build():
         starts = np.floor_divide(pc.cast(naive["session_start"], pa.int64()).to_numpy(), 86_400_000_000)
         differs += not naive.filter(pa.array(starts == number)).equals(expected)
     assert differs  # the cases above are ones a single build over the chunk gets wrong
+
+
+@pytest.mark.parametrize("hours", [0, 24 * 3, 24 * 4 + 5])
+def test_user_sessions_starting_from_an_instant_are_those_of_the_whole_build(hours):
+    """Building only the sessions starting from an instant (the events before it still split them) gives exactly
+    the whole build's sessions from that instant on, column for column."""
+    events = _user_session_input().drop_columns([UPLOAD_HOUR])
+    since = datetime(2026, 3, 1, tzinfo=UTC)
+    starting_from = since + hours * HOUR
+    whole = build_user_sessions(events, 30, since=since)
+    at = pa.scalar(starting_from, whole["session_start"].type)
+    later = whole.filter(pc.greater_equal(whole["session_start"], at))
+    built = build_user_sessions(events, 30, since=since, starting_from=starting_from)
+    assert later.num_rows > 100 and (hours == 0 or later.num_rows < whole.num_rows)
+    assert built.equals(later)
 
 
 def test_user_session_days_are_chunked_while_their_hour_files_are_small(monkeypatch):
@@ -413,3 +437,29 @@ def test_one_builder_for_large_partitions_builds_the_same_files(loaded_cache, fo
     publish(_store(loaded_cache), lake)
     assert len(threads) == 1
     assert _contents(lake) == _contents(folder_lake)
+
+
+def test_partitions_queued_behind_a_build_are_spooled_and_the_pass_reads_on(loaded_cache, folder_lake, tmp_path,
+                                                                             monkeypatch):
+    """With one builder busy, the pass hands each finished partition over at once, its rows moved to its spool file
+    (no pending limit is reached here), and reads on: it ends before the last builds start. The lake holds the same
+    bytes."""
+    monkeypatch.setattr(publish_module, "PARALLEL_BUILD_BYTES", 0)
+    spills, starts, passes = [], [], []
+    spill, finish, read_hours = publish_module._spill, publish_module._finish, publish_module._read_hours
+    monkeypatch.setattr(publish_module, "_spill", lambda folder, part: spills.append(part.key) or spill(folder, part))
+
+    def slow(*args):
+        starts.append(time.monotonic())
+        time.sleep(0.05)
+        return finish(*args)
+
+    monkeypatch.setattr(publish_module, "_finish", slow)
+    monkeypatch.setattr(publish_module, "_read_hours",
+                        lambda *args: read_hours(*args) or passes.append(time.monotonic()))
+    lake = tmp_path / "lake"
+    publish(_store(loaded_cache), lake)
+    assert len(spills) > 5 and len(set(spills)) == len(spills)
+    assert sum(start > passes[0] for start in starts) > 5
+    assert _contents(lake) == _contents(folder_lake)
+    assert not list(loaded_cache.glob(".staging-lake-*"))

@@ -28,9 +28,10 @@ partition's rows go to a local spool file (Arrow IPC, uncompressed: it is read b
 compressing it cost more than it saved). A partition is built and
 written as soon as the last hour of its window has been read, by a builder thread while the pass reads on (two
 builder threads while every partition of the run reads at most :data:`PARALLEL_BUILD_BYTES` of hour files, else
-one: the pass waits for a free builder before handing over the next partition), then forgotten: memory holds one
-hour, the pending rows (bounded) and the days being built (for user sessions, one chunk's days and their
-look-back), whatever the size of the lake.
+one), then forgotten. The pass never waits for a builder: a partition handed over while every builder is busy is
+queued, its rows in its spool file. So memory holds one hour, the pending rows (bounded) and the days being built
+(for user sessions, one chunk's days and their look-back), whatever the size of the lake; the disk holds the
+spool files of the partitions queued.
 
 **Atomic partitions.** A partition is one file under a fixed name, replaced whole:
 
@@ -61,7 +62,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -107,8 +108,10 @@ PENDING_BYTES = 64 * 1024 * 1024
 #: Partitions built at once by the builder threads (two cores: the pass and the builders share them).
 BUILDERS = 2
 #: Runs whose largest partition (or user-session chunk) reads more than these bytes of hour files build one
-#: partition at a time: at 10M events a month, two builder threads took the publisher from 876 to 1,135 MB peak
-#: RSS and saved no time: two days' builds are live at once (with jemalloc, which returns freed pages, 1,577 MB).
+#: partition at a time, in one thread: each thread's allocations are kept by pyarrow's pool (mimalloc) per thread,
+#: and at 10M events a month builds in two threads took the publisher from about 860 MB to 1.1 GB peak RSS (one
+#: build at a time in either of two threads: 1,093 MB). The pass does not wait for it: a partition queued behind
+#: the build running has its rows spooled.
 PARALLEL_BUILD_BYTES = 128 * 1024 * 1024
 #: :data:`PENDING_BYTES` in the runs that build two partitions at once: small projects spill little or nothing
 #: (at 1M events a month, a publish took 0.2-2 s less, for 30 MB more peak RSS).
@@ -361,13 +364,15 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
     spool_dir = Path(tempfile.mkdtemp(dir=store.root, prefix=".staging-lake-"))
     try:
         with ThreadPoolExecutor(max_workers=builders, thread_name_prefix="lake-build") as builder:
-            building: set[Future] = set()
+            building: set[Future] = set()  # the builds running or queued
 
             def finish(part: _Partition) -> None:
-                """Hand the partition's rows to a builder thread, once one is free."""
+                """Hand the partition's rows to a builder thread, queued behind the builds running if none is
+                free: then its pending rows go to its spool file first, and the pass reads on."""
+                _settle(building, {future for future in building if future.done()})
+                if len(building) >= builders and part.pending:
+                    _spill(spool_dir, part)
                 spooled, pending = _detach(part)
-                if len(building) >= builders:
-                    _settle(building, wait(building, return_when=FIRST_COMPLETED).done)
                 building.add(builder.submit(_finish, location, manifest, part, spooled, pending, late_hours, report,
                                             progress))
 
@@ -383,9 +388,12 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
 
 
 def _settle(building: set[Future], done: set[Future]) -> None:
-    """Forget the finished builds, raising the error of one that failed."""
+    """Forget the finished builds, raising the error of one that failed (the builds queued are cancelled)."""
     for future in done:
         building.discard(future)
+        if future.exception() is not None:
+            for queued in building:
+                queued.cancel()
         future.result()
 
 
@@ -505,7 +513,7 @@ def user_sessions_of_day(events: pa.Table, day: date) -> pa.Table:
     """The user sessions at the default gap that start on ``day``, built from ``events`` as ``amplitude://`` builds
     them for a query of that day (from the look-back before its first hour on)."""
     start = datetime.combine(day, datetime.min.time(), UTC)
-    sessions = build_user_sessions(events, DEFAULT_GAP_MINUTES, since=start - LOOKBACK)
+    sessions = build_user_sessions(events, DEFAULT_GAP_MINUTES, since=start - LOOKBACK, starting_from=start)
     days = np.floor_divide(pc.cast(sessions["session_start"], pa.int64()).to_numpy(), DAY_US)
     return sessions.filter(pa.array(days == _day_number(day)))
 
@@ -522,7 +530,9 @@ def user_sessions_of_days(events: pa.Table, windows: list[tuple[date, datetime, 
     from there both see the same events."""
     starts = [datetime.combine(day, datetime.min.time(), UTC) for day, _, _ in windows]
     inputs = events.drop_columns([UPLOAD_HOUR])
-    sessions = build_user_sessions(inputs, DEFAULT_GAP_MINUTES, since=starts[0] - LOOKBACK)
+    # one day: only its sessions are built further; several: those of the look-back tell who spans a later cut
+    sessions = build_user_sessions(inputs, DEFAULT_GAP_MINUTES, since=starts[0] - LOOKBACK,
+                                   starting_from=starts[0] if len(windows) == 1 else None)
     session_starts = pc.cast(sessions["session_start"], pa.int64()).to_numpy()
     session_days = np.floor_divide(session_starts, DAY_US)
     session_ends = pc.cast(sessions["session_end"], pa.int64()).to_numpy()

@@ -18,7 +18,7 @@ has a session starting at their first event at or after ``since``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -60,6 +60,8 @@ USER_SESSION_SCHEMA = pa.schema(
 
 _MICROS = 1_000_000
 _DAY_US = int(MAX_LENGTH_S) * _MICROS
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def session_starts(users: np.ndarray, times: np.ndarray, gap_minutes: int) -> np.ndarray:
@@ -99,12 +101,15 @@ def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.fill_null(column.indices, -1).to_numpy()
 
 
-def build_user_sessions(events: pa.Table, gap_minutes: int, since: datetime | None = None) -> pa.Table:
-    """One row per user session of the given events (from ``since`` on), sorted by ``session_start``.
+def build_user_sessions(events: pa.Table, gap_minutes: int, since: datetime | None = None,
+                        starting_from: datetime | None = None) -> pa.Table:
+    """One row per user session of the given events (from ``since`` on), sorted by ``session_start``; only those
+    starting at or after ``starting_from``, if given (the events before it still decide where sessions split).
 
     See the module docstring for the rules. The key columns are sorted (stably: events at the same instant keep
     their order), split and counted in numpy, where a session's events are contiguous; the wide attribute
-    columns are read from the first events' rows alone.
+    columns are read from the first events' rows alone. With ``starting_from``, the sessions are split on the key
+    columns of every event, and only the events of the sessions kept are read further.
     """
     times = pc.cast(events["client_event_time"], pa.int64())
     keep = pc.and_(pc.and_(pc.is_valid(events["amplitude_id"]), pc.is_valid(times)),
@@ -119,6 +124,14 @@ def build_user_sessions(events: pa.Table, gap_minutes: int, since: datetime | No
     order = np.lexsort((times, users))
     rows, users, times = rows[order], users[order], times[order]
     starts = session_starts(users, times, gap_minutes)
+    if starting_from is not None:
+        kept = (times[np.flatnonzero(starts)] >= (starting_from - _EPOCH) // _MICROSECOND)[np.cumsum(starts) - 1]
+        rows, users, times, starts = rows[kept], users[kept], times[kept], starts[kept]
+        if len(rows) == 0:
+            return USER_SESSION_SCHEMA.empty_table()
+        selected = np.zeros(events.num_rows, dtype=bool)
+        selected[rows] = True  # filtered in stored order, then indexed: taking rows out of order cost more
+        events, rows = events.filter(pa.array(selected)), (np.cumsum(selected) - 1)[rows]
     firsts = np.flatnonzero(starts)
     lasts = np.append(firsts[1:], len(times)) - 1
     session = np.cumsum(starts) - 1
