@@ -626,9 +626,12 @@ def _write(location: StoreLocation, manifest: Manifest, part: _Partition, table:
 
 def write_partition(location: StoreLocation, table: LakeTable, day: date, rows: pa.Table,
                     unless: str | None = None) -> str | None:
-    """Replace the partition's file whole with ``rows``, sorted by the table's time column (so row groups have
-    non-overlapping time ranges that engines skip by their statistics): :func:`replace_file`."""
-    return replace_file(location, table.partition(day), table.schema, rows, table.time_column, unless)
+    """Replace the partition's file whole with ``rows``: :func:`replace_file`. Sessions are sorted by their start,
+    so row groups have non-overlapping time ranges that engines skip by their statistics. Events stay in the order
+    the pass read them (by upload hour: nearly time order), as sorting a day's wide rows cost a tenth of publishing
+    at 10M events; every row group's range still lies within the partition's day."""
+    sort_by = None if table is EVENTS else table.time_column
+    return replace_file(location, table.partition(day), table.schema, rows, sort_by, unless)
 
 
 def replace_file(location: StoreLocation, folder_key: str, schema: pa.Schema, rows: pa.Table,
@@ -636,7 +639,7 @@ def replace_file(location: StoreLocation, folder_key: str, schema: pa.Schema, ro
     """Replace ``<folder_key>/part-0.parquet`` whole with ``rows`` (sorted by ``sort_by``). Returns the new file's
     SHA-256, or None when it equals ``unless`` (the file published before holds the same bytes: it is left alone,
     so readers see no replacement at all)."""
-    order = pc.sort_indices(rows, [(sort_by, "ascending")]) if sort_by else pa.array(range(rows.num_rows))
+    order = pc.sort_indices(rows, [(sort_by, "ascending")]) if sort_by else None
     target = location.path(f"{folder_key}/{PART_FILE}")
     if location.local:
         folder = Path(target).parent
@@ -652,7 +655,9 @@ def replace_file(location: StoreLocation, folder_key: str, schema: pa.Schema, ro
     try:
         with pq.ParquetWriter(temp, schema, **parquet_options(schema)) as writer:
             for offset in range(0, rows.num_rows, ROW_GROUP_ROWS):
-                writer.write_table(rows.take(order.slice(offset, ROW_GROUP_ROWS)), row_group_size=ROW_GROUP_ROWS)
+                group = rows.slice(offset, ROW_GROUP_ROWS) if order is None else \
+                    rows.take(order.slice(offset, ROW_GROUP_ROWS))
+                writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
         with temp.open("rb") as written:
             content = hashlib.file_digest(written, "sha256").hexdigest()
         if content == unless and PART_FILE in location.list(folder_key):
