@@ -578,9 +578,8 @@ def _finish(location: StoreLocation, manifest: Manifest, part: _Partition, spool
     """Build the partition's table (a chunk's: each of its days') from its rows (spooled, then pending), publish it
     whole, and record it in the manifest (in a builder thread, while the pass reads on)."""
     parts = pending
-    if spooled is not None:
-        with pa.OSFile(str(spooled)) as source:  # read, not mapped: no file pages held in memory
-            parts = [pa.ipc.open_file(source).read_all(), *parts]
+    if spooled is not None:  # mapped, not read: no copy (the pages go when the table does; 10M: 4-7 s less, ~60 MB)
+        parts = [pa.ipc.open_file(pa.memory_map(str(spooled))).read_all(), *parts]
         spooled.unlink()
     events = pa.concat_tables(parts) if parts else _spool_schema(part.table).empty_table()
     del parts, pending
