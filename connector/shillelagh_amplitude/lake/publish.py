@@ -28,10 +28,10 @@ partition's rows go to a local spool file (Arrow IPC, uncompressed: it is read b
 compressing it cost more than it saved). A partition is built and
 written as soon as the last hour of its window has been read, by a builder thread while the pass reads on (two
 builder threads while every partition of the run reads at most :data:`PARALLEL_BUILD_BYTES` of hour files, else
-one), then forgotten. With one builder, the pass does not wait for it: a partition handed over while it is busy
-is queued, its rows in its spool file. So memory holds one hour, the pending rows (bounded) and the days being built
-(for user sessions, one chunk's days and their look-back), whatever the size of the lake; the disk holds the
-spool files of the partitions queued.
+one), then forgotten. With one builder, the pass does not wait for it: a sessions partition handed over while it
+is busy is built by the pass itself, any other is queued, its rows in its spool file. So memory holds one hour,
+the pending rows (bounded) and the days being built (for user sessions, one chunk's days and their look-back),
+whatever the size of the lake; the disk holds the spool files of the partitions queued.
 
 **Atomic partitions.** A partition is one file under a fixed name, replaced whole:
 
@@ -369,16 +369,21 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
 
             def finish(part: _Partition) -> None:
                 """Hand the partition's rows to a builder thread. If none is free: with two builders (both cores
-                build) the pass waits for one; with one, the partition is queued behind the build running, its
-                pending rows moved to its spool file, and the pass reads on (the second core)."""
+                build) the pass waits for one; with one, the pass builds a sessions partition itself (its input
+                is a few narrow columns), and queues any other behind the build running, its pending rows moved
+                to its spool file, and reads on (the second core)."""
                 _settle(building, {future for future in building if future.done()})
-                if len(building) >= builders > 1:
+                busy = len(building) >= builders
+                if busy and builders > 1:
                     _settle(building, wait(building, return_when=FIRST_COMPLETED).done)
-                elif len(building) >= builders and part.pending:
+                elif busy and part.table is not SESSIONS and part.pending:
                     _spill(spool_dir, part)
                 spooled, pending = _detach(part)
-                building.add(builder.submit(_finish, location, manifest, part, spooled, pending, late_hours, report,
-                                            progress))
+                if busy and builders == 1 and part.table is SESSIONS:
+                    _finish(location, manifest, part, spooled, pending, late_hours, report, progress)
+                else:
+                    building.add(builder.submit(_finish, location, manifest, part, spooled, pending, late_hours,
+                                                report, progress))
 
             for part in done_after.pop(None, []):
                 finish(part)
