@@ -6,9 +6,16 @@ exported records (every key present, ``null`` when unknown). Keys starting with 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def micros(value: datetime) -> int:
+    """An instant as a :data:`TIMESTAMP` column holds it: microseconds since 1970-01-01 UTC."""
+    return int(pa.scalar(value, TIMESTAMP).cast(pa.int64()).as_py())
 
 #: Columns holding a timestamp (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC, no zone in the export).
 TIMESTAMP_KEYS = (

@@ -73,7 +73,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..hours import HOUR, LOOKBACK, floor_hour, hour_range
-from ..schema import EVENT_SCHEMA
+from ..schema import EVENT_SCHEMA, micros
 from ..sql.sessions import EVENT_COLUMNS, build_sessions
 from ..sql.user_sessions import DEFAULT_GAP_MINUTES, build_user_sessions
 from ..sql.user_sessions import EVENT_COLUMNS as USER_EVENT_COLUMNS
@@ -376,10 +376,11 @@ def _rebuild(store: HourStore, location: StoreLocation, manifest: Manifest, dirt
                 busy = len(building) >= builders
                 if busy and builders > 1:
                     _settle(building, wait(building, return_when=FIRST_COMPLETED).done)
-                elif busy and part.table is not SESSIONS and part.pending:
+                    busy = False
+                if busy and part.table is not SESSIONS and part.pending:
                     _spill(spool_dir, part)
                 spooled, pending = _detach(part)
-                if busy and builders == 1 and part.table is SESSIONS:
+                if busy and part.table is SESSIONS:
                     _finish(location, manifest, part, spooled, pending, late_hours, report, progress)
                 else:
                     building.add(builder.submit(_finish, location, manifest, part, spooled, pending, late_hours,
@@ -482,8 +483,8 @@ def _day_numbers(events: pa.Table, table: LakeTable) -> np.ndarray:
     has none."""
     if table is not SESSIONS:
         column = "event_time" if table is EVENTS else "client_event_time"
-        micros = pc.fill_null(pc.cast(events[column], pa.int64()), -DAY_US).to_numpy()
-        return np.floor_divide(micros, DAY_US)
+        times = pc.fill_null(pc.cast(events[column], pa.int64()), -DAY_US).to_numpy()
+        return np.floor_divide(times, DAY_US)
     return np.floor_divide(pc.fill_null(events["session_id"], -DAY_MS).to_numpy(), DAY_MS)
 
 
@@ -552,7 +553,7 @@ def user_sessions_of_days(events: pa.Table, windows: list[tuple[date, datetime, 
     tables = []
     for (day, first, last), start in zip(windows, starts, strict=True):
         number = _day_number(day)
-        cut = int((start - LOOKBACK).timestamp()) * 1_000_000
+        cut = micros(start - LOOKBACK)
         near = (event_days >= number + USER_SESSION_DAYS[0]) & (event_days <= number + USER_SESSION_DAYS[1])
         own = near & (hours >= _hour_number(first)) & (hours <= _hour_number(last))
         spanning = (session_starts < cut) & (session_ends >= cut)

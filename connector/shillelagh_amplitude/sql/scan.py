@@ -26,7 +26,7 @@ from shillelagh.exceptions import ProgrammingError
 from shillelagh.typing import Row
 
 from ..memory import use_returning_pool
-from ..schema import TIMESTAMP
+from ..schema import TIMESTAMP, micros
 
 #: Rows converted to Python values at a time: bounds the memory of a scan whatever its length.
 CHUNK_ROWS = 32_768
@@ -83,10 +83,6 @@ def sqlite_values(column: pa.Array | pa.ChunkedArray, text: type[str] = str) -> 
     for position in np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False)).tolist():
         values[position] = None
     return values
-
-
-def _micros(value: datetime) -> int:
-    return int(pa.scalar(value, TIMESTAMP).cast(pa.int64()).as_py())
 
 
 def _sort_keys(column: pa.ChunkedArray) -> np.ndarray:
@@ -186,10 +182,10 @@ class ScanTable:
         low, high = 0, len(self._keys)
         if bound.start is not None:
             side = "left" if bound.include_start else "right"
-            low = int(np.searchsorted(self._keys, _micros(bound.start), side=side))
+            low = int(np.searchsorted(self._keys, micros(bound.start), side=side))
         if bound.end is not None:
             side = "right" if bound.include_end else "left"
-            high = int(np.searchsorted(self._keys, _micros(bound.end), side=side))
+            high = int(np.searchsorted(self._keys, micros(bound.end), side=side))
         return low, max(low, high)
 
 

@@ -18,13 +18,13 @@ has a session starting at their first event at or after ``since``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schema import TIMESTAMP
+from ..schema import TIMESTAMP, micros
 from .sessions import MAX_LENGTH_S, encode_event_types, event_type_lists, length_bucket, span_seconds
 
 DEFAULT_GAP_MINUTES = 30
@@ -60,8 +60,6 @@ USER_SESSION_SCHEMA = pa.schema(
 
 _MICROS = 1_000_000
 _DAY_US = int(MAX_LENGTH_S) * _MICROS
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def session_starts(users: np.ndarray, times: np.ndarray, gap_minutes: int) -> np.ndarray:
@@ -125,7 +123,7 @@ def build_user_sessions(events: pa.Table, gap_minutes: int, since: datetime | No
     rows, users, times = rows[order], users[order], times[order]
     starts = session_starts(users, times, gap_minutes)
     if starting_from is not None:
-        kept = (times[np.flatnonzero(starts)] >= (starting_from - _EPOCH) // _MICROSECOND)[np.cumsum(starts) - 1]
+        kept = (times[np.flatnonzero(starts)] >= micros(starting_from))[np.cumsum(starts) - 1]
         rows, users, times, starts = rows[kept], users[kept], times[kept], starts[kept]
         if len(rows) == 0:
             return USER_SESSION_SCHEMA.empty_table()
