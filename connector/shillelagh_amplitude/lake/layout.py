@@ -40,10 +40,14 @@ PARQUET_OPTIONS = {"compression": "zstd", "coerce_timestamps": "us", "allow_trun
 
 
 def parquet_options(schema: pa.Schema) -> dict:
-    """The writer's options for a file of ``schema``: :data:`PARQUET_OPTIONS`, dictionary-encoding only the text
+    """The writer's options for a file of ``schema``: :data:`PARQUET_OPTIONS`; dictionary-encoding only the text
     columns (timestamps and numbers are nearly all distinct: their dictionaries were built then dropped, and plain
-    values compress better; an events day at 1M events: 4.12 -> 3.59 MB, written in 20 % less time)."""
-    return {**PARQUET_OPTIONS, "use_dictionary": [field.name for field in schema if pa.types.is_string(field.type)]}
+    values compress better; an events day at 1M events: 4.12 -> 3.59 MB, written in 20 % less time); statistics
+    only for the other columns, which engines skip row groups by (a day's row group holds nearly every value of a
+    text column; an events day at 1M events: written in 20 % less time, the same size)."""
+    text = [field.name for field in schema if pa.types.is_string(field.type)]
+    return {**PARQUET_OPTIONS, "use_dictionary": text,
+            "write_statistics": [field.name for field in schema if field.name not in text]}
 
 
 @dataclass(frozen=True)
