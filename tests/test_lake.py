@@ -469,3 +469,66 @@ def test_partitions_queued_behind_a_build_are_spooled_and_the_pass_reads_on(load
     assert pass_thread not in builders[EVENTS.name] | builders[USER_SESSIONS.name]
     assert _contents(lake) == _contents(folder_lake)
     assert not list(loaded_cache.glob(".staging-lake-*"))
+
+
+def test_a_small_run_reads_and_splits_hours_ahead_of_the_pass(loaded_cache, folder_lake, tmp_path, monkeypatch):
+    """In a run of two builders, the hours are read and split by reader threads, up to ``READ_AHEAD`` hours
+    ahead of the pass, which still takes them in order: while the pass takes an hour, the next hours' splits have
+    started; the lake holds the same bytes."""
+    split, take_order, ahead_of_pass = publish_module._split_hour, [], []
+    started: list[datetime] = []
+    lock = threading.Lock()
+
+    def recorded_split(store, dirty, hour, entry):
+        assert threading.current_thread().name.startswith("lake-read")
+        with lock:
+            started.append(hour)
+        return split(store, dirty, hour, entry)
+
+    monkeypatch.setattr(publish_module, "_split_hour", recorded_split)
+    finish_part = publish_module._finish
+
+    def finish(location, manifest, part, *args):
+        with lock:
+            take_order.append(part.sources[-1][0] if part.sources else None)
+            ahead_of_pass.append(max(started) > part.sources[-1][0] if part.sources else False)
+        return finish_part(location, manifest, part, *args)
+
+    monkeypatch.setattr(publish_module, "_finish", finish)
+    lake = tmp_path / "lake"
+    report = publish(_store(loaded_cache), lake)
+    assert sorted(started) == sorted(set(started)) and len(started) == report.hours_read
+    handed_over = [hour for hour in take_order if hour is not None]
+    assert handed_over and any(ahead_of_pass)  # a later hour's split had started when a partition was handed over
+    assert _contents(lake) == _contents(folder_lake)
+
+
+def test_the_manifest_is_written_at_most_every_few_seconds_and_at_the_end(loaded_cache, tmp_path, monkeypatch):
+    """A run records its partitions in the manifest as it goes, but writes it at most every ``MANIFEST_SECONDS``
+    (here: once, at the first partition) and once more at the end of the rebuild, however many partitions it
+    wrote; the manifest then lists every partition, and a second run rewrites nothing."""
+    monkeypatch.setattr(publish_module, "MANIFEST_SECONDS", 3600.0)
+    writes, rebuilding = [], threading.Event()
+    write, rebuild = publish_module.Manifest.write, publish_module._publish
+
+    def counted(self, location, at_most_every=0.0):
+        before = self.written_at
+        write(self, location, at_most_every)
+        if rebuilding.is_set() and self.written_at != before:
+            writes.append(len(self.partitions))
+
+    def watched(*args):
+        rebuilding.set()
+        try:
+            return rebuild(*args)
+        finally:
+            rebuilding.clear()
+
+    monkeypatch.setattr(publish_module.Manifest, "write", counted)
+    monkeypatch.setattr(publish_module, "_publish", watched)
+    lake = tmp_path / "lake"
+    report = publish(_store(loaded_cache), lake)
+    recorded = json.loads((lake / "_amplitude_lake.json").read_text())["partitions"]
+    assert len(report.written) > 10 and set(report.written) <= set(recorded)
+    assert writes == [1, len(recorded)]
+    assert publish(_store(loaded_cache), lake).written == []
