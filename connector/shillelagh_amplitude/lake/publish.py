@@ -22,15 +22,15 @@ when its bytes change (the manifest keeps each file's SHA-256).
 newest hour the store held as final among those the lake holds, by the store's own
 :meth:`~..store.hour_store.HourStore.newest_final_hour` (what ``amplitude://`` shows), one file replaced whole.
 
-**Flat memory.** One pass reads each needed hour file once, in order, and keeps the rows of each partition being
-rebuilt; past :data:`PENDING_BYTES` (:data:`SMALL_RUN_PENDING_BYTES` in runs of small partitions) the largest
-partition's rows go to a local spool file (Arrow IPC, uncompressed: it is read back within hours of the pass, and
-compressing it cost more than it saved). A partition is built and
-written as soon as the last hour of its window has been read, by a builder thread while the pass reads on (two
-builder threads while every partition of the run reads at most :data:`PARALLEL_BUILD_BYTES` of hour files, else
-one), then forgotten. With one builder, the pass does not wait for it: a sessions partition handed over while it
-is busy is built by the pass itself, any other is queued, its rows in its spool file. So memory holds one hour,
-the pending rows (bounded) and the days being built (for user sessions, one chunk's days and their look-back),
+**Flat memory.** One pass reads each needed hour file once, in order (in runs of small partitions, reader threads read
+and split the next :data:`READ_AHEAD` hours meanwhile), and keeps the rows of each partition being rebuilt; past
+:data:`PENDING_BYTES` (:data:`SMALL_RUN_PENDING_BYTES` in runs of small partitions) the largest partition's rows go to a
+local spool file (Arrow IPC, uncompressed: it is read back within hours of the pass, and compressing it cost more than
+it saved). A partition is built and written as soon as the last hour of its window has been read, by a builder thread
+while the pass reads on (two builder threads while every partition of the run reads at most :data:`PARALLEL_BUILD_BYTES`
+of hour files, else one), then forgotten. With one builder, the pass does not wait for it: a sessions partition handed
+over while it is busy is built by the pass itself, any other is queued, its rows in its spool file. So memory holds one
+hour, the pending rows (bounded) and the days being built (for user sessions, one chunk's days and their look-back),
 whatever the size of the lake; the disk holds the spool files of the partitions queued.
 
 **Atomic partitions.** A partition is one file under a fixed name, replaced whole:
@@ -46,8 +46,9 @@ more than once per query, reads each version under an immutable name instead (a 
 views the publisher rewrites after each run. Consistency holds per partition:
 while a run rewrites several days, a reader spanning them may see some days already new and others still old
 (every row once either way: a day's rows never move to another partition). A publisher killed midway leaves each
-partition whole (old or new) and at worst a hidden temporary file; the manifest is written after each partition,
-so the next run rebuilds what was left and removes the temporaries. Publishers of one folder lake take turns
+partition whole (old or new) and at worst a hidden temporary file; the manifest, written at most every
+:data:`MANIFEST_SECONDS` and at the end of a run (also one that fails), lists only partitions already whole, so the
+next run rebuilds what it does not list and removes the temporaries. Publishers of one folder lake take turns
 (a ``flock`` on ``<lake>/.lock``); on object storage, two publishers at once each write whole, identical
 partitions.
 """
