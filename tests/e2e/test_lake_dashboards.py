@@ -332,8 +332,9 @@ def test_sessions_that_contain_event_in_chromium(superset: Superset, browser, te
         started = time.monotonic()
         browser.get(f"{superset.base}/superset/dashboard/{slug}/{query}")
         state = wait_for_dashboard(browser, CHARTS, lambda s: len(s["numbers"]) == 8)
-        superset.timings[f"dashboard_{slug}{'_contains_event' * filtered}_loaded_in_browser_s"] = round(
-            time.monotonic() - started, 2)
+        if slug != SLUG:  # amplitude://'s load times are test_dashboard_in_headless_chromium's
+            superset.timings[f"dashboard_{slug}_contains_event_loaded_in_browser_s"] = round(
+                time.monotonic() - started, 2)
         browser.save_screenshot(str(OUTPUT / f"dashboard-{slug}{'-contains-event' * filtered}.png"))
         assert state["errors"] == [], slug
         numbers[slug, filtered] = {name: text for name, text in state["numbers"].items() if name != COMPLETE_THROUGH}
