@@ -21,6 +21,9 @@ caches under ``$SUPERSET_HOME``, default ``<repo>/var``) and docker compose (Pos
 - ``AMPLITUDE_LAKE_SPARK`` (``hive://HOST:PORT/SCHEMA``, optional): the Spark Thrift Server serving
   ``AMPLITUDE_LAKE``, whose tables the background sync refreshes after each publish; ``AMPLITUDE_LAKES_SPARK``
   below maps the other lakes' servers (by database name). Never taken from a connection.
+- ``SUPERSET_ENABLE_TEMPLATE_PROCESSING`` (``true``/``false``, default false): Superset's template processing
+  (Jinja in SQL), which only the lake dashboards built with ``--template-processing`` need (their "Sessions that
+  contain event" filter); the ``amplitude://`` dashboard needs none.
 
 Superset's security defaults are kept (``PREVENT_UNSAFE_DB_CONNECTIONS``, Talisman, CSRF).
 """
@@ -79,6 +82,15 @@ def _seconds(variable: str, default: float, unlimited: bool = False) -> float | 
         allowed = " (0, none or unlimited: no limit)" if unlimited else ""
         raise ValueError(f"{variable} must be a positive number of seconds{allowed}, not {text!r}")
     return value
+
+
+def _switch(variable: str) -> bool:
+    """An on/off setting from the environment (``true``/``1``/``yes``/``on`` or ``false``/``0``/``no``/``off``;
+    unset: off); anything else stops Superset's start with a message naming the variable."""
+    text = (os.environ.get(variable) or "false").strip().lower()
+    if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(f"{variable} must be true or false, not {text!r}")
+    return text in ("1", "true", "yes", "on")
 
 
 SQLALCHEMY_DATABASE_URI = os.environ.get("SUPERSET_DATABASE_URI") or f"sqlite:///{HOME / 'superset.db'}"
@@ -148,7 +160,9 @@ def FLASK_APP_MUTATOR(app: Any) -> None:  # noqa: N802 - Superset's name
 # Dataset creation would otherwise scan a time column with no time bound (a full export download).
 DATASET_AUTO_DETECT_DATETIME_FORMATS = False
 PREVENT_UNSAFE_DB_CONNECTIONS = True
-# Template processing stays off (Superset's default): the bundled dashboard needs no Jinja.
+# Template processing is off unless the operator turns it on (Superset's default): the amplitude:// dashboard needs
+# no Jinja; the lake dashboards built with --template-processing need it for "Sessions that contain event".
+FEATURE_FLAGS = {"ENABLE_TEMPLATE_PROCESSING": _switch("SUPERSET_ENABLE_TEMPLATE_PROCESSING")}
 
 # The lake through Spark: Superset 6.1 resolves hive:// (PyHive, the Spark Thrift Server) to its Hive engine spec,
 # whose time grains Spark refuses (weeks: pattern letter 'u') or returns as text (days). Spark's own date_trunc

@@ -16,7 +16,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "superset_config" / "superset_con
 AMPLITUDE_VARIABLES = ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "AMPLITUDE_REGION", "AMPLITUDE_BASE_URL",
                        "AMPLITUDE_OFFLINE", "AMPLITUDE_DEFAULT_DAYS", "AMPLITUDE_CACHE_DIR", "SUPERSET_SECRET_KEY",
                        "SUPERSET_DATABASE_URI", "REDIS_URL", "AMPLITUDE_DOWNLOAD_BUDGET_S", "AMPLITUDE_SYNC_INTERVAL_S",
-                       "AMPLITUDE_LAKE", "AMPLITUDE_LAKE_SPARK")
+                       "AMPLITUDE_LAKE", "AMPLITUDE_LAKE_SPARK", "SUPERSET_ENABLE_TEMPLATE_PROCESSING")
 
 
 def load_config(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> ModuleType:
@@ -42,6 +42,7 @@ def test_local_defaults_keep_superset_safe(monkeypatch: pytest.MonkeyPatch, tmp_
     assert config.DATA_CACHE_CONFIG["CACHE_TYPE"] == "FileSystemCache"
     assert config.DATASET_AUTO_DETECT_DATETIME_FORMATS is False
     assert config.PREVENT_UNSAFE_DB_CONNECTIONS is True
+    assert config.FEATURE_FLAGS == {"ENABLE_TEMPLATE_PROCESSING": False}  # Superset's default
     assert not hasattr(config, "CELERY_CONFIG")
 
 
@@ -234,3 +235,17 @@ def test_a_bad_number_of_seconds_stops_the_start_naming_the_variable(monkeypatch
     with pytest.raises(ValueError, match=f"^{variable} must be a positive number of seconds.*not '{value}'$"):
         load_config(monkeypatch, tmp_path, **{variable: value})
     assert load_config(monkeypatch, tmp_path, **{variable: "30"}) is not None
+
+
+@pytest.mark.parametrize(("value", "on"), [("true", True), (" On ", True), ("1", True), ("false", False),
+                                           ("no", False), ("", False)])
+def test_the_operator_turns_template_processing_on(monkeypatch, tmp_path, value: str, on: bool) -> None:
+    """For the lake dashboards built with --template-processing (their "Sessions that contain event" filter)."""
+    config = load_config(monkeypatch, tmp_path, SUPERSET_ENABLE_TEMPLATE_PROCESSING=value)
+    assert config.FEATURE_FLAGS["ENABLE_TEMPLATE_PROCESSING"] is on
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "enabled"])
+def test_a_bad_switch_stops_the_start_naming_the_variable(monkeypatch, tmp_path, value: str) -> None:
+    with pytest.raises(ValueError, match=f"^SUPERSET_ENABLE_TEMPLATE_PROCESSING must be true or false, not '{value}'$"):
+        load_config(monkeypatch, tmp_path, SUPERSET_ENABLE_TEMPLATE_PROCESSING=value)

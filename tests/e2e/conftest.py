@@ -82,6 +82,9 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
     env = demo.superset_env(layout, live=False)
     # the tests' operator allows the emulators and the unresolvable host of the connection checks
     env["AMPLITUDE_ALLOWED_BASE_URLS"] = "http://127.0.0.1:*,https://analytics.eu.amplitude.invalid"
+    # Jinja on, for the lake bundles built with --template-processing (test_lake_dashboards.py); the other bundles
+    # hold no Jinja, and the amplitude:// one on Superset's defaults is test_stock_superset.py's
+    env["SUPERSET_ENABLE_TEMPLATE_PROCESSING"] = "true"
     timings: dict[str, float] = {}
     password = timed(timings, "superset_init_s", demo.init_superset, layout, env)
     timed(timings, "sample_generate_and_load_s", demo.prepare_sample, layout, env, SAMPLE_DAYS, SAMPLE_EVENTS)

@@ -1,11 +1,15 @@
 """The dashboard over the lake in the real Superset of the e2e suite: the bundle built for Spark (``hive://`` to a
 local Spark Thrift Server) and for DuckDB (duckdb-engine, a read-only DuckDB file of views), imported beside the
-amplitude:// one. Every chart gives the amplitude:// dashboard's numbers, through the API and in Chromium."""
+amplitude:// one. Every chart gives the amplitude:// dashboard's numbers, through the API and in Chromium; and,
+with the bundle built with ``--template-processing`` (this Superset runs with SUPERSET_ENABLE_TEMPLATE_PROCESSING),
+so does the "Sessions that contain event" filter, whose SQL on these engines is Jinja."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,11 +58,15 @@ def duckdb_uri(lake: Path) -> str:
     return f"duckdb:///{lake / VIEWS_FILE}?access_mode=read_only"
 
 
-def import_bundle(superset: Superset, api: requests.Session, engine: str, uri: str, folder: Path) -> None:
-    bundle = build.build(folder / f"{engine}.zip", engine=engine, sqlalchemy_uri=uri)
+def import_bundle(superset: Superset, api: requests.Session, engine: str, uri: str, folder: Path,
+                  template_processing: bool = False) -> None:
+    """The engine's bundle built (``--template-processing`` or not) and imported, overwriting what it names."""
+    name = f"{engine}-template" if template_processing else engine
+    bundle = build.build(folder / f"{name}.zip", engine=engine, sqlalchemy_uri=uri,
+                         template_processing=template_processing)
     started = time.monotonic()
     demo.import_assets(api, superset.base, bundle)
-    superset.timings[f"lake_{engine}_import_s"] = round(time.monotonic() - started, 2)
+    superset.timings[f"lake_{name}_import_s"] = round(time.monotonic() - started, 2)
 
 
 @pytest.fixture(scope="module", params=["spark", "duckdb"])
@@ -124,8 +132,8 @@ def test_every_chart_gives_amplitudes_numbers(superset: Superset, api: requests.
 
 def test_plan_filter(superset: Superset, api: requests.Session, engine: str) -> None:
     """The dashboard's plan filter on the sessions dataset, each engine against amplitude://'s, over the
-    dashboard's default range. (This Superset runs with template processing off, Superset's default, so the lake
-    bundles have no "Sessions that contain event" filter: its Jinja SQL is checked in tests/test_lake_engines.py.)"""
+    dashboard's default range. (The bundles built without --template-processing have no "Sessions that contain
+    event" filter: test_sessions_that_contain_event imports those built with it.)"""
     datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
     by_name = {d["table_name"]: d["id"] for d in datasets}
     default_range = build.load(build.SOURCES / "dashboard.yaml")["default_time_range"]
@@ -221,3 +229,115 @@ def test_dashboard_in_headless_chromium(superset: Superset, browser, engine: str
             drawn = [label["text"] for label in axes[axis]["labels"] if label["shown"]]
             assert drawn == [label["text"] for label in seen[SLUG]["axes"][name][axis]["labels"] if label["shown"]], (
                 engine, name, axis)
+
+
+#: The "Sessions that contain event" filter's values in the test (as in tests/test_lake_engines.py): a rare and a
+#: common event type of the sample.
+CONTAINS_EVENT = {"col": "contains_event", "op": "IN", "val": ["invite_sent", "search"]}
+
+
+@pytest.fixture
+def template_engine(request: pytest.FixtureRequest, superset: Superset, api: requests.Session, engine: str,
+                    tmp_path: Path) -> Iterator[str]:
+    """The engine's bundle built with ``--template-processing`` imported over its plain one (same UUIDs and slug),
+    and the plain one imported back afterwards, so that no other test meets it whatever the order."""
+    uri = request.getfixturevalue(f"{engine}_uri")
+    import_bundle(superset, api, engine, uri, tmp_path, template_processing=True)
+    yield engine
+    import_bundle(superset, api, engine, uri, tmp_path)
+
+
+def filtered_data(superset: Superset, api: requests.Session, slug: str, dataset: str,
+                  native_filter: dict) -> dict[str, dict]:
+    """The chart data of the dashboard's charts on ``dataset`` as the dashboard asks for it with a native filter
+    set: each chart's saved query context, the filter's ``extra_form_data`` filter appended to every query's
+    ``filters`` (where Superset's frontend puts it, and where ``filter_values`` reads it), by chart name."""
+    datasets = api.get(f"{superset.base}/api/v1/dataset/?q=(page_size:100)").json()["result"]
+    (dataset_id,) = [d["id"] for d in datasets if d["table_name"] == dataset]
+    charts = api.get(f"{superset.base}/api/v1/dashboard/{slug}/charts").json()["result"]
+    results = {}
+    for chart in charts:
+        if chart["form_data"]["datasource"] != f"{dataset_id}__table":
+            continue
+        context = json.loads(api.get(f"{superset.base}/api/v1/chart/{chart['id']}").json()["result"]["query_context"])
+        context["force"] = True
+        context["form_data"]["extra_form_data"] = {"filters": [native_filter]}
+        for query in context["queries"]:
+            query["filters"] = [*query.get("filters", []), native_filter]
+        response = api.post(f"{superset.base}/api/v1/chart/data", json=context, timeout=300)
+        assert response.status_code == 200, (slug, chart["slice_name"], response.text[:500])
+        results[chart["slice_name"]] = response.json()["result"][0]
+    return results
+
+
+def test_sessions_that_contain_event(superset: Superset, api: requests.Session, template_engine: str,
+                                     amplitude_data: dict[str, dict]) -> None:
+    """The "Sessions that contain event" filter with two event types, on every chart of the sessions dataset: the
+    lake dashboard built with --template-processing (a WHERE EXISTS in Jinja, from ``filter_values``) gives
+    amplitude://'s numbers (a condition its connection applies), which differ from the unfiltered ones."""
+    started = time.monotonic()
+    lake_data = filtered_data(superset, api, f"{SLUG}-{template_engine}", f"sessions_{template_engine}",
+                              CONTAINS_EVENT)
+    superset.timings[f"lake_{template_engine}_contains_event_forced_s"] = round(time.monotonic() - started, 2)
+    expected_data = filtered_data(superset, api, SLUG, "sessions", CONTAINS_EVENT)
+    on_sessions = {chart["slice_name"] for chart in map(build.load, (build.SOURCES / "charts").glob("*.yaml"))
+                   if chart["dataset"] == "sessions"}
+    assert set(lake_data) == set(expected_data) == on_sessions and len(on_sessions) > 10
+    for name, result in lake_data.items():
+        expected, unfiltered = expected_data[name], amplitude_data[name]
+        assert (result["status"], result["error"]) == ("success", None), (template_engine, name)
+        # the values reach the dataset's SQL through the Jinja, which takes the filter off the outer query
+        assert all(f"'{value}'" in result["query"] for value in CONTAINS_EVENT["val"]), (template_engine, name)
+        assert "contains_event" not in result["query"], (template_engine, name)
+        rows = [{key: comparable(value) for key, value in row.items()} for row in expected["data"]]
+        assert len(result["data"]) == len(rows) > 0, (template_engine, name)
+        assert result["data"] == rows, (template_engine, name)
+        assert result["data"] != [{key: comparable(value) for key, value in row.items()}
+                                  for row in unfiltered["data"]], (template_engine, name)
+
+
+#: Creates a dashboard's filter state (``arguments[1]``: the data mask by filter id, as the native filter bar keeps
+#: it) and calls back with its key, for ``?native_filters_key=`` (as in tests/e2e/test_stock_superset.py).
+FILTER_STATE = """
+    const [slug, mask, done] = arguments;
+    let id;
+    fetch(`/api/v1/dashboard/${slug}`).then(r => r.json()).then(d => { id = d.result.id; })
+      .then(() => fetch('/api/v1/security/csrf_token/')).then(r => r.json())
+      .then(t => fetch(`/api/v1/dashboard/${id}/filter_state`, {method: 'POST', body: JSON.stringify(
+             {value: JSON.stringify(mask)}), headers: {'Content-Type': 'application/json', 'X-CSRFToken': t.result}}))
+      .then(r => r.json()).then(j => done(j.key)).catch(e => done(null));
+"""
+
+
+def test_sessions_that_contain_event_in_chromium(superset: Superset, browser, template_engine: str) -> None:
+    """The lake dashboard built with --template-processing opened with "Sessions that contain event" set (and the
+    default time range): every chart drawn, and its big numbers are amplitude://'s with the same filter, not the
+    unfiltered ones."""
+    default_range = build.load(build.SOURCES / "dashboard.yaml")["default_time_range"]
+    mask = {
+        "NATIVE_FILTER-time_range": {"id": "NATIVE_FILTER-time_range", "extraFormData": {"time_range": default_range},
+                                     "filterState": {"value": default_range}, "ownState": {}},
+        "NATIVE_FILTER-contains_event": {"id": "NATIVE_FILTER-contains_event",
+                                         "extraFormData": {"filters": [CONTAINS_EVENT]},
+                                         "filterState": {"value": CONTAINS_EVENT["val"]}, "ownState": {}},
+    }
+    browser.set_script_timeout(60)
+    numbers = {}
+    for slug, filtered in ((SLUG, False), (SLUG, True), (f"{SLUG}-{template_engine}", True)):
+        query = ""
+        if filtered:
+            key = browser.execute_async_script(FILTER_STATE, slug, mask)
+            assert key, ("filter state not created", slug)
+            query = f"?native_filters_key={key}"
+        started = time.monotonic()
+        browser.get(f"{superset.base}/superset/dashboard/{slug}/{query}")
+        state = wait_for_dashboard(browser, CHARTS, lambda s: len(s["numbers"]) == 8)
+        if slug != SLUG:  # amplitude://'s load times are test_dashboard_in_headless_chromium's
+            superset.timings[f"dashboard_{slug}_contains_event_loaded_in_browser_s"] = round(
+                time.monotonic() - started, 2)
+        browser.save_screenshot(str(OUTPUT / f"dashboard-{slug}{'-contains-event' * filtered}.png"))
+        assert state["errors"] == [], slug
+        numbers[slug, filtered] = {name: text for name, text in state["numbers"].items() if name != COMPLETE_THROUGH}
+    assert len(numbers[SLUG, True]) == 7
+    assert numbers[f"{SLUG}-{template_engine}", True] == numbers[SLUG, True]
+    assert numbers[SLUG, True]["Sessions"] != numbers[SLUG, False]["Sessions"]
