@@ -185,6 +185,33 @@ def wait_for_dashboard(browser, charts: int, done: Callable[[dict], bool], stall
             raise AssertionError(f"the dashboard stopped progressing after {now - started:.0f} s: {seen}")
         time.sleep(0.25)
 
+#: Creates a dashboard's filter state (``arguments[1]``: the data mask by filter id, as the native filter bar keeps
+#: it) and calls back with its key, for ``?native_filters_key=``.
+FILTER_STATE = """
+    const [slug, mask, done] = arguments;
+    let id;
+    fetch(`/api/v1/dashboard/${slug}`).then(r => r.json()).then(d => { id = d.result.id; })
+      .then(() => fetch('/api/v1/security/csrf_token/')).then(r => r.json())
+      .then(t => fetch(`/api/v1/dashboard/${id}/filter_state`, {method: 'POST', body: JSON.stringify(
+             {value: JSON.stringify(mask)}), headers: {'Content-Type': 'application/json', 'X-CSRFToken': t.result}}))
+      .then(r => r.json()).then(j => done(j.key)).catch(e => done(null));
+"""
+
+
+def filter_state_key(browser, slug: str, time_range: str, filters: dict[str, dict] | None = None) -> str:
+    """The key of a new filter state of the dashboard: its time range, and ``filters`` (by filter id, each an
+    ``extraFormData`` filter) set as the native filter bar sets them."""
+    mask = {"NATIVE_FILTER-time_range": {"id": "NATIVE_FILTER-time_range", "extraFormData": {"time_range": time_range},
+                                         "filterState": {"value": time_range}, "ownState": {}}}
+    for filter_id, condition in (filters or {}).items():
+        mask[filter_id] = {"id": filter_id, "extraFormData": {"filters": [condition]},
+                           "filterState": {"value": condition["val"]}, "ownState": {}}
+    browser.set_script_timeout(60)
+    key = browser.execute_async_script(FILTER_STATE, slug, mask)
+    assert key, ("filter state not created", slug)
+    return key
+
+
 #: The axes of every ECharts chart on the page, by chart title, read from the chart's ECharts instance (ECharts draws
 #: on canvas): each axis' type and tick labels as drawn (text, whether ECharts hid it for overlapping a neighbour,
 #: left and right edge in pixels), the names of the series drawn and the first series' data. Superset keeps the

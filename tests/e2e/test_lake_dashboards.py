@@ -27,7 +27,7 @@ from shillelagh_amplitude.store.hour_store import HourStore
 
 from ..scripts import load_script
 from ..spark_server import ThriftServer
-from .browser import CHART_AXES, wait_for_dashboard
+from .browser import CHART_AXES, filter_state_key, wait_for_dashboard
 from .conftest import OUTPUT, Superset, demo
 
 pytestmark = pytest.mark.e2e
@@ -296,38 +296,16 @@ def test_sessions_that_contain_event(superset: Superset, api: requests.Session, 
                                   for row in unfiltered["data"]], (template_engine, name)
 
 
-#: Creates a dashboard's filter state (``arguments[1]``: the data mask by filter id, as the native filter bar keeps
-#: it) and calls back with its key, for ``?native_filters_key=`` (as in tests/e2e/test_stock_superset.py).
-FILTER_STATE = """
-    const [slug, mask, done] = arguments;
-    let id;
-    fetch(`/api/v1/dashboard/${slug}`).then(r => r.json()).then(d => { id = d.result.id; })
-      .then(() => fetch('/api/v1/security/csrf_token/')).then(r => r.json())
-      .then(t => fetch(`/api/v1/dashboard/${id}/filter_state`, {method: 'POST', body: JSON.stringify(
-             {value: JSON.stringify(mask)}), headers: {'Content-Type': 'application/json', 'X-CSRFToken': t.result}}))
-      .then(r => r.json()).then(j => done(j.key)).catch(e => done(null));
-"""
-
-
 def test_sessions_that_contain_event_in_chromium(superset: Superset, browser, template_engine: str) -> None:
     """The lake dashboard built with --template-processing opened with "Sessions that contain event" set (and the
     default time range): every chart drawn, and its big numbers are amplitude://'s with the same filter, not the
     unfiltered ones."""
     default_range = build.load(build.SOURCES / "dashboard.yaml")["default_time_range"]
-    mask = {
-        "NATIVE_FILTER-time_range": {"id": "NATIVE_FILTER-time_range", "extraFormData": {"time_range": default_range},
-                                     "filterState": {"value": default_range}, "ownState": {}},
-        "NATIVE_FILTER-contains_event": {"id": "NATIVE_FILTER-contains_event",
-                                         "extraFormData": {"filters": [CONTAINS_EVENT]},
-                                         "filterState": {"value": CONTAINS_EVENT["val"]}, "ownState": {}},
-    }
-    browser.set_script_timeout(60)
     numbers = {}
     for slug, filtered in ((SLUG, False), (SLUG, True), (f"{SLUG}-{template_engine}", True)):
         query = ""
         if filtered:
-            key = browser.execute_async_script(FILTER_STATE, slug, mask)
-            assert key, ("filter state not created", slug)
+            key = filter_state_key(browser, slug, default_range, {"NATIVE_FILTER-contains_event": CONTAINS_EVENT})
             query = f"?native_filters_key={key}"
         started = time.monotonic()
         browser.get(f"{superset.base}/superset/dashboard/{slug}/{query}")

@@ -32,7 +32,15 @@ from shillelagh_amplitude.sample.generator import generate_dataset, sample_windo
 
 from ..expected import Session, kpis, sessions_from_records, user_property
 from ..helpers import free_port, read_zip
-from .browser import CHART_AXES, DASHBOARD_STATE, modal_button, open_connect_form, polling_wait, wait_for_dashboard
+from .browser import (
+    CHART_AXES,
+    DASHBOARD_STATE,
+    filter_state_key,
+    modal_button,
+    open_connect_form,
+    polling_wait,
+    wait_for_dashboard,
+)
 from .conftest import OUTPUT, REPO, chromium, default_range, demo
 
 pytestmark = pytest.mark.e2e
@@ -228,19 +236,6 @@ def test_numbers_and_the_contains_event_filter_on_a_stock_superset(stock: Stock)
     assert row["sessions"] == sum(event in s.event_types for s in window) > 0
 
 
-#: Creates the dashboard's filter state with the time range ``arguments[1]`` (as the native filter bar would) and
-#: calls back with its key, for ``?native_filters_key=``.
-TIME_RANGE_STATE = """
-    const [slug, range, done] = arguments;
-    const mask = {"NATIVE_FILTER-time_range": {id: "NATIVE_FILTER-time_range", extraFormData: {time_range: range},
-                  filterState: {value: range}, ownState: {}}};
-    let id;
-    fetch(`/api/v1/dashboard/${slug}`).then(r => r.json()).then(d => { id = d.result.id; })
-      .then(() => fetch('/api/v1/security/csrf_token/')).then(r => r.json())
-      .then(t => fetch(`/api/v1/dashboard/${id}/filter_state`, {method: 'POST', body: JSON.stringify(
-             {value: JSON.stringify(mask)}), headers: {'Content-Type': 'application/json', 'X-CSRFToken': t.result}}))
-      .then(r => r.json()).then(j => done(j.key)).catch(e => done(null));
-"""
 DAY_LABEL = re.compile(r"[A-Z][a-z]{2} \d{2}")  # "%b %d": "Nov 05"
 
 
@@ -292,10 +287,7 @@ def test_chart_axes_on_a_stock_superset(stock: Stock) -> None:
             assert all(a["right"] < b["left"] for a, b in zip(labels, labels[1:], strict=False)), (name, labels)
 
         since, until = two_sessions(stock.sessions, first, end)
-        browser.set_script_timeout(60)
-        time_range = f"{since:%Y-%m-%dT%H:%M:%S} : {until:%Y-%m-%dT%H:%M:%S}"
-        key = browser.execute_async_script(TIME_RANGE_STATE, SLUG, time_range)
-        assert key, "filter state not created"
+        key = filter_state_key(browser, SLUG, f"{since:%Y-%m-%dT%H:%M:%S} : {until:%Y-%m-%dT%H:%M:%S}")
         browser.get(f"{stock.base}/superset/dashboard/{SLUG}/?native_filters_key={key}")
         charts = polling_wait(browser, LOAD_TIMEOUT_S).until(
             lambda d: d.execute_script(DASHBOARD_STATE)["numbers"].get("Sessions") == "2"
